@@ -1,0 +1,1 @@
+"""Beam jobs (preprocess, score): each a ``run(argv)`` with Beam options passed through."""

@@ -1,0 +1,93 @@
+"""Run manifests: what a job read, wrote and rejected, and with which versions.
+
+The counts come from the Beam counters the transforms keep (see
+``beam_jobs.io``), so they are the runner's own committed numbers, and
+``check_counts`` refuses a run in which input != output + rejected.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import time
+from importlib import metadata
+from typing import Any
+
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics.metric import MetricsFilter
+
+from beam_jobs.io import COUNTER_NAMESPACE
+
+_PACKAGES = ("ctrflow", "apache-beam", "tensorflow", "tensorflow-transform", "tfx-bsl", "keras", "pyarrow",
+             "numpy", "pandas")
+
+
+class RejectedFractionError(RuntimeError):
+    """More rows were rejected than the job allows (--max-rejected-fraction)."""
+
+
+def library_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def counters(result) -> dict[str, int]:
+    """All ctrflow counters of a finished pipeline, by name."""
+    found: dict[str, int] = {}
+    query = result.metrics().query(MetricsFilter().with_namespace(COUNTER_NAMESPACE))
+    for c in query["counters"]:
+        value = c.committed if c.committed is not None else c.attempted
+        found[c.key.metric.name] = found.get(c.key.metric.name, 0) + int(value or 0)
+    return found
+
+
+def split_counts(found: dict[str, int], split: str, output_key: str) -> dict[str, int]:
+    return {
+        "input_rows": found.get(f"{split}/input_rows", 0),
+        output_key: found.get(f"{split}/output_rows", 0),
+        "rejected_rows": found.get(f"{split}/rejected_rows", 0),
+    }
+
+
+def check_counts(counts: dict[str, int], split: str, output_key: str, max_rejected_fraction: float,
+                 rejected_path: str) -> None:
+    """Fails when rows went missing, or when too many were rejected."""
+    n_in, n_out, n_bad = counts["input_rows"], counts[output_key], counts["rejected_rows"]
+    if n_in != n_out + n_bad:
+        raise RuntimeError(f"[{split}] {n_in} rows read but {n_out} written + {n_bad} rejected: rows were lost")
+    if n_in and n_bad / n_in > max_rejected_fraction:
+        raise RejectedFractionError(
+            f"[{split}] {n_bad} of {n_in} rows ({n_bad / n_in:.2%}) were rejected, above "
+            f"--max-rejected-fraction {max_rejected_fraction:g}; see {rejected_path}")
+
+
+def write_json(path: str, doc: Any) -> None:
+    with FileSystems.create(path) as f:
+        f.write(json.dumps(doc, indent=2, sort_keys=True, default=str).encode("utf-8"))
+
+
+def read_json(path: str) -> Any:
+    with FileSystems.open(path) as f:
+        return json.loads(f.read().decode("utf-8"))
+
+
+class Stopwatch:
+    """Named stage durations for the manifest."""
+
+    def __init__(self):
+        self.started = time.time()
+        self.stages: dict[str, float] = {}
+        self._t = self.started
+
+    def lap(self, stage: str) -> float:
+        now = time.time()
+        self.stages[stage] = round(now - self._t, 3)
+        self._t = now
+        return self.stages[stage]
+
+    def total(self) -> float:
+        return round(time.time() - self.started, 3)

@@ -1,0 +1,1 @@
+"""ctrflow: the command-line entry point and the bundled demo."""

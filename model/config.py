@@ -1,0 +1,132 @@
+"""``ModelConfig``: every model/training option in one typed, serialisable place.
+
+One dataclass feeds YAML files, the CLI and the saved run metadata, so an
+option added here is automatically a flag (``add_argparse_args``) and a YAML key.
+Kept free of TensorFlow imports: reading a config must stay cheap.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from typing import Any
+
+import yaml
+
+MODELS = ("deepfm", "wide_deep", "lr")
+RESIDUALS = ("none", "additive", "gated", "concat")
+ACTIVATIONS = ("relu", "gelu", "leaky_relu", "prelu", "tanh", "sigmoid")
+NORMS = ("none", "batch", "layer")
+LOSSES = ("pointwise", "pairwise")
+OPTIMIZERS = ("adam", "adagrad", "sgd", "ftrl", "adamw")
+LR_SCHEDULES = ("constant", "cosine", "exponential")
+
+
+def _opt(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
+    """A dataclass field carrying its CLI help text (and allowed values)."""
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Architecture, loss and optimiser options for ``build_model``/``compile_model``."""
+
+    model: str = _opt("deepfm", "Model family.", MODELS)
+    embedding_dim: int = _opt(16, "Width of each field embedding (deepfm, wide_deep).")
+    embedding_init_stddev: float = _opt(0.01, "Stddev of the normal init of embedding rows.")
+    embedding_l2: float = _opt(0.0, "L2 on the embedding rows looked up in the batch.")
+    linear_l2: float = _opt(0.0, "L2 on the first-order (linear) weights looked up in the batch.")
+    hidden_units: tuple[int, ...] = _opt((256, 128, 64), "Widths of the DNN blocks.")
+    residual: str = _opt("none", "DNN block form: plain ('none') or a residual form.", RESIDUALS)
+    residual_gate_init: float = _opt(0.1, "Initial beta of 'gated' residual blocks (w*x + beta*f(x)).")
+    activation: str = _opt("relu", "DNN activation.", ACTIVATIONS)
+    dropout: float = _opt(0.1, "Dropout rate inside DNN blocks.")
+    norm: str = _opt("none", "Normalisation inside DNN blocks.", NORMS)
+    kernel_l2: float = _opt(0.0, "L2 on DNN kernels.")
+    hadamard_groups: tuple[str, ...] = _opt(
+        (), "Two SparseFeature.group names (e.g. user item): their mean embeddings' "
+        "elementwise product is fed to the DNN.")
+    loss: str = _opt("pointwise", "Pointwise log loss, or pairwise logistic loss on "
+                     "{'pos','neg'} feature pairs.", LOSSES)
+    rdrop_alpha: float = _opt(0.0, "R-Drop weight: >0 runs two dropout passes and adds "
+                              "alpha * symmetric KL between them (pointwise loss only).")
+    negative_keep_rate: float = _opt(1.0, "Share of negatives kept by downsampling; "
+                                     "CTRModel.probabilities() undoes it.")
+    optimizer: str = _opt("adam", "Main optimiser.", OPTIMIZERS)
+    learning_rate: float = _opt(1e-3, "Initial learning rate of the main optimiser.")
+    lr_schedule: str = _opt("constant", "Learning-rate schedule.", LR_SCHEDULES)
+    decay_steps: int = _opt(10000, "Steps of the cosine/exponential schedule.")
+    decay_rate: float = _opt(0.96, "Exponential schedule: factor per decay_steps.")
+    weight_decay: float = _opt(0.004, "Decoupled weight decay (adamw only).")
+    clipnorm: float | None = _opt(None, "Clip each gradient to this norm (every optimiser).")
+    wide_optimizer: str | None = _opt(None, "Separate optimiser for the linear/wide weights "
+                                      "(e.g. ftrl for Wide&Deep); default: the main one.",
+                                      OPTIMIZERS)
+    wide_learning_rate: float = _opt(0.05, "Learning rate of the wide optimiser.")
+    ftrl_l1: float = _opt(0.0, "FTRL L1 regularisation strength.")
+    ftrl_l2: float = _opt(0.0, "FTRL L2 regularisation strength.")
+    auc_num_thresholds: int = _opt(10000, "Thresholds of the streaming AUC metric.")
+    jit_compile: bool = _opt(False, "Compile train/eval steps with XLA.")
+    steps_per_execution: int = _opt(1, "Batches run per tf.function call.")
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            choices = f.metadata["choices"]
+            value = getattr(self, f.name)
+            if choices and value is not None and value not in choices:
+                raise ValueError(f"{f.name}={value!r}; expected one of {choices}")
+        if self.hadamard_groups and len(self.hadamard_groups) != 2:
+            raise ValueError(f"hadamard_groups needs exactly 2 groups, got {self.hadamard_groups}")
+        if self.rdrop_alpha > 0 and self.loss != "pointwise":
+            raise ValueError("rdrop_alpha > 0 requires loss='pointwise'")
+        if not 0.0 < self.negative_keep_rate <= 1.0:
+            raise ValueError(f"negative_keep_rate must be in (0, 1], got {self.negative_keep_rate}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        """Build from plain values (YAML/JSON); unknown keys are an error (typos)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown ModelConfig keys: {sorted(unknown)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+    @classmethod
+    def from_yaml(cls, path: str) -> "ModelConfig":
+        with open(path, encoding="utf-8") as f:
+            return cls.from_dict(yaml.safe_load(f) or {})
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain YAML/JSON-friendly values (tuples become lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def add_argparse_args(cls, parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+        """Add one ``--flag`` per field; unset flags stay ``None`` (see ``from_args``).
+
+        A parser gets a "model" group; an argument group is filled as given.
+        """
+        is_parser = isinstance(parser, argparse.ArgumentParser)
+        group = parser.add_argument_group("model") if is_parser else parser
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            flag = "--" + f.name.replace("_", "-")
+            help_text = f"{f.metadata['help']} (default: {f.default})"
+            kind = hints[f.name]
+            kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": help_text}
+            if kind is bool:
+                kwargs["action"] = argparse.BooleanOptionalAction
+            elif typing.get_origin(kind) is tuple:
+                kwargs.update(nargs="*", type=typing.get_args(kind)[0])
+            else:
+                scalar = [t for t in typing.get_args(kind) if t is not type(None)] or [kind]
+                kwargs.update(type=scalar[0], choices=f.metadata["choices"])
+            group.add_argument(flag, **kwargs)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, base: "ModelConfig | None" = None) -> "ModelConfig":
+        """Override ``base`` (e.g. from a YAML file) with the flags actually given."""
+        base = base or cls()
+        given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
+                 if getattr(args, f.name, None) is not None}
+        return cls.from_dict({**base.to_dict(), **given})

@@ -1,0 +1,169 @@
+"""The one serving SavedModel: tf.Transform graph + Keras model, raw features in.
+
+``tft.TFTransformOutput.transform_features_layer()`` is a legacy tf_keras
+object and our models are Keras 3, so both live in a plain ``tf.Module`` whose
+``tf.function`` signatures are saved with ``tf.saved_model.save``:
+
+- ``serving_default``: raw feature columns (float32 numeric with NaN for
+  missing, string categorical with "" for missing), each ``[batch]`` ->
+  ``{"score": probability [batch]}``.
+- ``serve_tf_examples``: serialized raw ``tf.Example``s (``examples``) ->
+  ``{"score"}``; what TF Serving and tfx_bsl's RunInference call.
+- ``score_and_ids``: like ``serving_default`` plus the transformed ids of every
+  bucketized/categorical feature, which scoring profiles for the drift report.
+
+``assets.extra/`` carries what scoring needs besides the graph: the schema,
+the feature layout, the training profile (drift baseline) and model_info.json
+(version). So ``ctrflow score`` needs only the model directory.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import os
+
+import tensorflow as tf
+
+from model.inputs import model_features
+from pipeline.layout import FeatureLayout
+from pipeline.transform import raw_feature_spec
+from schemas import Schema, loads_schema
+
+EXTRA = "assets.extra"
+SCHEMA_FILE, LAYOUT_FILE, STATS_FILE, INFO_FILE = "schema.yaml", "layout.json", "stats.json", "model_info.json"
+
+
+class ServingModule(tf.Module):
+    """Raw features -> transform graph -> model -> probability."""
+
+    def __init__(self, model, tft_output, schema: Schema, layout: FeatureLayout):
+        super().__init__(name="ctrflow_serving")
+        self.model = model
+        self.tft_layer = tft_output.transform_features_layer()
+        self._layout = layout
+        self._raw_spec = raw_feature_spec(schema, with_label=False)
+        self._id_names = [f.name for f in layout.sparse if not f.wide_only]
+
+    def _score_and_transformed(self, raw: dict[str, tf.Tensor]):
+        transformed = self.tft_layer(raw)
+        probs = self.model.probabilities(model_features(transformed, self._layout))
+        return tf.reshape(probs, [-1]), transformed
+
+    def signatures(self) -> dict:
+        raw_sig = {name: tf.TensorSpec([None], f.dtype, name=name) for name, f in self._raw_spec.items()}
+
+        @tf.function(input_signature=[raw_sig])
+        def serving_default(raw):
+            return {"score": self._score_and_transformed(raw)[0]}
+
+        @tf.function(input_signature=[raw_sig])
+        def score_and_ids(raw):
+            score, transformed = self._score_and_transformed(raw)
+            out = {"score": score}
+            for name in self._id_names:
+                t = transformed[name]
+                out[name] = t.to_tensor(-1) if isinstance(t, tf.RaggedTensor) else t
+            return out
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+        def serve_tf_examples(examples):
+            raw = tf.io.parse_example(examples, self._raw_spec)
+            return {"score": self._score_and_transformed(raw)[0]}
+
+        return {"serving_default": serving_default, "score_and_ids": score_and_ids,
+                "serve_tf_examples": serve_tf_examples}
+
+
+def export(model, tft_output, schema: Schema, layout: FeatureLayout, export_dir: str, *,
+           schema_text: str, train_stats: dict | None, extra_info: dict | None = None) -> dict:
+    """Saves the serving SavedModel and its assets.extra; returns model_info."""
+    module = ServingModule(model, tft_output, schema, layout)
+    tf.saved_model.save(module, export_dir, signatures=module.signatures())
+    with tf.io.gfile.GFile(os.path.join(export_dir, "saved_model.pb"), "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()[:12]
+    now = datetime.datetime.now(datetime.timezone.utc)
+    info = {
+        "version": f"{now:%Y%m%dT%H%M%SZ}-{digest}",
+        "exported_at": now.isoformat(),
+        "raw_features": list(module._raw_spec),
+        **(extra_info or {}),
+    }
+    extra = os.path.join(export_dir, EXTRA)
+    tf.io.gfile.makedirs(extra)
+    files = {SCHEMA_FILE: schema_text, LAYOUT_FILE: layout.to_json(), INFO_FILE: json.dumps(info, indent=2)}
+    if train_stats is not None:
+        files[STATS_FILE] = json.dumps(train_stats)
+    for name, text in files.items():
+        with tf.io.gfile.GFile(os.path.join(extra, name), "w") as f:
+            f.write(text)
+    return info
+
+
+@dataclasses.dataclass
+class ModelMetadata:
+    """What travels beside the graph: read without loading the SavedModel."""
+
+    path: str  # the export dir
+    schema: Schema
+    layout: FeatureLayout
+    info: dict
+    train_stats: dict | None
+
+    @property
+    def version(self) -> str:
+        return self.info.get("version", "unknown")
+
+
+@dataclasses.dataclass
+class ExportedModel:
+    """A loaded serving model with its metadata."""
+
+    meta: ModelMetadata
+    loaded: object
+
+    @property
+    def info(self) -> dict:
+        return self.meta.info
+
+    def signature(self, name: str = "serving_default"):
+        return self.loaded.signatures[name]
+
+
+def find_export_dir(model_path: str) -> str:
+    """Accepts a trainer output dir (MODEL_DIR) or the export dir itself."""
+    for candidate in (model_path, os.path.join(model_path, "export")):
+        if tf.io.gfile.exists(os.path.join(candidate, "saved_model.pb")):
+            return candidate
+    raise FileNotFoundError(f"--model {model_path}: no saved_model.pb there or in its export/ folder")
+
+
+def read_extra(export_dir: str, name: str) -> str | None:
+    path = os.path.join(export_dir, EXTRA, name)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return f.read()
+
+
+def load_metadata(model_path: str) -> ModelMetadata:
+    """Schema, layout, version and training baseline of an export."""
+    export_dir = find_export_dir(model_path)
+    schema_text = read_extra(export_dir, SCHEMA_FILE)
+    if schema_text is None:
+        raise FileNotFoundError(f"{export_dir}: {EXTRA}/{SCHEMA_FILE} is missing; was it exported by ctrflow?")
+    stats = read_extra(export_dir, STATS_FILE)
+    return ModelMetadata(
+        path=export_dir,
+        schema=loads_schema(schema_text, os.path.join(export_dir, EXTRA, SCHEMA_FILE)),
+        layout=FeatureLayout.from_json(read_extra(export_dir, LAYOUT_FILE)),
+        info=json.loads(read_extra(export_dir, INFO_FILE) or "{}"),
+        train_stats=json.loads(stats) if stats else None,
+    )
+
+
+def load(model_path: str) -> ExportedModel:
+    """Loads the SavedModel (``tf.saved_model.load``) with its metadata."""
+    meta = load_metadata(model_path)
+    return ExportedModel(meta=meta, loaded=tf.saved_model.load(meta.path))

@@ -1,0 +1,367 @@
+"""Keras 3 building blocks of the CTR models.
+
+Layers read the feature dict directly (keys from ``FeatureLayout``) so a model
+is assembled from the layout alone. Only ``keras.ops`` is used, which keeps
+them graph-friendly inside ``tf.function`` and trackable for SavedModel.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import keras
+from keras import ops
+
+from pipeline.layout import GlobalIndex, SparseFeature
+
+register = keras.saving.register_keras_serializable(package="ctrflow")
+
+
+def stack_dense(features: Mapping[str, Any], names: Sequence[str]):
+    """Dense features ``{name: [batch]}`` as one float32 ``[batch, len(names)]`` matrix."""
+    return ops.stack([ops.reshape(ops.cast(features[n], "float32"), (-1,)) for n in names], axis=1)
+
+
+def make_activation(name: str) -> keras.layers.Layer:
+    """Activation by name; a layer (not a function) because PReLU has weights."""
+    if name == "prelu":
+        return keras.layers.PReLU()
+    if name == "leaky_relu":
+        return keras.layers.LeakyReLU(negative_slope=0.01)
+    if name in ("relu", "gelu", "tanh", "sigmoid"):
+        return keras.layers.Activation(name)
+    raise ValueError(f"unknown activation {name!r}")
+
+
+def make_norm(name: str) -> keras.layers.Layer | None:
+    if name == "batch":
+        return keras.layers.BatchNormalization()
+    if name == "layer":
+        return keras.layers.LayerNormalization()
+    if name == "none":
+        return None
+    raise ValueError(f"unknown norm {name!r}")
+
+
+def _l2(strength: float) -> keras.regularizers.Regularizer | None:
+    return keras.regularizers.L2(strength) if strength > 0 else None
+
+
+@register
+class FieldEmbedding(keras.layers.Layer):
+    """Embeds every sparse field, and the global ``feat_index``, from ONE table.
+
+    Why one table: a lookup per field is one kernel launch (and one gradient
+    op) per field; shifting field j's ids by ``offsets[j]`` (the sum of the
+    earlier fields' ``num_ids``) lets a single gather serve all fields. The
+    global index gets its own row range after the per-field ones.
+
+    Output ``[batch, num_fields, dim]``: the per-field fields in the given order,
+    then the ``num_fields`` global positions (each row times its ``feat_value``).
+    Multivalent fields (``[batch, L]`` padded with -1) are mean-pooled over
+    their non-negative ids; an all-padding row embeds as zeros.
+
+    ``l2`` penalises only the rows looked up in the batch (``l2 * sum(rows^2) /
+    batch``): penalising the whole table each step would cost O(table) and
+    shrink ids the batch never saw.
+    """
+
+    def __init__(
+        self,
+        fields: Sequence[SparseFeature | Mapping[str, Any]] = (),
+        dim: int = 8,
+        global_index: GlobalIndex | Mapping[str, Any] | None = None,
+        l2: float = 0.0,
+        embeddings_initializer: Any = "random_normal",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.fields = tuple(f if isinstance(f, SparseFeature) else SparseFeature(**f) for f in fields)
+        if isinstance(global_index, Mapping):
+            global_index = GlobalIndex(**{**global_index, "fields": tuple(global_index.get("fields", ()))})
+        self.global_index = global_index
+        self.dim = dim
+        self.l2 = l2
+        self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
+        sizes = [f.num_ids for f in self.fields] + ([global_index.num_ids] if global_index else [])
+        if not sizes:
+            raise ValueError("FieldEmbedding needs at least one sparse field or a global index")
+        self.offsets = tuple(itertools.accumulate(sizes, initial=0))[:-1]
+        self.num_rows = sum(sizes)
+        self.num_fields = len(self.fields) + (global_index.num_fields if global_index else 0)
+        # Univalent fields first (one stack), multivalent after (pooled one by one);
+        # `_perm` puts the pooled result back in the given field order.
+        self._univalent = [i for i, f in enumerate(self.fields) if not f.multivalent]
+        self._multivalent = [i for i, f in enumerate(self.fields) if f.multivalent]
+        gather_order = self._univalent + self._multivalent
+        perm = [gather_order.index(i) for i in range(len(self.fields))]
+        identity = perm == list(range(len(perm)))
+        self._perm = None if identity else perm + list(range(len(perm), self.num_fields))
+
+    def build(self, input_shape: Any = None) -> None:
+        self.embeddings = self.add_weight(
+            shape=(self.num_rows, self.dim), initializer=self.embeddings_initializer, name="embeddings"
+        )
+
+    def _offset_ids(self, features: Mapping[str, Any]):
+        """All ids as one int64 ``[batch, T]`` matrix of table rows; -1 marks padding."""
+        parts = []
+        if self._univalent:
+            ids = ops.stack([ops.reshape(ops.cast(features[self.fields[i].name], "int64"), (-1,))
+                             for i in self._univalent], axis=1)
+            parts.append(ids + ops.array([self.offsets[i] for i in self._univalent], "int64"))
+        for i in self._multivalent:
+            ids = ops.cast(features[self.fields[i].name], "int64")
+            parts.append(ops.where(ids >= 0, ids + self.offsets[i], -1))
+        if self.global_index is not None:
+            ids = ops.cast(features[self.global_index.index_key], "int64")
+            parts.append(ids + self.offsets[-1])
+        return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=1)
+
+    def call(self, features: Mapping[str, Any], training: bool = False):
+        ids = self._offset_ids(features)
+        rows = ops.take(self.embeddings, ops.maximum(ids, 0), axis=0)  # [batch, T, dim]
+        if self._multivalent:
+            rows = rows * ops.expand_dims(ops.cast(ids >= 0, rows.dtype), -1)
+        if training and self.l2 > 0:
+            batch = ops.cast(ops.shape(rows)[0], rows.dtype)
+            self.add_loss(self.l2 * ops.sum(ops.square(rows)) / batch)
+        return self._pool(rows, features)
+
+    def _pool(self, rows, features: Mapping[str, Any]):
+        """Per-position rows -> one vector per field (mean over multivalent ids)."""
+        start = len(self._univalent)
+        out = [rows[:, :start]] if start else []
+        for i in self._multivalent:
+            ids = features[self.fields[i].name]
+            length = ops.shape(ids)[1]
+            count = ops.sum(ops.cast(ids >= 0, rows.dtype), axis=1, keepdims=True)
+            pooled = ops.sum(rows[:, start:start + length], axis=1) / ops.maximum(count, 1.0)
+            out.append(ops.expand_dims(pooled, 1))
+            start = start + length
+        if self.global_index is not None:
+            values = ops.cast(features[self.global_index.value_key], rows.dtype)
+            out.append(rows[:, start:] * ops.expand_dims(values, -1))
+        fields = out[0] if len(out) == 1 else ops.concatenate(out, axis=1)
+        if self._perm is not None:
+            fields = ops.take(fields, self._perm, axis=1)
+        return ops.reshape(fields, (-1, self.num_fields, self.dim))
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "fields": [dataclasses.asdict(f) for f in self.fields],
+            "dim": self.dim,
+            "global_index": dataclasses.asdict(self.global_index) if self.global_index else None,
+            "l2": self.l2,
+            "embeddings_initializer": keras.initializers.serialize(self.embeddings_initializer),
+        }
+
+
+@register
+class Linear(keras.layers.Layer):
+    """First-order term: a scalar weight per id, summed over fields, + w.dense + b.
+
+    It is LR on its own and the wide part of Wide&Deep / first order of DeepFM.
+    The per-id weights are a 1-wide ``FieldEmbedding`` (one table, one gather),
+    which also covers the ``wide_only`` crosses and the global feat_index
+    (weights times feat_value). Zero-initialised: the model starts at logit 0.
+    """
+
+    def __init__(
+        self,
+        fields: Sequence[SparseFeature | Mapping[str, Any]] = (),
+        dense_names: Sequence[str] = (),
+        global_index: GlobalIndex | Mapping[str, Any] | None = None,
+        l2: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.dense_names = tuple(dense_names)
+        self.id_weights = (
+            FieldEmbedding(fields, dim=1, global_index=global_index, l2=l2,
+                           embeddings_initializer="zeros", name="id_weights")
+            if fields or global_index else None
+        )
+        self.dense_weights = (
+            keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros", name="dense_weights")
+            if self.dense_names else None
+        )
+
+    def build(self, input_shape: Any = None) -> None:
+        self.bias = self.add_weight(shape=(1,), initializer="zeros", name="bias")
+
+    def call(self, features: Mapping[str, Any], training: bool = False):
+        terms = []
+        if self.id_weights is not None:
+            terms.append(ops.sum(self.id_weights(features, training=training), axis=1))
+        if self.dense_weights is not None:
+            terms.append(self.dense_weights(stack_dense(features, self.dense_names)))
+        if not terms:
+            raise ValueError("Linear needs sparse fields, a global index or dense features")
+        return sum(terms[1:], terms[0]) + self.bias
+
+    def get_config(self) -> dict[str, Any]:
+        ids = self.id_weights
+        return {
+            **super().get_config(),
+            "fields": [dataclasses.asdict(f) for f in ids.fields] if ids else [],
+            "dense_names": list(self.dense_names),
+            "global_index": dataclasses.asdict(ids.global_index) if ids and ids.global_index else None,
+            "l2": ids.l2 if ids else 0.0,
+        }
+
+
+@register
+class FMSecondOrder(keras.layers.Layer):
+    """FM pairwise term ``sum_{i<j} <v_i, v_j>`` in O(fields * dim).
+
+    Uses ``0.5 * sum_k((sum_i v_ik)^2 - sum_i v_ik^2)`` instead of the explicit
+    O(fields^2) pair loop. Input ``[batch, fields, dim]`` -> ``[batch, 1]``.
+    """
+
+    def call(self, fields):
+        square_of_sum = ops.square(ops.sum(fields, axis=1))
+        sum_of_squares = ops.sum(ops.square(fields), axis=1)
+        return 0.5 * ops.sum(square_of_sum - sum_of_squares, axis=1, keepdims=True)
+
+
+@register
+class DenseBlock(keras.layers.Layer):
+    """Dense -> norm -> activation -> dropout: the plain DNN block, and f's body."""
+
+    def __init__(self, units: int, activation: str = "relu", dropout: float = 0.0,
+                 norm: str = "none", kernel_l2: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.units, self.activation, self.dropout, self.norm, self.kernel_l2 = (
+            units, activation, dropout, norm, kernel_l2)
+        self.dense = keras.layers.Dense(units, kernel_regularizer=_l2(kernel_l2))
+        self.norm_layer = make_norm(norm)
+        self.activation_layer = make_activation(activation)
+        self.dropout_layer = keras.layers.Dropout(dropout) if dropout > 0 else None
+
+    def call(self, x, training: bool = False):
+        x = self.dense(x)
+        if self.norm_layer is not None:
+            x = self.norm_layer(x, training=training)
+        x = self.activation_layer(x)
+        if self.dropout_layer is not None:
+            x = self.dropout_layer(x, training=training)
+        return x
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "units": self.units, "activation": self.activation,
+                "dropout": self.dropout, "norm": self.norm, "kernel_l2": self.kernel_l2}
+
+
+@register
+class ResidualBlock(keras.layers.Layer):
+    """Residual DNN block; deep CTR towers train more stably with a skip path.
+
+    f(x) = Dense -> norm -> activation -> dropout (-> Dense), and ``mode``:
+
+    - ``"additive"``: ``P(x) + f(x)``; f's last Dense is zero-initialised so the
+      block is exactly the identity (when widths match) at step 0.
+    - ``"gated"``: ``w * P(x) + beta * f(x)`` with learnable scalars, ``w=1`` and
+      a small ``beta`` at init (ReZero-like: close to identity, but f learns
+      from step 0 since its last Dense is not zero).
+    - ``"concat"``: ``[f(x), x]`` without the last Dense (DenseNet-like; the
+      width grows by ``units``).
+
+    P is a bias-free linear projection when the input width differs from
+    ``units``, else the identity.
+    """
+
+    MODES = ("additive", "gated", "concat")
+
+    def __init__(self, units: int, mode: str = "additive", activation: str = "relu",
+                 dropout: float = 0.0, norm: str = "none", kernel_l2: float = 0.0,
+                 gate_init: float = 0.1, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if mode not in self.MODES:
+            raise ValueError(f"unknown residual mode {mode!r}; expected one of {self.MODES}")
+        self.units, self.mode, self.kernel_l2, self.gate_init = units, mode, kernel_l2, gate_init
+        self.body = DenseBlock(units, activation, dropout, norm, kernel_l2, name="body")
+        self.out = None if mode == "concat" else keras.layers.Dense(
+            units, kernel_initializer="zeros" if mode == "additive" else "glorot_uniform",
+            kernel_regularizer=_l2(kernel_l2), name="out")
+        self.projection = None
+
+    def build(self, input_shape: Any) -> None:
+        if self.mode != "concat" and input_shape[-1] != self.units:
+            self.projection = keras.layers.Dense(
+                self.units, use_bias=False, kernel_regularizer=_l2(self.kernel_l2), name="projection")
+        if self.mode == "gated":
+            self.w = self.add_weight(shape=(), initializer="ones", name="w")
+            self.beta = self.add_weight(
+                shape=(), initializer=keras.initializers.Constant(self.gate_init), name="beta")
+
+    def call(self, x, training: bool = False):
+        h = self.body(x, training=training)
+        if self.mode == "concat":
+            return ops.concatenate([h, x], axis=-1)
+        h = self.out(h)
+        skip = x if self.projection is None else self.projection(x)
+        if self.mode == "additive":
+            return skip + h
+        return self.w * skip + self.beta * h
+
+    def get_config(self) -> dict[str, Any]:
+        body = self.body
+        return {**super().get_config(), "units": self.units, "mode": self.mode,
+                "activation": body.activation, "dropout": body.dropout, "norm": body.norm,
+                "kernel_l2": self.kernel_l2, "gate_init": self.gate_init}
+
+
+@register
+class DNN(keras.layers.Layer):
+    """Stack of ``DenseBlock`` (``residual="none"``) or ``ResidualBlock`` layers."""
+
+    def __init__(self, hidden_units: Sequence[int], residual: str = "none",
+                 activation: str = "relu", dropout: float = 0.0, norm: str = "none",
+                 kernel_l2: float = 0.0, gate_init: float = 0.1, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.hidden_units, self.residual = tuple(hidden_units), residual
+        self.block_options = dict(activation=activation, dropout=dropout, norm=norm,
+                                  kernel_l2=kernel_l2)
+        self.gate_init = gate_init
+        self.blocks = [
+            DenseBlock(units, **self.block_options, name=f"block_{i}") if residual == "none"
+            else ResidualBlock(units, mode=residual, gate_init=gate_init, **self.block_options,
+                               name=f"block_{i}")
+            for i, units in enumerate(self.hidden_units)
+        ]
+
+    def call(self, x, training: bool = False):
+        for block in self.blocks:
+            x = block(x, training=training)
+        return x
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "hidden_units": list(self.hidden_units),
+                "residual": self.residual, "gate_init": self.gate_init, **self.block_options}
+
+
+@register
+class Hadamard(keras.layers.Layer):
+    """Elementwise product of two field groups' mean embeddings (e.g. user x item).
+
+    An explicit multiplicative user-item signal that an MLP would otherwise
+    need many units to approximate. ``[batch, fields, dim]`` -> ``[batch, dim]``.
+    """
+
+    def __init__(self, left: Sequence[int], right: Sequence[int], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not left or not right:
+            raise ValueError("Hadamard needs at least one field in each group")
+        self.left, self.right = list(left), list(right)
+
+    def call(self, fields):
+        left = ops.mean(ops.take(fields, self.left, axis=1), axis=1)
+        right = ops.mean(ops.take(fields, self.right, axis=1), axis=1)
+        return left * right
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "left": self.left, "right": self.right}

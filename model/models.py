@@ -1,0 +1,257 @@
+"""``CTRModel`` (LR / Wide&Deep / DeepFM), its training steps, and the factories.
+
+Every model is "linear + deep": the first-order ``Linear`` logit, plus (DeepFM)
+the FM pairwise term, plus a (residual) DNN over the field embeddings. The
+custom ``train_step`` adds what ``Model.fit`` lacks for CTR: R-Drop, pairwise
+loss and a separate optimiser (e.g. FTRL) for the wide weights.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from model.config import ModelConfig
+from model.layers import DNN, FieldEmbedding, FMSecondOrder, Hadamard, Linear, register, stack_dense
+from model.losses import calibrate_downsampled, log_loss, pairwise_logistic_loss, rdrop_kl
+from pipeline.layout import FeatureLayout
+
+
+def feature_spec(layout: FeatureLayout) -> dict[str, tf.TensorSpec]:
+    """The model's input signature (e.g. for a serving ``tf.function``)."""
+    spec = {f.name: tf.TensorSpec([None, None] if f.multivalent else [None], tf.int64, f.name)
+            for f in layout.sparse}
+    spec.update({f.name: tf.TensorSpec([None], tf.float32, f.name) for f in layout.dense})
+    if layout.global_index is not None:
+        gi = layout.global_index
+        spec[gi.index_key] = tf.TensorSpec([None, gi.num_fields], tf.int64, gi.index_key)
+        spec[gi.value_key] = tf.TensorSpec([None, gi.num_fields], tf.float32, gi.value_key)
+    return spec
+
+
+def dummy_features(layout: FeatureLayout) -> dict[str, np.ndarray]:
+    """A one-example batch of valid inputs, used to create the variables."""
+    return {name: np.zeros([1 if d is None else d for d in spec.shape], spec.dtype.as_numpy_dtype)
+            for name, spec in feature_spec(layout).items()}
+
+
+@register
+class CTRModel(keras.Model):
+    """``logit = linear(x) [+ fm(e)] [+ head(dnn([e, dense, hadamard]))]``, e = field embeddings.
+
+    ``call`` returns logits ``[batch, 1]``. Logged metrics: ``loss``, ``auc``,
+    ``logloss`` (``val_*`` on validation data, so training can early-stop on
+    ``val_auc``).
+    """
+
+    def __init__(self, layout: FeatureLayout | Mapping[str, Any],
+                 config: ModelConfig | Mapping[str, Any], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        layout = layout if isinstance(layout, FeatureLayout) else FeatureLayout.from_dict(layout)
+        config = config if isinstance(config, ModelConfig) else ModelConfig.from_dict(config)
+        self.layout, self.model_config = layout, config
+        self.dense_names = tuple(f.name for f in layout.dense)
+        self.linear = Linear(layout.sparse, self.dense_names, layout.global_index,
+                             l2=config.linear_l2, name="linear")
+        self.embedding = self.fm = self.hadamard = self.dnn = self.deep_head = None
+        if config.model != "lr":
+            self._build_deep_part(layout, config)
+        self.wide_optimizer: keras.optimizers.Optimizer | None = None
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.auc = keras.metrics.AUC(num_thresholds=config.auc_num_thresholds, from_logits=True,
+                                     name="auc")
+        self.logloss = keras.metrics.BinaryCrossentropy(from_logits=True, name="logloss")
+
+    def _build_deep_part(self, layout: FeatureLayout, config: ModelConfig) -> None:
+        fields = [f for f in layout.sparse if not f.wide_only]  # crosses stay wide-only
+        if not fields and layout.global_index is None:
+            raise ValueError(f"{config.model} needs at least one non-wide_only sparse field "
+                             "or a global index to embed")
+        self.embedding = FieldEmbedding(
+            fields, config.embedding_dim, layout.global_index, l2=config.embedding_l2,
+            embeddings_initializer=keras.initializers.RandomNormal(stddev=config.embedding_init_stddev),
+            name="embedding")
+        if config.model == "deepfm":
+            self.fm = FMSecondOrder(name="fm")
+        if config.hadamard_groups:
+            groups = [[i for i, f in enumerate(fields) if f.group == g] for g in config.hadamard_groups]
+            for name, members in zip(config.hadamard_groups, groups):
+                if not members:
+                    raise ValueError(f"hadamard group {name!r}: no embedded field has this group")
+            self.hadamard = Hadamard(*groups, name="hadamard")
+        self.dnn = DNN(config.hidden_units, config.residual, config.activation, config.dropout,
+                       config.norm, config.kernel_l2, config.residual_gate_init, name="dnn")
+        self.deep_head = keras.layers.Dense(1, name="deep_head")
+
+    def call(self, features: Mapping[str, Any], training: bool = False):
+        logit = self.linear(features, training=training)
+        if self.embedding is None:
+            return logit
+        fields = self.embedding(features, training=training)
+        if self.fm is not None:
+            logit = logit + self.fm(fields)
+        deep = self.dnn(self._deep_input(fields, features), training=training)
+        return logit + self.deep_head(deep)
+
+    def _deep_input(self, fields, features: Mapping[str, Any]):
+        """Flattened field embeddings, [+ Hadamard user x item], [+ dense values]."""
+        parts = [ops.reshape(fields, (-1, self.embedding.num_fields * self.embedding.dim))]
+        if self.hadamard is not None:
+            parts.append(self.hadamard(fields))
+        if self.dense_names:
+            parts.append(stack_dense(features, self.dense_names))
+        return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=1)
+
+    def probabilities(self, features: Mapping[str, Any]):
+        """Serving probabilities: sigmoid, corrected for negative downsampling."""
+        p = ops.sigmoid(self(features, training=False))
+        keep = self.model_config.negative_keep_rate
+        return p if keep == 1.0 else calibrate_downsampled(p, keep)
+
+    # ----------------------------------------------------------------- training
+
+    @property
+    def metrics(self) -> list[keras.metrics.Metric]:
+        return [self.loss_tracker, self.auc, self.logloss]
+
+    def compile(self, optimizer: Any = "adam",
+                wide_optimizer: keras.optimizers.Optimizer | None = None, **kwargs: Any) -> None:
+        """Keras ``compile`` plus an optional optimiser for the ``linear`` weights.
+
+        Losses and metrics are fixed by the config (see ``train_step``), so
+        ``loss``/``metrics`` must not be passed. Optimisers are built here, each
+        on its own variables, so neither keeps slots for the other's weights.
+        """
+        if "loss" in kwargs or "metrics" in kwargs:
+            raise ValueError("CTRModel's loss and metrics come from its ModelConfig")
+        super().compile(optimizer=optimizer, **kwargs)
+        if not self.built:
+            self(dummy_features(self.layout))
+        self.wide_optimizer = wide_optimizer
+        wide, deep = self._variable_groups()
+        if wide_optimizer is not None and not wide_optimizer.built:
+            wide_optimizer.build(wide)
+        if not self.optimizer.built:
+            self.optimizer.build(deep)
+
+    def _variable_groups(self) -> tuple[list, list]:
+        """(wide optimiser's variables, main optimiser's variables)."""
+        if self.wide_optimizer is None:
+            return [], list(self.trainable_variables)
+        wide = list(self.linear.trainable_variables)
+        wide_ids = {id(v) for v in wide}
+        return wide, [v for v in self.trainable_variables if id(v) not in wide_ids]
+
+    def _forward(self, x: Mapping[str, Any]):
+        """Training-mode logits and this pass's regularisation losses."""
+        logits = self(x, training=True)
+        return logits, sum(self.losses, ops.zeros(()))
+
+    def train_step(self, data: Any) -> dict[str, Any]:
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        with tf.GradientTape() as tape:
+            if self.model_config.loss == "pairwise":
+                loss, y, logits, sample_weight = self._pairwise_loss(x)
+            else:
+                y, sample_weight = _column(y), _column(sample_weight)
+                loss, logits = self._pointwise_loss(x, y, sample_weight)
+        wide, deep = self._variable_groups()
+        grads = tape.gradient(loss, wide + deep)
+        if wide:
+            self.wide_optimizer.apply_gradients(zip(grads[:len(wide)], wide))
+        if deep:
+            self.optimizer.apply_gradients(zip(grads[len(wide):], deep))
+        return self._update_metrics(loss, y, logits, sample_weight)
+
+    def _pointwise_loss(self, x: Mapping[str, Any], y, sample_weight):
+        """Log loss; with R-Drop, the mean over two dropout passes + alpha * their KL."""
+        logits, reg = self._forward(x)
+        loss = log_loss(y, logits, sample_weight) + reg
+        alpha = self.model_config.rdrop_alpha
+        if alpha > 0:
+            logits_b, reg_b = self._forward(x)
+            loss_b = log_loss(y, logits_b, sample_weight) + reg_b
+            loss = 0.5 * (loss + loss_b) + alpha * rdrop_kl(logits, logits_b)
+        return loss, logits
+
+    def _pairwise_loss(self, x: Mapping[str, Mapping[str, Any]]):
+        """RankNet loss on ``x = {"pos": features, "neg": features}`` (labels unused).
+
+        Returns the loss plus labels (1 for pos, 0 for neg), logits and no
+        weights, so AUC/log loss are still tracked on the pairs' examples.
+        """
+        s_pos, reg_pos = self._forward(x["pos"])
+        s_neg, reg_neg = self._forward(x["neg"])
+        loss = pairwise_logistic_loss(s_pos, s_neg) + 0.5 * (reg_pos + reg_neg)
+        labels = ops.concatenate([ops.ones_like(s_pos), ops.zeros_like(s_neg)], axis=0)
+        return loss, labels, ops.concatenate([s_pos, s_neg], axis=0), None
+
+    def test_step(self, data: Any) -> dict[str, Any]:
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        y, sample_weight = _column(y), _column(sample_weight)
+        logits = self(x, training=False)
+        loss = log_loss(y, logits, sample_weight) + sum(self.losses, ops.zeros(()))
+        return self._update_metrics(loss, y, logits, sample_weight)
+
+    def _update_metrics(self, loss, y, logits, sample_weight) -> dict[str, Any]:
+        self.loss_tracker.update_state(loss, sample_weight=ops.shape(logits)[0])
+        self.auc.update_state(y, logits, sample_weight=sample_weight)
+        self.logloss.update_state(y, logits, sample_weight=sample_weight)
+        return {m.name: m.result() for m in self.metrics}
+
+    def get_config(self) -> dict[str, Any]:
+        return {"name": self.name, "layout": dataclasses.asdict(self.layout),
+                "config": self.model_config.to_dict()}
+
+
+def _column(t):
+    """Labels/weights as float32 ``[batch, 1]`` whether they come as [batch] or [batch, 1]."""
+    return None if t is None else ops.reshape(ops.cast(t, "float32"), (-1, 1))
+
+
+def build_model(layout: FeatureLayout, config: ModelConfig) -> CTRModel:
+    """The model ``config.model`` names, with its variables created."""
+    model = CTRModel(layout, config, name=config.model)
+    model(dummy_features(layout))
+    return model
+
+
+def learning_rate(config: ModelConfig) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """The main learning rate, or its decay schedule."""
+    if config.lr_schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(config.learning_rate, config.decay_steps)
+    if config.lr_schedule == "exponential":
+        return keras.optimizers.schedules.ExponentialDecay(
+            config.learning_rate, config.decay_steps, config.decay_rate)
+    return config.learning_rate
+
+
+def make_optimizer(name: str, lr: Any, config: ModelConfig) -> keras.optimizers.Optimizer:
+    common = {"learning_rate": lr, "clipnorm": config.clipnorm}
+    if name == "adam":
+        return keras.optimizers.Adam(**common)
+    if name == "adamw":
+        return keras.optimizers.AdamW(weight_decay=config.weight_decay, **common)
+    if name == "adagrad":
+        return keras.optimizers.Adagrad(**common)
+    if name == "sgd":
+        return keras.optimizers.SGD(**common)
+    if name == "ftrl":
+        return keras.optimizers.Ftrl(l1_regularization_strength=config.ftrl_l1,
+                                     l2_regularization_strength=config.ftrl_l2, **common)
+    raise ValueError(f"unknown optimizer {name!r}")
+
+
+def compile_model(model: CTRModel, config: ModelConfig) -> CTRModel:
+    """Compile with the config's optimiser(s), schedule and XLA setting."""
+    wide = (make_optimizer(config.wide_optimizer, config.wide_learning_rate, config)
+            if config.wide_optimizer else None)
+    model.compile(optimizer=make_optimizer(config.optimizer, learning_rate(config), config),
+                  wide_optimizer=wide, jit_compile=config.jit_compile,
+                  steps_per_execution=config.steps_per_execution)
+    return model

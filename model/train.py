@@ -1,0 +1,157 @@
+"""``ctrflow train``: fit a model on the preprocess output and export it for serving.
+
+Outputs under ``--output`` (MODEL_DIR)::
+
+    export/             the serving SavedModel (transform graph + model), see model.export
+    checkpoints/        best weights (by eval AUC) and a backup to resume from
+    logs/               TensorBoard logs
+    metrics.json        eval metrics of the exported model (exact AUC, log loss, calibration)
+    config.json         the model and trainer options used
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+
+import numpy as np
+
+from model.config import ModelConfig
+
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ctrflow train",
+        description="Train a DeepFM / Wide&Deep / LR model on the TFRecords written by `ctrflow preprocess` and "
+                    "export ONE SavedModel that takes raw features (transform graph inside).")
+    p.add_argument("--data", required=True, help="output directory of `ctrflow preprocess`")
+    p.add_argument("--output", required=True, help="model directory (MODEL_DIR)")
+    p.add_argument("--config", help="model config YAML; command-line flags override it")
+    t = p.add_argument_group("trainer")
+    t.add_argument("--batch-size", type=int, default=512)
+    t.add_argument("--epochs", type=int, default=10, help="maximum epochs (early stopping may end sooner)")
+    t.add_argument("--patience", type=int, default=2, help="epochs without eval AUC improvement before stopping")
+    t.add_argument("--steps-per-epoch", type=int, default=None,
+                   help="batches per epoch (default: one pass over the training data)")
+    t.add_argument("--seed", type=int, default=42, help="seed for init, shuffling and dropout")
+    t.add_argument("--deterministic", action="store_true",
+                   help="deterministic TF ops: same metrics on every run with the same seed (slower)")
+    t.add_argument("--cache", action="store_true", help="cache the training records in memory after the first epoch")
+    t.add_argument("--shuffle-buffer", type=int, default=100_000)
+    t.add_argument("--resume", action="store_true", help="resume from the backup in MODEL_DIR/checkpoints")
+    t.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2), help="Keras progress output")
+    ModelConfig.add_argparse_args(p.add_argument_group("model"))
+    return p
+
+
+def _set_seed(seed: int, deterministic: bool) -> None:
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def predict_split(model, dataset) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, probabilities) over a dataset of (features, label)."""
+    import tensorflow as tf
+
+    predict = tf.function(lambda x: model.probabilities(x))
+    labels, probs = [], []
+    for x, y in dataset:
+        labels.append(y.numpy().reshape(-1))
+        probs.append(predict(x).numpy().reshape(-1))
+    if not labels:
+        return np.zeros(0), np.zeros(0)
+    return np.concatenate(labels), np.concatenate(probs)
+
+
+def run(argv: list[str] | None = None) -> dict:
+    """Trains, evaluates and exports; returns the metrics (also in MODEL_DIR/metrics.json)."""
+    args = build_arg_parser().parse_args(argv)
+    from beam_jobs.options import setup_logging
+
+    setup_logging()
+    base = ModelConfig.from_yaml(args.config) if args.config else None
+    config = ModelConfig.from_args(args, base=base)
+
+    import keras
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    from model import export as exporter
+    from model import metrics as mt
+    from model.inputs import make_dataset, split_files
+    from model.models import build_model, compile_model
+    from pipeline.layout import FeatureLayout
+    from schemas import loads_schema
+
+    _set_seed(args.seed, args.deterministic)
+    t0 = time.time()
+    data = args.data
+    with tf.io.gfile.GFile(os.path.join(data, "layout.json")) as f:
+        layout = FeatureLayout.from_json(f.read())
+    with tf.io.gfile.GFile(os.path.join(data, "schema.yaml")) as f:
+        schema_text = f.read()
+    schema = loads_schema(schema_text, os.path.join(data, "schema.yaml"))
+    stats_path = os.path.join(data, "stats.json")
+    train_stats = json.loads(tf.io.gfile.GFile(stats_path).read()) if tf.io.gfile.exists(stats_path) else None
+    tft_output = tft.TFTransformOutput(data)
+    spec = tft_output.transformed_feature_spec()
+
+    has_eval = bool(tf.io.gfile.glob(split_files(data, "eval")))
+    eval_split = "eval" if has_eval else "train"
+    if not has_eval:
+        logging.warning("no eval split in %s: early stopping and metrics use the training data", data)
+    train_ds = make_dataset(split_files(data, "train"), spec, layout, args.batch_size, shuffle=True,
+                            seed=args.seed, cache=args.cache, shuffle_buffer=args.shuffle_buffer,
+                            repeat=args.steps_per_epoch is not None)
+    eval_ds = make_dataset(split_files(data, eval_split), spec, layout, max(args.batch_size, 4096),
+                           shuffle=False, cache=True)
+
+    model = compile_model(build_model(layout, config), config)
+    out = args.output.rstrip("/")
+    ckpt_dir = os.path.join(out, "checkpoints")
+    tf.io.gfile.makedirs(ckpt_dir)
+    callbacks = [
+        keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=args.patience,
+                                      restore_best_weights=True, verbose=1),
+        keras.callbacks.ModelCheckpoint(os.path.join(ckpt_dir, "best.weights.h5"), monitor="val_auc", mode="max",
+                                        save_best_only=True, save_weights_only=True),
+        keras.callbacks.TensorBoard(os.path.join(out, "logs"), profile_batch=0),
+    ]
+    if args.resume:
+        callbacks.append(keras.callbacks.BackupAndRestore(os.path.join(ckpt_dir, "backup")))
+    logging.info("training %s on %s (%d sparse, %d dense features)", config.model, data, len(layout.sparse),
+                 len(layout.dense))
+    history = model.fit(train_ds, validation_data=eval_ds, epochs=args.epochs,
+                        steps_per_epoch=args.steps_per_epoch, callbacks=callbacks, verbose=args.verbose)
+    train_seconds = time.time() - t0
+
+    labels, probs = predict_split(model, eval_ds)
+    metrics = {**mt.summary(labels, probs), "split": eval_split, "epochs_run": len(history.history["loss"]),
+               "train_seconds": round(train_seconds, 2),
+               "history": {k: [float(v) for v in vals] for k, vals in history.history.items()}}
+    export_dir = os.path.join(out, "export")
+    if tf.io.gfile.exists(export_dir):
+        tf.io.gfile.rmtree(export_dir)
+    info = exporter.export(model, tft_output, schema, layout, export_dir, schema_text=schema_text,
+                           train_stats=train_stats,
+                           extra_info={"model": config.model, "data": data, "eval_auc": metrics["auc"]})
+    metrics["model_version"] = info["version"]
+    with tf.io.gfile.GFile(os.path.join(out, "metrics.json"), "w") as f:
+        f.write(json.dumps(metrics, indent=2))
+    with tf.io.gfile.GFile(os.path.join(out, "config.json"), "w") as f:
+        trainer = {k: v for k, v in vars(args).items() if k in
+                   ("data", "batch_size", "epochs", "patience", "steps_per_epoch", "seed", "deterministic")}
+        f.write(json.dumps({"model": config.to_dict(), "trainer": trainer}, indent=2, default=list))
+    logging.info("eval AUC %.4f, log loss %.4f on %d rows; exported %s to %s", metrics["auc"], metrics["logloss"],
+                 metrics["eval_rows"], info["version"], export_dir)
+    return metrics
+
+
+if __name__ == "__main__":
+    run()

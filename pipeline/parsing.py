@@ -1,0 +1,202 @@
+"""Raw rows -> clean, typed Arrow batches, with every bad row kept and explained.
+
+Both jobs (preprocess and score) read through ``BatchParser`` so a value means
+the same thing at training and serving time. Conventions of a clean batch:
+
+- numeric features: float32, missing = NaN
+- categorical features: string, missing = "" (the transform maps it to
+  ``schemas.MISSING_TOKEN``)
+- label: float32 0/1 (only when ``with_label``)
+- id / passthrough columns: the schema's dtype (string, int64, float64)
+
+All work is vectorised with pyarrow.compute; Python touches only rejected rows.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from schemas.types import Column, Schema
+
+_NUMBER_RE = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$|^[+-]?(nan|NaN|inf|Inf|infinity|Infinity)$"
+_INT_RE = r"^[+-]?\d+$"
+
+
+@dataclasses.dataclass(frozen=True)
+class RejectedRow:
+    """A row that could not be used, and why. Written to the rejected-rows file."""
+
+    source: str
+    row: str
+    reason: str
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), ensure_ascii=False)
+
+
+@dataclasses.dataclass
+class ParseResult:
+    batch: pa.RecordBatch  # clean rows (possibly zero rows)
+    rejected: list[RejectedRow]
+
+
+def _null_mask(arr: pa.Array, null_markers: Sequence[str]) -> pa.Array:
+    """True where the value is missing (null or a null marker)."""
+    mask = pc.is_null(arr)
+    if null_markers and pa.types.is_string(arr.type):
+        mask = pc.or_(mask, pc.is_in(arr, value_set=pa.array(list(null_markers), pa.string())))
+    return pc.fill_null(mask, True)
+
+
+class BatchParser:
+    """Turns tables of raw values into clean batches for one schema.
+
+    ``with_label``: preprocessing requires a valid label on every row; scoring
+    does not read it. ``keys``: include id/passthrough columns (scoring).
+    ``extra``: more columns to carry as strings (e.g. the label when scoring
+    a labelled table); feature columns named here are carried anyway.
+    """
+
+    def __init__(self, schema: Schema, *, with_label: bool, keys: bool, extra: Sequence[str] = ()):
+        self.schema = schema
+        self.with_label = with_label and schema.label is not None
+        self.columns: list[Column] = [
+            c for c in schema.columns
+            if c.is_feature or (c.role == "label" and self.with_label) or (c.is_key and keys)
+        ]
+        self.extra = tuple(extra)
+        chosen = {c.name for c in self.columns}
+        for name in extra:
+            if name not in chosen:
+                schema.column(name)  # raises KeyError naming the schema for unknown columns
+                self.columns.append(Column(name=name, role="passthrough"))
+                chosen.add(name)
+        fmt = schema.format
+        self._null_markers = fmt.null_markers
+        self._strip = fmt.strip and fmt.type == "csv"
+
+    @property
+    def required_columns(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def output_schema(self) -> pa.Schema:
+        """Arrow schema of the clean batches."""
+        return pa.schema([(c.name, self._arrow_type(c)) for c in self.columns])
+
+    @staticmethod
+    def _arrow_type(c: Column) -> pa.DataType:
+        if c.role in ("numeric", "label"):
+            return pa.float32()
+        if c.role == "categorical":
+            return pa.string()
+        return {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64()}[c.dtype]
+
+    def parse(self, table: pa.Table | pa.RecordBatch, source: str) -> ParseResult:
+        """Validates and converts ``table`` (columns by name, any types).
+
+        Rejected rows are rendered as the delimited line for CSV input (all
+        columns, as read) and as a JSON object otherwise.
+        """
+        if isinstance(table, pa.RecordBatch):
+            table = pa.Table.from_batches([table])
+        n = table.num_rows
+        bad = np.zeros(n, dtype=bool)
+        reasons: dict[int, str] = {}
+        out: list[pa.Array] = []
+        for col in self.columns:
+            raw = table.column(col.name).combine_chunks() if table.num_columns else pa.nulls(n)
+            arr, invalid, why = self._convert(col, raw)
+            out.append(arr)
+            if invalid is not None:
+                idx = np.flatnonzero(invalid & ~bad)
+                for i in idx:
+                    reasons[int(i)] = why(int(i))
+                bad |= invalid
+        keep = pa.array(~bad)
+        batch = pa.RecordBatch.from_arrays([a.filter(keep) for a in out], schema=self.output_schema())
+        rejected: list[RejectedRow] = []
+        for i in sorted(reasons):
+            rejected.append(RejectedRow(source=source, row=self._row_text(table, i), reason=reasons[i]))
+        return ParseResult(batch=batch, rejected=rejected)
+
+    def _convert(self, col: Column, raw: pa.Array):
+        """Returns (clean array, invalid mask or None, reason(i) callback)."""
+        if self._strip and pa.types.is_string(raw.type):
+            raw = pc.utf8_trim_whitespace(raw)
+        missing = _null_mask(raw, self._null_markers)
+        if col.role == "numeric":
+            return self._to_float(col, raw, missing)
+        if col.role == "categorical":
+            s = raw if pa.types.is_string(raw.type) else pc.cast(raw, pa.string())
+            return pc.if_else(missing, "", s), None, None
+        if col.role == "label":
+            return self._to_label(col, raw, missing)
+        return self._to_key(col, raw, missing)
+
+    def _to_float(self, col: Column, raw: pa.Array, missing: pa.Array):
+        if pa.types.is_integer(raw.type) or pa.types.is_floating(raw.type) or pa.types.is_boolean(raw.type):
+            vals = pc.cast(raw, pa.float32())
+            return pc.fill_null(vals, float("nan")), None, None
+        s = raw if pa.types.is_string(raw.type) else pc.cast(raw, pa.string())
+        ok = pc.fill_null(pc.match_substring_regex(s, _NUMBER_RE), False)
+        invalid = np.asarray(pc.and_(pc.invert(ok), pc.invert(missing)))
+        clean = pc.if_else(ok, s, pa.scalar("nan"))
+        vals = pc.cast(clean, pa.float32())
+        raw_py = s
+        return vals, (invalid if invalid.any() else None), (
+            lambda i: f"column {col.name!r}: cannot parse {raw_py[i].as_py()!r} as a number")
+
+    def _to_label(self, col: Column, raw: pa.Array, missing: pa.Array):
+        s = raw if pa.types.is_string(raw.type) else pc.cast(raw, pa.string())
+        s = pc.utf8_trim_whitespace(s)
+        pos = pc.fill_null(pc.is_in(s, value_set=pa.array(list(col.positive_values))), False)
+        if col.negative_values:
+            neg = pc.fill_null(pc.is_in(s, value_set=pa.array(list(col.negative_values))), False)
+            invalid = np.asarray(pc.invert(pc.or_(pos, neg)))
+        else:
+            invalid = np.asarray(missing)
+        vals = pc.cast(pos, pa.float32())
+        allowed = list(col.positive_values) + list(col.negative_values)
+
+        def why(i: int) -> str:
+            v = s[i].as_py()
+            if v is None or missing[i].as_py():
+                return f"column {col.name!r}: label is missing"
+            return f"column {col.name!r}: label {v!r} is not one of {allowed}"
+
+        return vals, (invalid if invalid.any() else None), why
+
+    def _to_key(self, col: Column, raw: pa.Array, missing: pa.Array):
+        if col.dtype == "string":
+            s = raw if pa.types.is_string(raw.type) else pc.cast(raw, pa.string())
+            return pc.if_else(missing, pa.scalar(None, pa.string()), s), None, None
+        target = pa.int64() if col.dtype == "int64" else pa.float64()
+        if not pa.types.is_string(raw.type):
+            return pc.cast(raw, target), None, None
+        pattern = _INT_RE if col.dtype == "int64" else _NUMBER_RE
+        ok = pc.fill_null(pc.match_substring_regex(raw, pattern), False)
+        invalid = np.asarray(pc.and_(pc.invert(ok), pc.invert(missing)))
+        vals = pc.cast(pc.if_else(ok, raw, pa.scalar(None, pa.string())), target)
+        return vals, (invalid if invalid.any() else None), (
+            lambda i: f"column {col.name!r}: cannot parse {raw[i].as_py()!r} as {col.dtype}")
+
+
+    def _row_text(self, table: pa.Table, i: int) -> str:
+        """Row ``i`` as close to its input form as the table allows."""
+        values = [table.column(name)[i].as_py() for name in table.column_names]
+        if self.schema.format.type == "csv":
+            return self.schema.format.delimiter.join("" if v is None else str(v) for v in values)
+        return json.dumps(dict(zip(table.column_names, map(_jsonable, values))), ensure_ascii=False)
+
+
+def _jsonable(v):
+    if isinstance(v, (bytes, bytearray)):
+        return v.decode("utf-8", "replace")
+    if isinstance(v, (str, int, float, bool)) or v is None:
+        return v
+    return str(v)

@@ -1,0 +1,274 @@
+"""Loading and validating schema YAML files.
+
+Every problem is reported as one ``SchemaError`` naming the file, the column
+and what is wrong, so a typo never turns into a silently different model.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import yaml
+
+from schemas.types import (
+    Bucketize,
+    CategoricalTransform,
+    Column,
+    Cross,
+    Hash,
+    InputFormat,
+    NumericTransform,
+    Schema,
+    Vocabulary,
+)
+
+_ROLES = ("numeric", "categorical", "label", "id", "passthrough", "ignored")
+_FORMAT_KEYS = {"type", "header", "delimiter", "skip_lines", "comment", "null_markers", "strip", "quoting"}
+_NUMERIC_KEYS = {"bucketize", "log1p", "clip", "scale", "default", "missing"}
+_CATEGORICAL_KEYS = {"vocabulary", "hash", "multivalent"}
+_COMMON_KEYS = {"name", "role", "group"}
+
+
+class SchemaError(ValueError):
+    """A schema file that cannot be used, with the place and reason."""
+
+
+class _Ctx:
+    """Builds messages that name the file and the column being checked."""
+
+    def __init__(self, source: str, where: str = ""):
+        self.source, self.where = source, where
+
+    def at(self, where: str) -> "_Ctx":
+        return _Ctx(self.source, where)
+
+    def fail(self, problem: str) -> SchemaError:
+        place = f" {self.where}:" if self.where else ""
+        return SchemaError(f"schema {self.source}:{place} {problem}")
+
+    def keys(self, d: Any, allowed: set[str], what: str) -> dict[str, Any]:
+        if not isinstance(d, dict):
+            raise self.fail(f"{what} must be a mapping, got {d!r}")
+        unknown = sorted(set(d) - allowed)
+        if unknown:
+            raise self.fail(f"unknown key(s) {unknown} in {what}; allowed: {sorted(allowed)}")
+        return d
+
+    def int(self, value: Any, what: str, minimum: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise self.fail(f"{what} must be an integer >= {minimum}, got {value!r}")
+        return value
+
+    def number(self, value: Any, what: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.fail(f"{what} must be a number, got {value!r}")
+        return float(value)
+
+    def bool(self, value: Any, what: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(f"{what} must be true or false, got {value!r}")
+        return value
+
+    def choice(self, value: Any, what: str, options: tuple[str, ...]) -> str:
+        if value not in options:
+            raise self.fail(f"{what} must be one of {list(options)}, got {value!r}")
+        return value
+
+    def strings(self, value: Any, what: str) -> tuple[str, ...]:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, (str, int, float)) for v in value):
+            raise self.fail(f"{what} must be a list of strings, got {value!r}")
+        return tuple(str(v) for v in value)
+
+
+def _parse_format(d: Any, ctx: _Ctx) -> InputFormat:
+    ctx = ctx.at("format")
+    d = ctx.keys(d or {}, _FORMAT_KEYS, "format")
+    kind = ctx.choice(d.get("type", "csv"), "type", ("csv", "tsv", "parquet", "tfrecord", "bigquery"))
+    delimiter = d.get("delimiter", "\t" if kind == "tsv" else ",")
+    if not isinstance(delimiter, str) or len(delimiter) != 1:
+        raise ctx.fail(f"delimiter must be a single character, got {delimiter!r}")
+    comment = d.get("comment")
+    if comment is not None and (not isinstance(comment, str) or not comment):
+        raise ctx.fail(f"comment must be a non-empty string, got {comment!r}")
+    return InputFormat(
+        type="csv" if kind == "tsv" else kind,
+        header=ctx.bool(d.get("header", False), "header"),
+        delimiter=delimiter,
+        skip_lines=ctx.int(d.get("skip_lines", 0), "skip_lines", 0),
+        comment=comment,
+        null_markers=ctx.strings(d.get("null_markers", [""]), "null_markers"),
+        strip=ctx.bool(d.get("strip", True), "strip"),
+        quoting=ctx.bool(d.get("quoting", True), "quoting"),
+    )
+
+
+def _parse_numeric(d: dict[str, Any], ctx: _Ctx) -> NumericTransform:
+    bucketize = None
+    if "bucketize" in d:
+        b = d["bucketize"]
+        if isinstance(b, int) and not isinstance(b, bool):
+            b = {"num_buckets": b}
+        b = ctx.keys(b, {"num_buckets", "epsilon"}, "bucketize")
+        if "num_buckets" not in b:
+            raise ctx.fail("bucketize needs num_buckets")
+        eps = ctx.number(b.get("epsilon", 0.001), "bucketize.epsilon")
+        if not 0 < eps < 0.5:
+            raise ctx.fail(f"bucketize.epsilon must be in (0, 0.5), got {eps}")
+        bucketize = Bucketize(num_buckets=ctx.int(b["num_buckets"], "bucketize.num_buckets", 2), epsilon=eps)
+    clip = None
+    if "clip" in d:
+        c = d["clip"]
+        if not isinstance(c, list) or len(c) != 2:
+            raise ctx.fail(f"clip must be [low, high] (null for no bound), got {c!r}")
+        clip = tuple(None if v is None else ctx.number(v, "clip") for v in c)
+        if None not in clip and clip[0] > clip[1]:
+            raise ctx.fail(f"clip low {clip[0]} is above high {clip[1]}")
+    scale = ctx.choice(d.get("scale", "none"), "scale", ("none", "zscore", "minmax"))
+    if bucketize is None and scale == "none":
+        raise ctx.fail("a numeric column needs bucketize and/or scale (zscore|minmax)")
+    missing = d.get("missing", "bucket" if bucketize else 0.0)
+    if missing == "bucket":
+        if bucketize is None:
+            raise ctx.fail("missing: bucket needs bucketize")
+        default, missing_bucket = 0.0, True
+    else:
+        default, missing_bucket = ctx.number(missing, "missing (a number or 'bucket')"), False
+    return NumericTransform(
+        bucketize=bucketize,
+        log1p=ctx.bool(d.get("log1p", False), "log1p"),
+        clip=clip,
+        scale=scale,
+        default=default,
+        missing_bucket=missing_bucket,
+    )
+
+
+def _parse_categorical(d: dict[str, Any], ctx: _Ctx) -> CategoricalTransform:
+    if ("vocabulary" in d) == ("hash" in d):
+        raise ctx.fail("a categorical column needs exactly one of vocabulary or hash")
+    vocabulary = hashing = None
+    if "vocabulary" in d:
+        v = ctx.keys(d["vocabulary"] or {}, {"top_k", "frequency_threshold", "num_oov_buckets"}, "vocabulary")
+        top_k = v.get("top_k")
+        vocabulary = Vocabulary(
+            top_k=None if top_k is None else ctx.int(top_k, "vocabulary.top_k", 1),
+            frequency_threshold=ctx.int(v.get("frequency_threshold", 1), "vocabulary.frequency_threshold", 1),
+            num_oov_buckets=ctx.int(v.get("num_oov_buckets", 1), "vocabulary.num_oov_buckets", 1),
+        )
+    else:
+        h = d["hash"]
+        if isinstance(h, int) and not isinstance(h, bool):
+            h = {"buckets": h}
+        h = ctx.keys(h, {"buckets"}, "hash")
+        hashing = Hash(buckets=ctx.int(h.get("buckets"), "hash.buckets", 1))
+    delim = None
+    if "multivalent" in d:
+        m = ctx.keys(d["multivalent"], {"delimiter"}, "multivalent")
+        delim = m.get("delimiter")
+        if not isinstance(delim, str) or len(delim) == 0:
+            raise ctx.fail(f"multivalent.delimiter must be a non-empty string, got {delim!r}")
+    return CategoricalTransform(vocabulary=vocabulary, hash=hashing, multivalent_delimiter=delim)
+
+
+def _parse_column(d: Any, i: int, ctx: _Ctx) -> Column:
+    if not isinstance(d, dict) or not isinstance(d.get("name"), str) or not d["name"]:
+        raise ctx.at(f"columns[{i}]").fail(f"every column needs a name, got {d!r}")
+    ctx = ctx.at(f"column {d['name']!r}")
+    role = ctx.choice(d.get("role"), "role", _ROLES)
+    extra: set[str] = {
+        "numeric": _NUMERIC_KEYS,
+        "categorical": _CATEGORICAL_KEYS,
+        "label": {"positive", "negative"},
+        "id": {"dtype"},
+        "passthrough": {"dtype"},
+        "ignored": set(),
+    }[role]
+    d = ctx.keys(d, _COMMON_KEYS | extra, f"a {role} column")
+    group = d.get("group")
+    if group is not None and not isinstance(group, str):
+        raise ctx.fail(f"group must be a string, got {group!r}")
+    kw: dict[str, Any] = {"name": d["name"], "role": role, "group": group}
+    if role == "numeric":
+        kw["numeric"] = _parse_numeric(d, ctx)
+    elif role == "categorical":
+        kw["categorical"] = _parse_categorical(d, ctx)
+    elif role == "label":
+        if "positive" not in d:
+            raise ctx.fail("a label needs its positive values, e.g. positive: ['1']")
+        kw["positive_values"] = ctx.strings(d["positive"], "positive")
+        kw["negative_values"] = ctx.strings(d.get("negative", []), "negative")
+        both = set(kw["positive_values"]) & set(kw["negative_values"])
+        if both:
+            raise ctx.fail(f"values {sorted(both)} are both positive and negative")
+    elif role in ("id", "passthrough"):
+        kw["dtype"] = ctx.choice(d.get("dtype", "string"), "dtype", ("string", "int64", "float64"))
+    return Column(**kw)
+
+
+def _parse_cross(d: Any, i: int, columns: dict[str, Column], ctx: _Ctx) -> Cross:
+    ctx = ctx.at(f"crosses[{i}]")
+    d = ctx.keys(d, {"columns", "hash_buckets"}, "a cross")
+    names = ctx.strings(d.get("columns"), "columns")
+    if len(names) < 2:
+        raise ctx.fail("a cross needs at least two columns")
+    for n in names:
+        col = columns.get(n)
+        if col is None:
+            raise ctx.fail(f"crosses unknown column {n!r}")
+        if col.role == "numeric" and col.numeric.bucketize is None:
+            raise ctx.fail(f"column {n!r} is numeric without bucketize; only ids can be crossed")
+        if col.role not in ("numeric", "categorical"):
+            raise ctx.fail(f"column {n!r} has role {col.role}; only features can be crossed")
+    return Cross(columns=names, hash_buckets=ctx.int(d.get("hash_buckets"), "hash_buckets", 2))
+
+
+def parse_schema(doc: Any, source: str = "<memory>") -> Schema:
+    """Builds a validated ``Schema`` from a parsed YAML document."""
+    ctx = _Ctx(source)
+    doc = ctx.keys(doc, {"name", "format", "columns", "crosses", "description"}, "the schema")
+    cols_doc = doc.get("columns")
+    if not isinstance(cols_doc, list) or not cols_doc:
+        raise ctx.fail("columns must be a non-empty list")
+    columns = tuple(_parse_column(c, i, ctx) for i, c in enumerate(cols_doc))
+    seen: set[str] = set()
+    for c in columns:
+        if c.name in seen:
+            raise ctx.at(f"column {c.name!r}").fail("is declared twice")
+        seen.add(c.name)
+    labels = [c.name for c in columns if c.role == "label"]
+    if len(labels) > 1:
+        raise ctx.fail(f"at most one label column, got {labels}")
+    if not any(c.is_feature for c in columns):
+        raise ctx.fail("no numeric or categorical feature column")
+    by_name = {c.name: c for c in columns}
+    crosses = tuple(_parse_cross(x, i, by_name, ctx) for i, x in enumerate(doc.get("crosses") or []))
+    clash = {x.name for x in crosses} & seen
+    if clash:
+        raise ctx.fail(f"cross name(s) {sorted(clash)} clash with column names")
+    name = doc.get("name") or os.path.splitext(os.path.basename(source))[0]
+    return Schema(name=str(name), format=_parse_format(doc.get("format"), ctx), columns=columns,
+                  crosses=crosses, source=source)
+
+
+def load_schema(path: str) -> Schema:
+    """Reads and validates a schema file (local path or any Beam filesystem)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    try:
+        with FileSystems.open(path) as f:
+            text = f.read().decode("utf-8")
+    except Exception as e:  # noqa: BLE001 - re-raised with the path
+        raise SchemaError(f"schema {path}: cannot read: {e}") from e
+    return loads_schema(text, path)
+
+
+def loads_schema(text: str, source: str = "<memory>") -> Schema:
+    """Parses schema YAML text; ``source`` names it in messages."""
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise SchemaError(f"schema {source}: not valid YAML: {e}") from e
+    return parse_schema(doc, source)
+
