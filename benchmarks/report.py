@@ -1,0 +1,102 @@
+"""Measuring commands and writing BENCHMARKS.md, shared by every benchmark script.
+
+``measure(cmd)`` runs a command in its own process and samples the resident
+memory of its whole process tree (Beam's multi-processing workers included)
+from /proc, so "peak RSS" is the peak of the tree's sum. ``update_section``
+rewrites only one script's section of BENCHMARKS.md, so scripts can run
+independently and in any order.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import platform
+import re
+import subprocess
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCHMARKS_MD = os.path.join(ROOT, "BENCHMARKS.md")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclasses.dataclass
+class Measurement:
+    seconds: float
+    peak_rss_mb: float
+    returncode: int
+    output: str
+
+
+def _tree(pid: int) -> list[int]:
+    pids, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        pids.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except OSError:
+            pass
+    return pids
+
+
+def _rss_bytes(pids: list[int]) -> int:
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/statm") as f:
+                total += int(f.read().split()[1]) * _PAGE
+        except OSError:
+            pass
+    return total
+
+
+def measure(cmd: list[str], env: dict | None = None, interval: float = 0.1, cwd: str | None = None) -> Measurement:
+    """Runs ``cmd``; wall seconds and peak RSS (MB) of its process tree."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, **(env or {})}, cwd=cwd or ROOT)
+    peak = 0
+    stop = threading.Event()
+
+    def sample():
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, _rss_bytes(_tree(proc.pid)))
+            stop.wait(interval)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    output, _ = proc.communicate()
+    seconds = time.perf_counter() - start
+    stop.set()
+    sampler.join()
+    return Measurement(seconds, peak / 2**20, proc.returncode, output)
+
+
+def machine_line() -> str:
+    return (f"{datetime.date.today().isoformat()}, {os.cpu_count()} cores, "
+            f"{os.sysconf('SC_PHYS_PAGES') * _PAGE / 2**30:.0f} GiB RAM, Python {platform.python_version()}")
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def update_section(name: str, body: str, path: str = BENCHMARKS_MD) -> None:
+    """Replaces the ``name`` section of BENCHMARKS.md (creating the file or section)."""
+    begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
+    text = open(path).read() if os.path.exists(path) else (
+        "# ctrflow benchmarks\n\nWritten by the scripts in `benchmarks/`; each script rewrites only its own "
+        "section. Ratios compare runs made in the same invocation on the same machine.\n")
+    block = f"{begin}\n{body.strip()}\n{end}"
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
+    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    with open(path, "w") as f:
+        f.write(text)
