@@ -1,20 +1,23 @@
 """Beam transforms for reading tables and writing rejected rows, shared by every job.
 
-``ReadRows`` turns planned ``ReadTask``s into clean Arrow ``RecordBatch``es
-(main output) and ``RejectedRow``s (output ``REJECTED``). Each task's rows are
-counted as read, clean and rejected in Beam counters under ``<split>``, which
-the job's manifest reports; nothing is dropped without a counted reason.
+``ReadRows`` turns planned reads (``beam_jobs.sources.plan_reads``: file
+``ReadTask``s and ``bigquery://`` queries) into clean Arrow ``RecordBatch``es
+(main output) and ``RejectedRow``s (output ``REJECTED``). Rows are counted as
+read and rejected in Beam counters under ``<split>``, which the job's manifest
+reports; nothing is dropped without a counted reason. Every finished file
+task logs its rows with this worker's running totals and an ETA.
 """
 from __future__ import annotations
 
-import collections
+import dataclasses
 import logging
 import time
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from beam_jobs.sources import InputError, ReadTask, read_task
+from beam_jobs import bigquery
+from beam_jobs.sources import InputError, Read, ReadTask, check_first_rows, read_task
 from pipeline.parsing import BatchParser, RejectedRow
 from schemas.types import Schema
 
@@ -26,71 +29,107 @@ def counter_name(split: str, what: str) -> str:
     return f"{split}/{what}"
 
 
-class _ReadTaskFn(beam.DoFn):
+@dataclasses.dataclass(frozen=True)
+class _Rows:
+    """A chunk of BigQuery rows (dicts) and the spec they came from."""
+
+    spec: str
+    rows: list
+
+
+class _ParseFn(beam.DoFn):
+    """Read tasks or BigQuery row chunks -> clean batches + tagged rejected rows, counted."""
+
     def __init__(self, schema: Schema, split: str, with_label: bool, keys: bool, extra: tuple[str, ...],
-                 batch_rows: int):
+                 batch_rows: int, total_tasks: int, total_bytes: int):
         self.schema, self.split, self.batch_rows = schema, split, batch_rows
         self.with_label, self.keys, self.extra = with_label, keys, extra
+        self.total_tasks, self.total_bytes = total_tasks, total_bytes
         self.input_rows = Metrics.counter(COUNTER_NAMESPACE, counter_name(split, "input_rows"))
         self.rejected_rows = Metrics.counter(COUNTER_NAMESPACE, counter_name(split, "rejected_rows"))
         self.tasks_done = Metrics.counter(COUNTER_NAMESPACE, counter_name(split, "read_tasks"))
 
     def setup(self):
         self.parser = BatchParser(self.schema, with_label=self.with_label, keys=self.keys, extra=self.extra)
+        self.started, self.done_tasks, self.done_bytes, self.done_rows = time.time(), 0, 0, 0
 
-    def process(self, task: ReadTask):
-        t0, rows, rejected = time.time(), 0, 0
-        columns = self.parser.required_columns
-        for raw, bad in read_task(self.schema, task, columns, self.batch_rows):
-            parsed = self.parser.parse(raw, task.path) if raw.num_rows else None
-            all_bad = bad + (parsed.rejected if parsed else [])
-            n_in = raw.num_rows + len(bad)
-            _fail_on_wrong_schema(self.schema, task, rows, n_in, all_bad)
-            rows += n_in
-            rejected += len(all_bad)
-            self.input_rows.inc(n_in)
-            self.rejected_rows.inc(len(all_bad))
-            if parsed is not None and parsed.batch.num_rows:
-                yield parsed.batch
-            for r in all_bad:
-                yield beam.pvalue.TaggedOutput(REJECTED, r)
+    def process(self, element):
+        if isinstance(element, _Rows):
+            yield from self._rows(element)
+        else:
+            yield from self._task(element)
+
+    def _emit(self, raw, bad: list[RejectedRow], source: str, check: ReadTask | None):
+        parsed = self.parser.parse(raw, source) if raw.num_rows else None
+        all_bad = bad + (parsed.rejected if parsed else [])
+        n_in = raw.num_rows + len(bad)
+        if check is not None:
+            check_first_rows(self.schema, check, n_in, all_bad)
+        self.input_rows.inc(n_in)
+        self.rejected_rows.inc(len(all_bad))
+        if parsed is not None and parsed.batch.num_rows:
+            yield parsed.batch
+        for r in all_bad:
+            yield beam.pvalue.TaggedOutput(REJECTED, r)
+        self.done_rows += n_in
+
+    def _task(self, task: ReadTask):
+        t0, rows_before, first = time.time(), self.done_rows, True
+        for raw, bad in read_task(self.schema, task, self.parser.required_columns, self.batch_rows):
+            yield from self._emit(raw, bad, task.path, task if first else None)
+            first = False
         self.tasks_done.inc()
-        logging.info("[%s] read %s: %d rows, %d rejected, %.1fs", self.split, task.describe(), rows,
-                     rejected, time.time() - t0)
+        self._log_progress(task, self.done_rows - rows_before, time.time() - t0)
 
+    def _rows(self, chunk: _Rows):
+        columns = self.parser.required_columns
+        missing = [c for c in columns if chunk.rows and c not in chunk.rows[0]]
+        if missing:
+            raise InputError(f"input {chunk.spec}: column {missing[0]!r} required by schema {self.schema.source} "
+                             f"is missing from the query result (all missing: {missing})")
+        yield from self._emit(bigquery.rows_to_table(chunk.rows, columns), [], chunk.spec, None)
 
-def _fail_on_wrong_schema(schema: Schema, task: ReadTask, rows_before: int, n: int,
-                          bad: list[RejectedRow]) -> None:
-    """A file whose first rows are mostly rejected for one reason has the wrong schema."""
-    if rows_before or task.start or n < 10 or len(bad) * 2 <= n:
-        return
-    reason, count = collections.Counter(_reason_kind(r.reason) for r in bad).most_common(1)[0]
-    if count * 2 > n:
-        raise InputError(f"input {task.path}: {count} of the first {n} rows are rejected ({reason}); "
-                         f"does schema {schema.source} describe this file?")
-
-
-def _reason_kind(reason: str) -> str:
-    """Groups reasons that differ only by the offending value."""
-    return reason.split(": cannot parse")[0].split(" is not one of")[0] if ": " in reason else reason
+    def _log_progress(self, task: ReadTask, rows: int, seconds: float) -> None:
+        self.done_tasks += 1
+        self.done_bytes += task.size
+        elapsed = time.time() - self.started
+        share = self.done_bytes / self.total_bytes if self.total_bytes else 0.0
+        eta = f", ETA {elapsed * (1 - share) / share:.0f}s if alone" if 0 < share < 1 else ""
+        logging.info("[%s] read %s: %d rows in %.1fs | this worker: %d of %d tasks, %d rows, %.0f%% of %d MB%s",
+                     self.split, task.describe(), rows, seconds, self.done_tasks, self.total_tasks,
+                     self.done_rows, 100 * share, self.total_bytes >> 20, eta)
 
 
 class ReadRows(beam.PTransform):
-    """Read tasks -> clean RecordBatches, with rejected rows tagged ``REJECTED``."""
+    """Planned reads -> clean RecordBatches, with rejected rows tagged ``REJECTED``."""
 
-    def __init__(self, schema: Schema, tasks: list[ReadTask], split: str, *, with_label: bool,
+    def __init__(self, schema: Schema, tasks: list[Read], split: str, *, with_label: bool,
                  keys: bool, extra: tuple[str, ...] = (), batch_rows: int = 65536):
         super().__init__()
         self.schema, self.tasks, self.split = schema, tasks, split
         self.with_label, self.keys, self.extra, self.batch_rows = with_label, keys, tuple(extra), batch_rows
 
     def expand(self, pbegin):
-        return (pbegin
-                | "Tasks" >> beam.Create(self.tasks)
-                | "Distribute" >> beam.Reshuffle()
-                | "Parse" >> beam.ParDo(_ReadTaskFn(self.schema, self.split, self.with_label, self.keys,
-                                                    self.extra, self.batch_rows))
-                .with_outputs(REJECTED, main="rows"))
+        files = [t for t in self.tasks if isinstance(t, ReadTask)]
+        queries = [t for t in self.tasks if isinstance(t, bigquery.BigQueryRead)]
+        total_bytes = sum(t.size for t in files)
+        logging.info("[%s] reading %d file tasks (%d MB) and %d BigQuery queries", self.split, len(files),
+                     total_bytes >> 20, len(queries))
+        parts = []
+        if files:
+            parts.append(pbegin | "Tasks" >> beam.Create(files) | "Distribute" >> beam.Reshuffle())
+        for i, read in enumerate(queries):
+            parts.append(pbegin
+                         | f"BigQuery{i}" >> bigquery.read_transform(read)
+                         | f"Chunk{i}" >> beam.BatchElements(min_batch_size=self.batch_rows // 8,
+                                                             max_batch_size=self.batch_rows)
+                         | f"Rows{i}" >> beam.Map(lambda rows, spec: _Rows(spec, rows), read.spec))
+        if not parts:
+            parts.append(pbegin | "NoInput" >> beam.Create([]))
+        reads = parts[0] if len(parts) == 1 else tuple(parts) | "AllReads" >> beam.Flatten()
+        fn = _ParseFn(self.schema, self.split, self.with_label, self.keys, self.extra, self.batch_rows,
+                      len(files), total_bytes)
+        return reads | "Parse" >> beam.ParDo(fn).with_outputs(REJECTED, main="rows")
 
 
 class WriteRejected(beam.PTransform):

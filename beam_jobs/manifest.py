@@ -46,8 +46,9 @@ def counters(result) -> dict[str, int]:
 
 
 def split_counts(found: dict[str, int], split: str, output_key: str) -> dict[str, int]:
+    """A split's own counts; rows a hash split moved to another split are not its input."""
     return {
-        "input_rows": found.get(f"{split}/input_rows", 0),
+        "input_rows": found.get(f"{split}/input_rows", 0) - found.get(f"{split}/split_out_rows", 0),
         output_key: found.get(f"{split}/output_rows", 0),
         "rejected_rows": found.get(f"{split}/rejected_rows", 0),
     }

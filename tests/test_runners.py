@@ -1,0 +1,75 @@
+"""Runners: Dataflow options stage this project; the DirectRunner's multi-process mode keeps every count."""
+import os
+import tarfile
+
+import pyarrow as pa
+import pytest
+from apache_beam.options.pipeline_options import GoogleCloudOptions, SetupOptions, StandardOptions
+
+from beam_jobs.options import pipeline_options, project_setup_file
+from tests.conftest import CLICKS_SCHEMA, make_clicks, write_csv
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATAFLOW = ["--runner", "DataflowRunner", "--project", "p", "--region", "r", "--temp_location", "gs://b/tmp"]
+
+
+def test_dataflow_gets_the_project_setup_file_and_other_runners_keep_their_options():
+    options = pipeline_options(DATAFLOW)
+    assert options.view_as(StandardOptions).runner == "DataflowRunner"
+    assert options.view_as(GoogleCloudOptions).region == "r"
+    assert options.view_as(SetupOptions).setup_file == project_setup_file() == os.path.join(ROOT, "setup.py")
+    mine = pipeline_options(DATAFLOW + ["--setup_file", "/elsewhere/setup.py"])
+    assert mine.view_as(SetupOptions).setup_file == "/elsewhere/setup.py"
+    assert pipeline_options(["--direct_num_workers", "2"]).view_as(SetupOptions).setup_file is None
+    flink = pipeline_options(["--runner", "FlinkRunner", "--flink_master", "host:8081"])
+    assert flink.get_all_options()["flink_master"] == "host:8081"
+
+
+def test_the_preprocess_pipeline_builds_for_dataflow_and_stages_every_package(tmp_path):
+    import apache_beam as beam
+    import tensorflow_transform.beam as tft_beam
+    from apache_beam.runners.portability.stager import Stager
+
+    from beam_jobs import preprocess
+    from beam_jobs.sources import plan_reads
+    from schemas import loads_schema
+
+    schema = loads_schema(CLICKS_SCHEMA, "clicks.yaml")
+    csv = write_csv(make_clicks(50, seed=1), tmp_path / "t.csv")
+    tasks = {"train": plan_reads(schema, [csv], ["age"])[0], "eval": []}
+    args = preprocess.build_arg_parser().parse_args(["--schema", "s", "--train", csv, "--output", "gs://b/out"])
+    # no Dataflow service here: a localhost endpoint skips Beam's online checks of the project and bucket
+    options = pipeline_options(DATAFLOW + ["--dataflow_endpoint", "http://localhost:1"])
+    p = beam.Pipeline(options=options)  # built with the DataflowRunner, never run
+    assert type(p.runner).__name__ == "DataflowRunner"
+    with tft_beam.Context(temp_dir=str(tmp_path / "tft")):
+        preprocess.build_pipeline(p, schema, tasks, "gs://b/out", args)
+    staged = tmp_path / "staging"
+    staged.mkdir()
+    Stager.create_job_resources(options, str(staged))
+    [sdist] = [f for f in os.listdir(staged) if f.endswith(".tar.gz")]
+    names = {n.split("/", 1)[1] for n in tarfile.open(staged / sdist).getnames() if "/" in n}
+    for module in ("beam_jobs/sources.py", "beam_jobs/bigquery.py", "beam_jobs/splits.py", "beam_jobs/io.py",
+                   "pipeline/parsing.py", "pipeline/transform.py", "model/export.py", "schemas/loader.py",
+                   "schemas/census.yaml", "ctrflow/cli.py", "setup.py"):
+        assert module in names, module
+
+
+@pytest.mark.slow
+def test_multi_process_direct_runner_keeps_counts_and_the_split(tmp_path):
+    from beam_jobs import preprocess
+    from beam_jobs.splits import eval_mask
+
+    (tmp_path / "s.yaml").write_text(CLICKS_SCHEMA)
+    df = make_clicks(2000, seed=5)
+    half = len(df) // 2
+    write_csv(df.iloc[:half], tmp_path / "a.csv")
+    write_csv(df.iloc[half:], tmp_path / "b.csv")
+    m = preprocess.run(["--schema", str(tmp_path / "s.yaml"), "--train", str(tmp_path / "*.csv"),
+                        "--eval-fraction", "0.25", "--split-key", "request_id", "--output", str(tmp_path / "out"),
+                        "--direct_num_workers", "2", "--direct_running_mode", "multi_processing"])
+    expected_eval = int(eval_mask(pa.array(df["request_id"].astype(str)), 0.25).sum())
+    train, ev = m["splits"]["train"], m["splits"]["eval"]
+    assert (ev["input_rows"], ev["output_rows"]) == (expected_eval, expected_eval)
+    assert (train["input_rows"], train["output_rows"]) == (2000 - expected_eval, 2000 - expected_eval)
+    assert m["beam_options"] == ["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"]
