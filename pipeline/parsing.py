@@ -152,6 +152,10 @@ class BatchParser:
             lambda i: f"column {col.name!r}: cannot parse {raw_py[i].as_py()!r} as a number")
 
     def _to_label(self, col: Column, raw: pa.Array, missing: pa.Array):
+        if pa.types.is_boolean(raw.type):  # Parquet/BigQuery BOOL: true is positive, whatever the schema lists
+            invalid = np.asarray(pc.is_null(raw))
+            return (pc.cast(pc.fill_null(raw, False), pa.float32()), invalid if invalid.any() else None,
+                    lambda i: f"column {col.name!r}: label is missing")
         s = raw if pa.types.is_string(raw.type) else pc.cast(raw, pa.string())
         s = pc.utf8_trim_whitespace(s)
         pos = pc.fill_null(pc.is_in(s, value_set=pa.array(list(col.positive_values))), False)

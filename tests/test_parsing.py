@@ -51,3 +51,11 @@ def test_scoring_parser_ignores_the_label_and_carries_extra_columns():
     p = BatchParser(SCHEMA, with_label=False, keys=True, extra=("y",))
     res = p.parse(t, "f.csv")
     assert res.rejected == [] and res.batch.column("y").to_pylist() == ["garbage"]
+
+
+def test_boolean_labels_from_parquet_need_no_value_list():
+    t = pa.table({"id": ["1", "2", "3"], "x": ["1", "2", "3"], "c": ["a", "b", "c"],
+                  "y": pa.array([True, False, None], pa.bool_())})
+    res = BatchParser(SCHEMA, with_label=True, keys=True).parse(t, "f.parquet")
+    assert res.batch.column("y").to_pylist() == [1.0, 0.0]
+    assert [r.reason for r in res.rejected] == ["column 'y': label is missing"]
