@@ -7,16 +7,49 @@ once per worker (RunInference shares the loaded model across threads) and
 scores whole Arrow batches: the elements are clean ``RecordBatch``es, so ids
 and passthrough columns travel with their rows and come back in the
 ``PredictionResult.example``.
+
+Arrow -> tensor conversion never makes a Python object per value: numeric
+columns go through numpy, and a string column becomes one scalar tensor
+holding its data buffer, cut into values by ``tf.strings.substr`` with the
+column's offsets (about 3x faster than ``tf.constant`` on an object array).
 """
 from __future__ import annotations
 
+import pickle
 from typing import Any, Iterable, Sequence
 
+import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from model import export as exporter
+
+
+def string_column_to_tensor(col: pa.Array):
+    """A string/binary Arrow array (nulls read as "") -> a ``tf.string`` tensor ``[n]``."""
+    import tensorflow as tf
+
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    if col.null_count:
+        col = pc.fill_null(col, "")
+    if pa.types.is_large_string(col.type) or pa.types.is_large_binary(col.type):
+        offset_type = np.int64
+    elif pa.types.is_string(col.type) or pa.types.is_binary(col.type):
+        offset_type = np.int32
+    else:
+        col, offset_type = pc.cast(col, pa.string()), np.int32
+    n = len(col)
+    if n == 0:
+        return tf.constant([], tf.string)
+    buffers = col.buffers()
+    offsets = np.frombuffer(buffers[1], dtype=offset_type)[col.offset:col.offset + n + 1].astype(np.int64)
+    first, last = int(offsets[0]), int(offsets[-1])
+    data = buffers[2]
+    blob = data.to_pybytes()[first:last] if data is not None and last > first else b""
+    return tf.strings.substr(tf.constant(blob), offsets[:-1] - first, np.diff(offsets))
 
 
 def batch_to_tensors(batch: pa.RecordBatch, raw_spec_names: Sequence[str], dtypes: dict[str, Any]):
@@ -27,20 +60,101 @@ def batch_to_tensors(batch: pa.RecordBatch, raw_spec_names: Sequence[str], dtype
     for name in raw_spec_names:
         col = batch.column(name)
         if dtypes[name] == tf.string:
-            out[name] = tf.constant(col.to_numpy(zero_copy_only=False).astype(object))
+            out[name] = string_column_to_tensor(col)
         else:
-            out[name] = tf.constant(col.to_numpy(zero_copy_only=False).astype(np.float32, copy=False))
+            values = col.to_numpy(zero_copy_only=False)
+            out[name] = tf.constant(values.astype(dtypes[name].as_numpy_dtype, copy=False))
     return out
 
 
-class ServingModelHandler(ModelHandler[pa.RecordBatch, PredictionResult, exporter.ExportedModel]):
-    """RunInference over RecordBatches with the ``score_and_ids`` signature."""
+class _SizedPickleCoder(beam.coders.Coder):
+    """Pickles like Beam's fallback coder, but estimates sizes without encoding.
 
-    def __init__(self, model_path: str, signature: str = "score_and_ids"):
+    Beam samples the byte size of the first elements of every PCollection
+    through its coder; with the fallback coder that pickles each (large)
+    Arrow batch or prediction once more just to measure it.
+    """
+
+    def encode(self, value) -> bytes:
+        return pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+
+    def decode(self, encoded: bytes):
+        return pickle.loads(encoded)
+
+    def is_deterministic(self) -> bool:
+        return False
+
+    def estimate_size(self, value) -> int:
+        return _nbytes(value)
+
+    def __eq__(self, other):
+        return type(self) is type(other)
+
+    def __hash__(self):
+        return hash(type(self))
+
+
+class ArrowBatchCoder(_SizedPickleCoder):
+    def to_type_hint(self):
+        return pa.RecordBatch
+
+
+class ArrowTableCoder(_SizedPickleCoder):
+    def to_type_hint(self):
+        return pa.Table
+
+
+class PredictionResultCoder(_SizedPickleCoder):
+    def to_type_hint(self):
+        return PredictionResult
+
+
+def _nbytes(value) -> int:
+    if isinstance(value, (pa.RecordBatch, pa.Table)):
+        return value.nbytes
+    if isinstance(value, PredictionResult):
+        return _nbytes(value.example) + sum(getattr(v, "nbytes", 8) for v in value.inference.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_nbytes(v) for v in value)
+    return getattr(value, "nbytes", 64)
+
+
+beam.coders.registry.register_coder(pa.RecordBatch, ArrowBatchCoder)
+beam.coders.registry.register_coder(pa.Table, ArrowTableCoder)
+beam.coders.registry.register_coder(PredictionResult, PredictionResultCoder)
+
+
+def _concat(arrays: list[np.ndarray]) -> np.ndarray:
+    """Concatenates along rows; id matrices of different widths are padded with -1 first."""
+    if arrays[0].ndim < 2 or len({a.shape[1:] for a in arrays}) == 1:
+        return np.concatenate(arrays)
+    width = max(a.shape[1] for a in arrays)
+    return np.concatenate([np.pad(a, [(0, 0), (0, width - a.shape[1])], constant_values=-1) for a in arrays])
+
+
+class ServingModelHandler(ModelHandler[pa.RecordBatch, PredictionResult, exporter.ExportedModel]):
+    """RunInference over RecordBatches with the ``score_and_ids`` signature.
+
+    ``inference_batch_size`` caps the rows of one model call: larger input
+    batches are cut into slices and their outputs concatenated, so each
+    ``PredictionResult`` still covers exactly one input batch.
+    """
+
+    def __init__(self, model_path: str, signature: str = "score_and_ids", inference_batch_size: int = 0,
+                 intra_op_threads: int = 0):
         self._model_path = model_path
         self._signature = signature
+        self._inference_batch_size = inference_batch_size
+        self._intra_op_threads = intra_op_threads
 
     def load_model(self) -> exporter.ExportedModel:
+        if self._intra_op_threads:
+            import tensorflow as tf
+            try:
+                tf.config.threading.set_intra_op_parallelism_threads(self._intra_op_threads)
+                tf.config.threading.set_inter_op_parallelism_threads(self._intra_op_threads)
+            except RuntimeError:  # TF already initialised in this process: keep its settings
+                pass
         return exporter.load(self._model_path)
 
     def run_inference(self, batch: Sequence[pa.RecordBatch], model: exporter.ExportedModel,
@@ -49,9 +163,18 @@ class ServingModelHandler(ModelHandler[pa.RecordBatch, PredictionResult, exporte
         specs = fn.structured_input_signature[1]
         names = list(specs)
         dtypes = {n: specs[n].dtype for n in names}
+        step = self._inference_batch_size
         for rb in batch:
-            outputs = fn(**batch_to_tensors(rb, names, dtypes))
-            yield PredictionResult(rb, {k: v.numpy() for k, v in outputs.items()}, model.info.get("version"))
+            if not step or rb.num_rows <= step:
+                outputs = {k: v.numpy() for k, v in fn(**batch_to_tensors(rb, names, dtypes)).items()}
+            else:
+                parts = [fn(**batch_to_tensors(rb.slice(i, step), names, dtypes))
+                         for i in range(0, rb.num_rows, step)]
+                outputs = {k: _concat([p[k].numpy() for p in parts]) for k in parts[0]}
+            yield PredictionResult(rb, outputs, model.info.get("version"))
+
+    def get_num_bytes(self, batch: Sequence[pa.RecordBatch]) -> int:
+        return sum(rb.nbytes for rb in batch)  # the default pickles the batch to measure it
 
     def batch_elements_kwargs(self) -> dict[str, int]:
         # each element is already a batch of many rows

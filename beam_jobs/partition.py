@@ -15,6 +15,7 @@ import uuid
 from apache_beam.io.filesystems import FileSystems
 
 STAGING = "_staging"
+FAILED = "_failed"
 
 
 def partition_dir(output: str, date: str) -> str:
@@ -52,11 +53,35 @@ def publish(staging: str, final: str) -> None:
         raise
     if old is not None:
         FileSystems.delete([old])
-    parent = os.path.dirname(staging.rstrip("/"))
-    if _is_local(parent) and os.path.isdir(parent) and not os.listdir(parent):
-        os.rmdir(parent)
+    _remove_if_empty(os.path.dirname(staging.rstrip("/")))
+
+
+def _remove_if_empty(folder: str) -> None:
+    """Removes the shared ``_staging`` folder once no run uses it (another run may be starting: fine)."""
+    if _is_local(folder):
+        try:
+            os.rmdir(folder)
+        except OSError:  # not empty (a concurrent run for another date) or already gone
+            pass
+
+
+def failed_dir(staging: str) -> str:
+    """Where a failed run's staging folder is kept: ``OUTPUT/_failed/date=D.<run id>``."""
+    output = os.path.dirname(os.path.dirname(staging.rstrip("/")))
+    return os.path.join(output, FAILED, os.path.basename(staging.rstrip("/")))
+
+
+def keep_failed(staging: str) -> str:
+    """Moves a failed run's staging folder (rejected rows, manifest) aside for inspection."""
+    target = failed_dir(staging)
+    if _is_local(target):
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+    _move_tree(staging, target)
+    _remove_if_empty(os.path.dirname(staging.rstrip("/")))
+    return target
 
 
 def discard(staging: str) -> None:
     if FileSystems.exists(staging):
         FileSystems.delete([staging])
+    _remove_if_empty(os.path.dirname(staging.rstrip("/")))

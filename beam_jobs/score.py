@@ -7,40 +7,55 @@ SavedModel inside Beam (RunInference, model loaded once per worker) and
 publishes ``OUTPUT/date=YYYY-MM-DD/`` atomically::
 
     part-*.parquet     id/passthrough columns, score, model_version, scoring_date
+                       (or part-*.csv / part-*.tfrecord.gz with --output-format)
     rejected-*.jsonl   rows that could not be scored, with the reason
     profile.json       the day's feature profile
     drift.json         the day against the training baseline (PSI, OOV, missing, range)
+    drift.html         the same as a page, one chart per feature (training vs the day)
     manifest.json      input_rows, scored_rows, rejected_rows, model, inputs, durations
 
-Re-running a date replaces exactly that date's partition.
+With ``--output-table project:dataset.table`` the scores go to that BigQuery
+table's date partition instead (``table$YYYYMMDD``, WRITE_TRUNCATE, day
+partitioned on ``scoring_date``); the reports still go to ``OUTPUT/date=D/``.
+
+Re-running a date replaces exactly that date's partition. A run that fails
+leaves the published partition as it was; one that fails because too many
+rows were rejected keeps its rejected rows and manifest under
+``OUTPUT/_failed/date=D.<run id>/`` for inspection.
 """
 from __future__ import annotations
 
 import argparse
 import datetime
+import io
 import logging
 import os
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
-from apache_beam.ml.inference.base import RunInference
+from apache_beam.ml.inference.base import PredictionResult, RunInference
 
 from beam_jobs import manifest as mf
 from beam_jobs import partition
 from beam_jobs.io import COUNTER_NAMESPACE, REJECTED, ReadRows, WriteRejected, counter_name
 from beam_jobs.model_handler import ServingModelHandler
 from beam_jobs.options import add_common_args, beam_help_epilog, pipeline_options, setup_logging
-from beam_jobs.profiles import MergeProfiles
-from beam_jobs.sources import plan_reads
+from beam_jobs.bigquery import is_bigquery
+from beam_jobs.sources import DEFAULT_RANGE_BYTES, match_files, plan_reads
 from model.export import ModelMetadata, load_metadata
 from pipeline import stats
 from pipeline.drift import DEFAULT_PSI_THRESHOLD, drift_report
+from pipeline.drift_html import write_drift_html
 from pipeline.parsing import BatchParser
 
 SPLIT = "score"
+OUTPUT_FORMATS = ("parquet", "csv", "tfrecord")
+MIN_RANGE_BYTES = 4 << 20
 
 
 class DriftError(RuntimeError):
@@ -66,6 +81,18 @@ def build_arg_parser() -> argparse.ArgumentParser:
                    help="features with PSI above this are reported as drifted (default: %(default)s)")
     p.add_argument("--fail-on-drift", action="store_true",
                    help="exit non-zero when any feature drifts over the threshold (after writing the output)")
+    p.add_argument("--output-format", choices=OUTPUT_FORMATS, default="parquet",
+                   help="score file format under OUTPUT/date=D/ (default: %(default)s); tfrecord writes gzip "
+                        "tf.Examples (float64 passthrough columns become float32, the date a string)")
+    p.add_argument("--output-table", metavar="PROJECT:DATASET.TABLE",
+                   help="write the scores to this BigQuery table's date partition instead of files "
+                        "(WRITE_TRUNCATE of table$YYYYMMDD; needs --temp_location gs://...); reports still go "
+                        "to OUTPUT/date=D/")
+    p.add_argument("--inference-batch-size", type=int, default=0,
+                   help="rows per model call; larger --batch-rows batches are cut to this size "
+                        "(default: one call per batch)")
+    p.add_argument("--model-threads", type=int, default=0,
+                   help="TensorFlow intra/inter-op threads per worker process (default: TensorFlow's choice)")
     add_common_args(p)
     return p
 
@@ -100,7 +127,7 @@ def _inside(path: str, folder: str) -> bool:
 
 def check_output_location(output: str, inputs: list[str], model_dir: str) -> None:
     """Refuses outputs that could overwrite or be mixed into inputs or the model."""
-    for pattern in inputs:
+    for pattern in (p for p in inputs if not is_bigquery(p)):
         base = _base_dir(pattern)
         if _inside(output, base) and base not in ("", "."):
             raise ValueError(f"--output {output} is inside the input location {base}: refusing (scores would "
@@ -127,37 +154,185 @@ class _ToOutputTable(beam.DoFn):
     def process(self, result):
         rb, n = result.example, result.example.num_rows
         cols = [rb.column(f.name) for f in self.schema if f.name in rb.schema.names]
-        cols += [pa.array(result.inference["score"].astype(np.float32)),
-                 pa.array([self.version] * n, pa.string()),
-                 pa.array([self.date] * n, pa.date32())]
+        cols += [pa.array(result.inference["score"].astype(np.float32, copy=False)),
+                 pa.repeat(pa.scalar(self.version, pa.string()), n),
+                 pa.repeat(pa.scalar(self.date, pa.date32()), n)]
         self.rows.inc(n)
         yield pa.Table.from_arrays(cols, schema=self.schema)
 
 
-def _day_profile(result, schema, id_names: list[str], ranges) -> stats.Profile:
-    raw = stats.profile_raw(result.example, schema, ranges)
-    return raw.merge(stats.profile_ids({n: result.inference[n] for n in id_names if n in result.inference}))
+# ---------------------------------------------------------------- output formats
+
+def _table_to_csv(table: pa.Table) -> str:
+    """Rows as CSV lines (no header, no trailing newline) for WriteToText."""
+    buf = io.BytesIO()
+    pacsv.write_csv(table, buf, pacsv.WriteOptions(include_header=False))
+    return buf.getvalue().decode("utf-8").rstrip("\n")
+
+
+def _as_list_column(arr: pa.Array) -> pa.Array:
+    """A column as one-value lists (empty where null), the form tf.Example encoding takes."""
+    if pa.types.is_date(arr.type):
+        arr = pc.strftime(arr, format="%Y-%m-%d")
+    if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+        arr = arr.cast(pa.binary())
+    elif pa.types.is_floating(arr.type):
+        arr = arr.cast(pa.float32())
+    elif pa.types.is_integer(arr.type) or pa.types.is_boolean(arr.type):
+        arr = arr.cast(pa.int64())
+    valid = np.ones(len(arr), bool) if not arr.null_count else ~np.asarray(arr.is_null())
+    offsets = np.concatenate([[0], np.cumsum(valid)]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), arr.drop_null() if arr.null_count else arr)
+
+
+def _table_to_examples(table: pa.Table):
+    from tfx_bsl.coders import example_coder
+
+    for rb in table.to_batches():
+        lists = pa.RecordBatch.from_arrays([_as_list_column(c) for c in rb.columns], names=rb.schema.names)
+        yield from example_coder.RecordBatchToExamples(lists)
+
+
+_BQ_TYPES = {pa.int64(): "INT64", pa.float64(): "FLOAT64", pa.float32(): "FLOAT64", pa.string(): "STRING",
+             pa.date32(): "DATE"}
+
+
+def bigquery_schema(schema: pa.Schema) -> dict:
+    return {"fields": [{"name": f.name, "type": _BQ_TYPES.get(f.type, "STRING"),
+                        "mode": "REQUIRED" if f.name in ("score", "model_version", "scoring_date") else "NULLABLE"}
+                       for f in schema]}
+
+
+def bigquery_partition(table: str, date: str) -> str:
+    """``project:dataset.table`` -> its date partition ``project:dataset.table$YYYYMMDD``."""
+    if "$" in table:
+        raise ValueError(f"--output-table {table}: give the table without a partition decorator")
+    return f"{table}${date.replace('-', '')}"
+
+
+def _table_to_rows(table: pa.Table):
+    for row in table.to_pylist():
+        row["scoring_date"] = row["scoring_date"].isoformat()
+        yield row
+
+
+class WriteScores(beam.PTransform):
+    """Output tables -> files of one format under ``staging`` (or a BigQuery partition)."""
+
+    def __init__(self, schema: pa.Schema, staging: str, fmt: str = "parquet", table: str | None = None,
+                 date: str | None = None):
+        super().__init__()
+        self.schema, self.staging, self.fmt, self.table, self.date = schema, staging, fmt, table, date
+
+    def expand(self, tables):
+        prefix = os.path.join(self.staging, "part")
+        if self.table:
+            from apache_beam.io.gcp.bigquery import BigQueryDisposition, WriteToBigQuery
+            return (tables
+                    | "ToRows" >> beam.FlatMap(_table_to_rows)
+                    | "WriteBigQuery" >> WriteToBigQuery(
+                        table=bigquery_partition(self.table, self.date), schema=bigquery_schema(self.schema),
+                        write_disposition=BigQueryDisposition.WRITE_TRUNCATE,
+                        create_disposition=BigQueryDisposition.CREATE_IF_NEEDED,
+                        method=WriteToBigQuery.Method.FILE_LOADS,
+                        additional_bq_parameters={"timePartitioning": {"type": "DAY", "field": "scoring_date"}}))
+        if self.fmt == "csv":
+            return (tables
+                    | "ToCsv" >> beam.Map(_table_to_csv)
+                    | "WriteCsv" >> beam.io.WriteToText(prefix, file_name_suffix=".csv",
+                                                        header=",".join(self.schema.names)))
+        if self.fmt == "tfrecord":
+            return (tables
+                    | "ToExamples" >> beam.FlatMap(_table_to_examples)
+                    | "WriteTFRecord" >> beam.io.WriteToTFRecord(prefix, file_name_suffix=".tfrecord.gz"))
+        return tables | "WriteParquet" >> beam.io.WriteToParquetBatched(prefix, schema=self.schema,
+                                                                         file_name_suffix=".parquet")
+
+
+# ---------------------------------------------------------------- the day's profile
+
+class DayProfile(beam.CombineFn):
+    """PredictionResults -> the day's ``stats.Profile``.
+
+    Raw figures (missing, range, out of range) per batch with
+    ``stats.profile_raw``; id histograms kept as numpy count arrays
+    (``np.bincount``), so a batch costs one pass per feature, not a sort.
+    """
+
+    def __init__(self, schema, id_names: list[str], baseline_ranges):
+        self.schema, self.id_names, self.ranges = schema, id_names, baseline_ranges
+
+    def create_accumulator(self):
+        return stats.Profile(), {}
+
+    def add_input(self, acc, result):
+        raw, hists = acc
+        raw = raw.merge(stats.profile_raw(result.example, self.schema, self.ranges))
+        for name in self.id_names:
+            ids = result.inference.get(name)
+            if ids is None:
+                continue
+            flat = np.asarray(ids).reshape(-1)
+            if flat.size and flat.min() < 0:
+                flat = flat[flat >= 0]
+            _add_hist(hists, name, np.bincount(flat))
+        return raw, hists
+
+    def merge_accumulators(self, accs):
+        raw, hists = stats.Profile(), {}
+        for r, h in accs:
+            raw = raw.merge(r)
+            for name, counts in h.items():
+                _add_hist(hists, name, counts)
+        return raw, hists
+
+    def extract_output(self, acc) -> stats.Profile:
+        raw, hists = acc
+        for name, counts in hists.items():
+            nz = np.flatnonzero(counts)
+            raw.ids[name] = dict(zip(nz.tolist(), counts[nz].tolist()))
+        return raw
+
+
+def _add_hist(hists: dict, name: str, counts: np.ndarray) -> None:
+    have = hists.get(name)
+    if have is None:
+        hists[name] = counts.astype(np.int64)
+        return
+    if len(have) < len(counts):
+        have = np.pad(have, (0, len(counts) - len(have)))
+    have[:len(counts)] += counts
+    hists[name] = have
 
 
 def build_pipeline(p: beam.Pipeline, meta: ModelMetadata, tasks, parser: BatchParser, staging: str, date: str,
-                   batch_rows: int) -> None:
+                   batch_rows: int, output_format: str = "parquet", output_table: str | None = None,
+                   inference_batch_size: int = 0, model_threads: int = 0) -> None:
     schema = meta.schema
     read = p | "Read" >> ReadRows(schema, tasks, SPLIT, with_label=False, keys=True, extra=parser.extra,
                                   batch_rows=batch_rows)
     _ = read[REJECTED] | "Rejected" >> WriteRejected(os.path.join(staging, "rejected"))
-    results = read.rows | "Score" >> RunInference(ServingModelHandler(meta.path))
+    handler = ServingModelHandler(meta.path, inference_batch_size=inference_batch_size,
+                                  intra_op_threads=model_threads)
+    read.rows.element_type = pa.RecordBatch  # coders that size Arrow data without pickling it
+    results = read.rows | "Score" >> RunInference(handler).with_output_types(PredictionResult)
     out_schema = output_arrow_schema(parser)
     _ = (results
-         | "ToTable" >> beam.ParDo(_ToOutputTable(out_schema, meta.version, date))
-         | "WriteParquet" >> beam.io.WriteToParquetBatched(os.path.join(staging, "part"), schema=out_schema,
-                                                           file_name_suffix=".parquet"))
+         | "ToTable" >> beam.ParDo(_ToOutputTable(out_schema, meta.version, date)).with_output_types(pa.Table)
+         | "Write" >> WriteScores(out_schema, staging, output_format, output_table, date))
     baseline = stats.Profile.from_dict(meta.train_stats["train"]) if meta.train_stats else stats.Profile()
     id_names = [f.name for f in meta.layout.sparse if not f.wide_only]
     _ = (results
-         | "Profile" >> beam.Map(_day_profile, schema, id_names, baseline.ranges)
-         | "MergeProfiles" >> beam.CombineGlobally(MergeProfiles())
+         | "Profile" >> beam.CombineGlobally(DayProfile(schema, id_names, baseline.ranges))
          | "WriteProfile" >> beam.Map(lambda prof: mf.write_json(os.path.join(staging, "profile.json"),
                                                                  prof.to_dict())))
+
+
+def _range_bytes(patterns: list[str]) -> int:
+    """Read-task size: enough tasks (>= 8) for parallel workers to share a day evenly."""
+    files = [p for p in patterns if not is_bigquery(p)]
+    total = sum(size for _, size in match_files(files)) if files else 0
+    return int(min(DEFAULT_RANGE_BYTES, max(MIN_RANGE_BYTES, total // 8)))
 
 
 def score_date(args, beam_args: list[str], meta: ModelMetadata, date: str) -> dict:
@@ -166,42 +341,72 @@ def score_date(args, beam_args: list[str], meta: ModelMetadata, date: str) -> di
     patterns = [pattern.replace("{date}", date) for pattern in args.input]
     extra = tuple(c for c in args.passthrough.split(",") if c)
     parser = BatchParser(meta.schema, with_label=False, keys=True, extra=extra)
-    tasks, files = plan_reads(meta.schema, patterns, parser.required_columns)
+    tasks, files = plan_reads(meta.schema, patterns, parser.required_columns, range_bytes=_range_bytes(patterns),
+                              parser=parser)
     output = args.output.rstrip("/")
     staging = partition.staging_dir(output, date)
     final = partition.partition_dir(output, date)
     logging.info("[%s] scoring %d files (%d read tasks) with model %s", date, len(files), len(tasks), meta.version)
     try:
         with beam.Pipeline(options=pipeline_options(beam_args)) as p:
-            build_pipeline(p, meta, tasks, parser, staging, date, args.batch_rows)
+            build_pipeline(p, meta, tasks, parser, staging, date, args.batch_rows, args.output_format,
+                           args.output_table, args.inference_batch_size, args.model_threads)
         watch.lap("pipeline")
         counts = mf.split_counts(mf.counters(p.result), SPLIT, "output_rows")
         counts = {"input_rows": counts["input_rows"], "scored_rows": counts["output_rows"],
                   "rejected_rows": counts["rejected_rows"]}
-        drift = _write_drift(meta, staging, args.psi_threshold)
+        drift = _write_drift(meta, staging, args.psi_threshold, date)
+        watch.lap("drift_report")
         manifest = {
             "job": "score", "date": date, "model": meta.path, "model_version": meta.version,
             "inputs": patterns, "input_files": files, **counts,
             "drifted_features": drift["features_over_threshold"] if drift else [],
-            "output": final, "durations_s": {**watch.stages, "total": watch.total()},
+            "psi_threshold": args.psi_threshold,
+            "output": final, "output_format": "bigquery" if args.output_table else args.output_format,
+            "output_table": bigquery_partition(args.output_table, date) if args.output_table else None,
+            "durations_s": {**watch.stages, "total": watch.total()},
             "versions": mf.library_versions(), "beam_options": beam_args,
         }
         mf.write_json(os.path.join(staging, "manifest.json"), manifest)
-        mf.check_counts(counts, date, "scored_rows", args.max_rejected_fraction,
-                        os.path.join(staging, "rejected-*.jsonl"))
+        try:
+            mf.check_counts(counts, date, "scored_rows", args.max_rejected_fraction,
+                            os.path.join(partition.failed_dir(staging), "rejected-*.jsonl"))
+        except mf.RejectedFractionError:
+            manifest["status"] = "failed: too many rejected rows"
+            mf.write_json(os.path.join(staging, "manifest.json"), manifest)
+            kept = partition.keep_failed(staging)
+            logging.error("[%s] run failed; its rejected rows and manifest are kept in %s (the published "
+                          "partition %s is unchanged)", date, kept, final)
+            raise
+        partition.publish(staging, final)
     except BaseException:
         partition.discard(staging)
         raise
-    partition.publish(staging, final)
     logging.info("[%s] %d rows in, %d scored, %d rejected -> %s", date, counts["input_rows"],
                  counts["scored_rows"], counts["rejected_rows"], final)
-    if drift and drift["features_over_threshold"]:
-        logging.warning("[%s] drift over PSI %.2f: %s", date, args.psi_threshold,
-                        ", ".join(f"{n} ({drift['features'][n]['psi']:.3f})" for n in drift["features_over_threshold"]))
+    _print_summary(manifest, drift, args.psi_threshold)
     return manifest
 
 
-def _write_drift(meta: ModelMetadata, staging: str, threshold: float) -> dict | None:
+def _print_summary(manifest: dict, drift: dict | None, threshold: float) -> None:
+    """The job's summary on stdout: counts, where the output went, features over the drift threshold."""
+    lines = [f"[{manifest['date']}] {manifest['input_rows']} rows in, {manifest['scored_rows']} scored, "
+             f"{manifest['rejected_rows']} rejected -> {manifest['output_table'] or manifest['output']}"]
+    if drift is None:
+        lines.append(f"[{manifest['date']}] no drift report: the model has no training profile")
+    elif drift["features_over_threshold"]:
+        over = ", ".join(f"{n} (PSI {drift['features'][n]['psi']:.3f})" for n in drift["features_over_threshold"])
+        lines.append(f"[{manifest['date']}] DRIFT: {len(drift['features_over_threshold'])} feature(s) over PSI "
+                     f"{threshold:g}: {over}")
+        lines.append(f"[{manifest['date']}] drift report: {os.path.join(manifest['output'], 'drift.html')}")
+        logging.warning("[%s] drift over PSI %.2f: %s", manifest["date"], threshold, over)
+    else:
+        lines.append(f"[{manifest['date']}] no feature drifted over PSI {threshold:g}; report: "
+                     f"{os.path.join(manifest['output'], 'drift.html')}")
+    print("\n".join(lines), flush=True)
+
+
+def _write_drift(meta: ModelMetadata, staging: str, threshold: float, date: str) -> dict | None:
     path = os.path.join(staging, "profile.json")
     if not meta.train_stats or not FileSystems.exists(path):
         return None
@@ -209,6 +414,10 @@ def _write_drift(meta: ModelMetadata, staging: str, threshold: float) -> dict | 
     report = drift_report(meta.schema, meta.layout, stats.Profile.from_dict(meta.train_stats["train"]), day,
                           threshold)
     mf.write_json(os.path.join(staging, "drift.json"), report)
+    try:
+        write_drift_html(os.path.join(staging, "drift.html"), report, meta, date)
+    except Exception:  # noqa: BLE001 - the page is a convenience: never fail a scoring run over it
+        logging.exception("[%s] could not write drift.html", date)
     return report
 
 
@@ -216,12 +425,17 @@ def run(argv: list[str] | None = None) -> list[dict]:
     """Scores every requested date; returns their manifests."""
     args, beam_args = build_arg_parser().parse_known_args(argv)
     setup_logging()
+    if args.inference_batch_size < 0 or args.batch_rows <= 0:
+        raise ValueError("--batch-rows must be > 0 and --inference-batch-size >= 0")
+    if args.output_table:
+        bigquery_partition(args.output_table, "2000-01-01")  # checks the form early
     meta = load_metadata(args.model)
     check_output_location(args.output, args.input, os.path.dirname(meta.path.rstrip("/")))
     manifests = [score_date(args, beam_args, meta, d) for d in parse_dates(args.date)]
     drifted = {m["date"]: m["drifted_features"] for m in manifests if m["drifted_features"]}
     if args.fail_on_drift and drifted:
-        raise DriftError(f"drift over PSI {args.psi_threshold}: {drifted}")
+        raise DriftError(f"drift over PSI {args.psi_threshold}: {drifted} (the output was written; see "
+                         f"drift.html beside the scores)")
     return manifests
 
 
