@@ -59,6 +59,8 @@ class ModelConfig:
     decay_rate: float = _opt(0.96, "Exponential schedule: factor per decay_steps.")
     weight_decay: float = _opt(0.004, "Decoupled weight decay (adamw only).")
     clipnorm: float | None = _opt(None, "Clip each gradient to this norm (every optimiser).")
+    sparse_updates: bool = _opt(True, "Update only the embedding rows a batch touched (lazy Adam, sparse "
+                                "Adagrad/FTRL): step time independent of table size. Off: Keras' dense updates.")
     wide_optimizer: str | None = _opt(None, "Separate optimiser for the linear/wide weights "
                                       "(e.g. ftrl for Wide&Deep); default: the main one.",
                                       OPTIMIZERS)
@@ -66,7 +68,8 @@ class ModelConfig:
     ftrl_l1: float = _opt(0.0, "FTRL L1 regularisation strength.")
     ftrl_l2: float = _opt(0.0, "FTRL L2 regularisation strength.")
     auc_num_thresholds: int = _opt(10000, "Thresholds of the streaming AUC metric.")
-    jit_compile: bool = _opt(False, "Compile train/eval steps with XLA.")
+    jit_compile: bool = _opt(False, "Compile train/eval steps with XLA (uses dense optimiser updates: "
+                             "XLA recompiles for every distinct number of touched rows).")
     steps_per_execution: int = _opt(1, "Batches run per tf.function call.")
 
     def __post_init__(self) -> None:

@@ -11,6 +11,9 @@ object and our models are Keras 3, so both live in a plain ``tf.Module`` whose
   ``{"score"}``; what TF Serving and tfx_bsl's RunInference call.
 - ``score_and_ids``: like ``serving_default`` plus the transformed ids of every
   bucketized/categorical feature, which scoring profiles for the drift report.
+- ``score_transformed``: serialized *transformed* ``tf.Example``s (the
+  preprocess job's TFRecords, ``examples``) -> ``{"score"}``; skips the
+  transform graph, so ``ctrflow evaluate`` scores exactly what training saw.
 
 ``assets.extra/`` carries what scoring needs besides the graph: the schema,
 the feature layout, the training profile (drift baseline) and model_info.json
@@ -45,6 +48,9 @@ class ServingModule(tf.Module):
         self._layout = layout
         self._raw_spec = raw_feature_spec(schema, with_label=False)
         self._id_names = [f.name for f in layout.sparse if not f.wide_only]
+        not_inputs = {layout.label, layout.group_key}
+        self._transformed_spec = {k: v for k, v in tft_output.transformed_feature_spec().items()
+                                  if k not in not_inputs}
 
     def _score_and_transformed(self, raw: dict[str, tf.Tensor]):
         transformed = self.tft_layer(raw)
@@ -72,8 +78,13 @@ class ServingModule(tf.Module):
             raw = tf.io.parse_example(examples, self._raw_spec)
             return {"score": self._score_and_transformed(raw)[0]}
 
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+        def score_transformed(examples):
+            transformed = tf.io.parse_example(examples, self._transformed_spec)
+            return {"score": tf.reshape(self.model.probabilities(model_features(transformed, self._layout)), [-1])}
+
         return {"serving_default": serving_default, "score_and_ids": score_and_ids,
-                "serve_tf_examples": serve_tf_examples}
+                "serve_tf_examples": serve_tf_examples, "score_transformed": score_transformed}
 
 
 def export(model, tft_output, schema: Schema, layout: FeatureLayout, export_dir: str, *,

@@ -1,8 +1,25 @@
 """tf.data input from the preprocess job's TFRecords: no Python in the input path.
 
 Files are interleaved in parallel, records shuffled, batched *before* parsing
-(one vectorised ``parse_example`` per batch), and prefetched. Features come
+(one vectorised ``parse_example`` per batch), and prefetched; with ``cache``
+records are parsed once and batches are gathered from memory. Features come
 out in the conventions of ``pipeline.layout``.
+
+Two training-only variants, both driven by a per-record uniform number drawn
+from ``tf.data.Dataset.random(seed)`` so they are reproducible:
+
+- **Negative downsampling** (``negative_keep_rate < 1``): each negative is kept
+  with that probability, positives always; batches are re-formed to full
+  size. ``CTRModel.probabilities`` undoes the odds shift at serving.
+- **Pairs** for the pairwise loss (``pairs=True``, needs the ``__group__`` key
+  of a schema with ``pairwise: {group: col}``): the stream is cut into windows
+  of ``pair_window`` consecutive records; in each window every positive is
+  paired with one negative *of the same group in that window*, drawn
+  uniformly with replacement (``form_pairs``). Positives whose group has no
+  negative in the window are dropped, so windows must be large relative to
+  how scattered a group's rows are (records are not shuffled before
+  windowing: data written grouped stays grouped). Batches are
+  ``{"pos": features, "neg": features}``.
 """
 from __future__ import annotations
 
@@ -11,6 +28,8 @@ import os
 import tensorflow as tf
 
 from pipeline.layout import FeatureLayout
+
+_UNIFORM_BITS = 2**24
 
 
 def split_files(data_dir: str, split: str) -> str:
@@ -40,26 +59,145 @@ def _to_layout(parsed: dict[str, tf.Tensor], layout: FeatureLayout) -> tuple[dic
     return model_features(parsed, layout), parsed[layout.label]
 
 
-def make_dataset(file_pattern: str, feature_spec: dict, layout: FeatureLayout, batch_size: int, *,
-                 shuffle: bool, seed: int | None = None, repeat: bool = False, cache: bool = False,
-                 shuffle_buffer: int = 100_000) -> tf.data.Dataset:
-    """Batches of ``(features, label)`` from gzip TFRecords of transformed examples."""
+def _uniform(random_int: tf.Tensor) -> tf.Tensor:
+    """int64 draws of ``Dataset.random`` -> float32 uniform in [0, 1)."""
+    return tf.cast(tf.math.floormod(random_int, _UNIFORM_BITS), tf.float32) / _UNIFORM_BITS
+
+
+def form_pairs(group: tf.Tensor, label: tf.Tensor, u: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Indices ``(pos, neg)`` of (positive, negative) pairs within groups of one window.
+
+    Every positive whose group has ``n >= 1`` negatives gets the
+    ``floor(u[i] * n)``-th of them (in window order); ``u`` is one uniform
+    draw per record. Pairs come out ordered by (group, position). A stable
+    sort by (group, label) lays out each group as [negatives, positives], so
+    this is a few vectorised ops, no per-group loop.
+    """
+    is_pos = tf.cast(tf.reshape(label, [-1]) > 0.5, tf.int32)
+    group = tf.reshape(group, [-1])
+    order = tf.argsort(is_pos, stable=True)
+    order = tf.gather(order, tf.argsort(tf.gather(group, order), stable=True))
+    g, y = tf.gather(group, order), tf.gather(is_pos, order)
+    starts_group = tf.concat([[True], tf.not_equal(g[1:], g[:-1])], axis=0)
+    segment = tf.cumsum(tf.cast(starts_group, tf.int32)) - 1
+    segment_start = tf.gather(tf.where(starts_group)[:, 0], segment)
+    negatives = tf.gather(tf.math.segment_sum(1 - y, segment), segment)
+    keep = tf.logical_and(tf.equal(y, 1), negatives > 0)
+    draw = tf.cast(tf.floor(tf.gather(tf.reshape(u, [-1]), order) * tf.cast(negatives, tf.float32)), tf.int64)
+    neg_sorted = segment_start + tf.minimum(draw, tf.cast(negatives, tf.int64) - 1)
+    pos = tf.boolean_mask(order, keep)
+    neg = tf.gather(order, tf.boolean_mask(neg_sorted, keep))
+    return pos, neg
+
+
+def _glob(file_pattern: str) -> list[str]:
     files = tf.io.gfile.glob(file_pattern)
     if not files:
         raise FileNotFoundError(f"no TFRecord files match {file_pattern}")
-    ds = tf.data.Dataset.from_tensor_slices(sorted(files))
-    if shuffle:
+    return sorted(files)
+
+
+def _records(files: list[str], shuffle_files: bool, seed: int | None, deterministic: bool) -> tf.data.Dataset:
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    if shuffle_files:
         ds = ds.shuffle(len(files), seed=seed)
-    ds = ds.interleave(lambda f: tf.data.TFRecordDataset(f, compression_type="GZIP", buffer_size=8 << 20),
-                       cycle_length=min(len(files), 8), num_parallel_calls=tf.data.AUTOTUNE,
-                       deterministic=seed is not None or not shuffle)
-    if cache:
-        ds = ds.cache()
+    return ds.interleave(lambda f: tf.data.TFRecordDataset(f, compression_type="GZIP", buffer_size=8 << 20),
+                         cycle_length=min(len(files), 8), num_parallel_calls=tf.data.AUTOTUNE,
+                         deterministic=deterministic)
+
+
+def _parse_fn(feature_spec: dict, layout: FeatureLayout):
+    return lambda records: _to_layout(tf.io.parse_example(records, feature_spec), layout)
+
+
+def _streamed_batches(files: list[str], feature_spec: dict, layout: FeatureLayout, batch_size: int, *,
+                      shuffle: bool, seed: int | None, repeat: bool, shuffle_buffer: int) -> tf.data.Dataset:
+    """Parsed batches read from disk on every pass: for data larger than memory."""
+    ds = _records(files, shuffle, seed, deterministic=seed is not None or not shuffle)
     if shuffle:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
     ds = ds.batch(batch_size, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.map(lambda x: _to_layout(tf.io.parse_example(x, feature_spec), layout),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.map(_parse_fn(feature_spec, layout), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def _memory_batches(files: list[str], feature_spec: dict, layout: FeatureLayout, batch_size: int, *,
+                    shuffle: bool, seed: int | None, repeat: bool) -> tf.data.Dataset:
+    """Batches gathered from features parsed once into memory (``cache``).
+
+    Parsing protos is most of the input pipeline's CPU cost, and on a small
+    machine it competes with the train step; parsed columns cost ~8 bytes per
+    id. Each pass shuffles the row indices fully and gathers whole batches,
+    so it stays vectorised.
+    """
+    parsed = _records(files, False, seed, deterministic=True).batch(65_536).map(
+        _parse_fn(feature_spec, layout), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    chunks = list(parsed)
+    columns = tf.nest.map_structure(lambda *parts: tf.concat(parts, axis=0), *chunks)
+    rows = int(columns[1].shape[0])
+    ds = tf.data.Dataset.range(rows)
+    if shuffle:
+        ds = ds.shuffle(rows, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    return ds.batch(batch_size).map(lambda i: tf.nest.map_structure(lambda t: tf.gather(t, i), columns),
+                                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def make_dataset(file_pattern: str, feature_spec: dict, layout: FeatureLayout, batch_size: int, *,
+                 shuffle: bool, seed: int | None = None, repeat: bool = False, cache: bool = False,
+                 shuffle_buffer: int = 100_000, negative_keep_rate: float = 1.0) -> tf.data.Dataset:
+    """Batches of ``(features, label)`` from gzip TFRecords of transformed examples.
+
+    ``cache`` parses every record once and keeps the features in memory (full
+    shuffle each pass); otherwise records stream from disk through a
+    ``shuffle_buffer``. ``negative_keep_rate < 1`` downsamples negatives
+    (training only; see the module docstring).
+    """
+    files = _glob(file_pattern)
+    if cache:
+        ds = _memory_batches(files, feature_spec, layout, batch_size, shuffle=shuffle, seed=seed, repeat=repeat)
+    else:
+        ds = _streamed_batches(files, feature_spec, layout, batch_size, shuffle=shuffle, seed=seed, repeat=repeat,
+                               shuffle_buffer=shuffle_buffer)
+    if negative_keep_rate < 1.0:
+
+        def downsample(batch, random_ints):
+            x, y = batch
+            u = _uniform(random_ints[:tf.shape(y)[0]])
+            keep = tf.logical_or(tf.reshape(y, [-1]) > 0.5, u < negative_keep_rate)
+            return tf.nest.map_structure(lambda t: tf.boolean_mask(t, keep), (x, y))
+
+        ds = tf.data.Dataset.zip(ds, tf.data.Dataset.random(seed=seed).batch(batch_size))
+        ds = ds.map(downsample, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = ds.unbatch().batch(batch_size)  # full batches again after the mask
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def make_pair_dataset(file_pattern: str, feature_spec: dict, layout: FeatureLayout, batch_size: int, *,
+                      seed: int | None = None, repeat: bool = False, cache: bool = False,
+                      pair_window: int = 65_536) -> tf.data.Dataset:
+    """Batches of ``{"pos": features, "neg": features}`` pairs for the pairwise loss."""
+    if layout.group_key is None:
+        raise ValueError("the pairwise loss needs a group key: declare `pairwise: {group: <column>}` in the "
+                         "schema and preprocess again")
+    ds = _records(_glob(file_pattern), shuffle_files=False, seed=seed, deterministic=True)
+    if cache:
+        ds = ds.cache()
+    if repeat:
+        ds = ds.repeat()
+    spec = {**feature_spec, layout.group_key: tf.io.FixedLenFeature([], tf.int64)}
+
+    def pairs(records, random_ints):
+        parsed = tf.io.parse_example(records, spec)
+        x, y = _to_layout(parsed, layout)
+        pos, neg = form_pairs(parsed[layout.group_key], y, _uniform(random_ints))
+        return {"pos": tf.nest.map_structure(lambda t: tf.gather(t, pos), x),
+                "neg": tf.nest.map_structure(lambda t: tf.gather(t, neg), x)}
+
+    ds = tf.data.Dataset.zip(ds, tf.data.Dataset.random(seed=seed))
+    ds = ds.batch(pair_window, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(pairs, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
+    ds = ds.shuffle(min(pair_window, 100_000), seed=seed).batch(batch_size)
     return ds.prefetch(tf.data.AUTOTUNE)

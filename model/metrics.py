@@ -45,3 +45,28 @@ def summary(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
         "mean_prediction": float(p.mean()) if p.size else float("nan"),
         "calibration": float(p.mean() / base) if y.size and base > 0 else float("nan"),
     }
+
+
+def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(false positive rate, true positive rate) at every distinct score threshold."""
+    y = np.asarray(labels, dtype=np.float64).reshape(-1) > 0.5
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    order = np.argsort(-s, kind="mergesort")
+    s, y = s[order], y[order]
+    last_of_run = np.r_[s[1:] != s[:-1], True]  # one point per distinct threshold
+    tp, fp = np.cumsum(y)[last_of_run], np.cumsum(~y)[last_of_run]
+    n_pos, n_neg = max(int(y.sum()), 1), max(int((~y).sum()), 1)
+    return np.r_[0.0, fp / n_neg], np.r_[0.0, tp / n_pos]
+
+
+def calibration_bins(labels: np.ndarray, probs: np.ndarray, bins: int = 10) -> list[dict[str, float]]:
+    """Mean prediction vs observed rate in ``bins`` equal-count bins of the predictions.
+
+    Equal-count (not equal-width) bins: CTR predictions crowd near 0, where
+    fixed-width bins would leave most bins empty.
+    """
+    y = np.asarray(labels, dtype=np.float64).reshape(-1)
+    p = np.asarray(probs, dtype=np.float64).reshape(-1)
+    order = np.argsort(p, kind="mergesort")
+    return [{"mean_prediction": float(p[i].mean()), "observed_rate": float(y[i].mean()), "count": int(i.size)}
+            for i in np.array_split(order, min(bins, max(p.size, 1))) if i.size]

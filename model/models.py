@@ -19,6 +19,7 @@ from keras import ops
 from model.config import ModelConfig
 from model.layers import DNN, FieldEmbedding, FMSecondOrder, Hadamard, Linear, register, stack_dense
 from model.losses import calibrate_downsampled, log_loss, pairwise_logistic_loss, rdrop_kl
+from model.optimizers import LazyAdam, SparseAdagrad, SparseFtrl
 from pipeline.layout import FeatureLayout
 
 
@@ -232,18 +233,20 @@ def learning_rate(config: ModelConfig) -> float | keras.optimizers.schedules.Lea
 
 
 def make_optimizer(name: str, lr: Any, config: ModelConfig) -> keras.optimizers.Optimizer:
+    """Optimiser ``name``; with ``config.sparse_updates`` the row-sparse variant (model.optimizers)."""
     common = {"learning_rate": lr, "clipnorm": config.clipnorm}
+    sparse = config.sparse_updates and not config.jit_compile  # XLA needs the static shapes of dense updates
     if name == "adam":
-        return keras.optimizers.Adam(**common)
-    if name == "adamw":
+        return (LazyAdam if sparse else keras.optimizers.Adam)(**common)
+    if name == "adamw":  # decoupled weight decay touches every row each step: dense by nature
         return keras.optimizers.AdamW(weight_decay=config.weight_decay, **common)
     if name == "adagrad":
-        return keras.optimizers.Adagrad(**common)
-    if name == "sgd":
+        return (SparseAdagrad if sparse else keras.optimizers.Adagrad)(**common)
+    if name == "sgd":  # Keras' SGD already applies IndexedSlices as a scatter
         return keras.optimizers.SGD(**common)
     if name == "ftrl":
-        return keras.optimizers.Ftrl(l1_regularization_strength=config.ftrl_l1,
-                                     l2_regularization_strength=config.ftrl_l2, **common)
+        return (SparseFtrl if sparse else keras.optimizers.Ftrl)(
+            l1_regularization_strength=config.ftrl_l1, l2_regularization_strength=config.ftrl_l2, **common)
     raise ValueError(f"unknown optimizer {name!r}")
 
 

@@ -28,21 +28,37 @@ def build_arg_parser() -> argparse.ArgumentParser:
                     "export ONE SavedModel that takes raw features (transform graph inside).")
     p.add_argument("--data", required=True, help="output directory of `ctrflow preprocess`")
     p.add_argument("--output", required=True, help="model directory (MODEL_DIR)")
-    p.add_argument("--config", help="model config YAML; command-line flags override it")
+    p.add_argument("--config", help="model config YAML (keys: the model options below, with underscores); "
+                                     "command-line flags override it")
     t = p.add_argument_group("trainer")
-    t.add_argument("--batch-size", type=int, default=512)
-    t.add_argument("--epochs", type=int, default=10, help="maximum epochs (early stopping may end sooner)")
-    t.add_argument("--patience", type=int, default=2, help="epochs without eval AUC improvement before stopping")
+    t.add_argument("--batch-size", type=int, default=512,
+                   help="training batch size (pairs for the pairwise loss) (default: %(default)s)")
+    t.add_argument("--eval-batch-size", type=int, default=8192,
+                   help="batch size of evaluation passes (default: %(default)s)")
+    t.add_argument("--epochs", type=int, default=10,
+                   help="maximum epochs (early stopping may end sooner) (default: %(default)s)")
+    t.add_argument("--patience", type=int, default=2,
+                   help="epochs without eval AUC improvement before stopping (default: %(default)s)")
     t.add_argument("--steps-per-epoch", type=int, default=None,
                    help="batches per epoch (default: one pass over the training data)")
-    t.add_argument("--seed", type=int, default=42, help="seed for init, shuffling and dropout")
+    t.add_argument("--seed", type=int, default=42,
+                   help="seed for init, shuffling, sampling and dropout (default: %(default)s)")
     t.add_argument("--deterministic", action="store_true",
                    help="deterministic TF ops: same metrics on every run with the same seed (slower)")
-    t.add_argument("--cache", action="store_true", help="cache the training records in memory after the first epoch")
-    t.add_argument("--shuffle-buffer", type=int, default=100_000)
-    t.add_argument("--resume", action="store_true", help="resume from the backup in MODEL_DIR/checkpoints")
-    t.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2), help="Keras progress output")
-    ModelConfig.add_argparse_args(p.add_argument_group("model"))
+    t.add_argument("--cache", action="store_true",
+                   help="parse the training data once and keep its features in memory (much less CPU per epoch; "
+                        "~8 bytes per id)")
+    t.add_argument("--shuffle-buffer", type=int, default=100_000,
+                   help="records in the shuffle buffer without --cache (default: %(default)s)")
+    t.add_argument("--pair-window", type=int, default=65_536,
+                   help="pairwise loss: records per window within which (positive, negative) pairs of one group "
+                        "are formed (see model.inputs) (default: %(default)s)")
+    t.add_argument("--resume", action="store_true",
+                   help="resume an interrupted run from MODEL_DIR/checkpoints/backup (weights, optimizer state "
+                        "and epoch)")
+    t.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2),
+                   help="Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch")
+    ModelConfig.add_argparse_args(p.add_argument_group("model (also YAML keys of --config)"))
     return p
 
 
@@ -53,6 +69,19 @@ def _set_seed(seed: int, deterministic: bool) -> None:
     keras.utils.set_random_seed(seed)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
+
+
+def _train_dataset(args: argparse.Namespace, config: ModelConfig, data: str, spec: dict, layout):
+    """Pairs for the pairwise loss, else (downsampled) shuffled examples."""
+    from model.inputs import make_dataset, make_pair_dataset, split_files
+
+    files, repeat = split_files(data, "train"), args.steps_per_epoch is not None
+    if config.loss == "pairwise":
+        return make_pair_dataset(files, spec, layout, args.batch_size, seed=args.seed, repeat=repeat,
+                                 cache=args.cache, pair_window=args.pair_window)
+    return make_dataset(files, spec, layout, args.batch_size, shuffle=True, seed=args.seed, cache=args.cache,
+                        shuffle_buffer=args.shuffle_buffer, repeat=repeat,
+                        negative_keep_rate=config.negative_keep_rate)
 
 
 def predict_split(model, dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -78,11 +107,11 @@ def run(argv: list[str] | None = None) -> dict:
     base = ModelConfig.from_yaml(args.config) if args.config else None
     config = ModelConfig.from_args(args, base=base)
 
-    import keras
     import tensorflow as tf
     import tensorflow_transform as tft
 
     from model import export as exporter
+    from model.callbacks import Throughput, make_callbacks
     from model import metrics as mt
     from model.inputs import make_dataset, split_files
     from model.models import build_model, compile_model
@@ -106,34 +135,25 @@ def run(argv: list[str] | None = None) -> dict:
     eval_split = "eval" if has_eval else "train"
     if not has_eval:
         logging.warning("no eval split in %s: early stopping and metrics use the training data", data)
-    train_ds = make_dataset(split_files(data, "train"), spec, layout, args.batch_size, shuffle=True,
-                            seed=args.seed, cache=args.cache, shuffle_buffer=args.shuffle_buffer,
-                            repeat=args.steps_per_epoch is not None)
-    eval_ds = make_dataset(split_files(data, eval_split), spec, layout, max(args.batch_size, 4096),
-                           shuffle=False, cache=True)
+    train_ds = _train_dataset(args, config, data, spec, layout)
+    eval_ds = make_dataset(split_files(data, eval_split), spec, layout, args.eval_batch_size, shuffle=False,
+                           cache=True)
 
     model = compile_model(build_model(layout, config), config)
     out = args.output.rstrip("/")
-    ckpt_dir = os.path.join(out, "checkpoints")
-    tf.io.gfile.makedirs(ckpt_dir)
-    callbacks = [
-        keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=args.patience,
-                                      restore_best_weights=True, verbose=1),
-        keras.callbacks.ModelCheckpoint(os.path.join(ckpt_dir, "best.weights.h5"), monitor="val_auc", mode="max",
-                                        save_best_only=True, save_weights_only=True),
-        keras.callbacks.TensorBoard(os.path.join(out, "logs"), profile_batch=0),
-    ]
-    if args.resume:
-        callbacks.append(keras.callbacks.BackupAndRestore(os.path.join(ckpt_dir, "backup")))
+    throughput = Throughput(args.batch_size)
+    callbacks = make_callbacks(out, patience=args.patience, resume=args.resume) + [throughput]
     logging.info("training %s on %s (%d sparse, %d dense features)", config.model, data, len(layout.sparse),
                  len(layout.dense))
     history = model.fit(train_ds, validation_data=eval_ds, epochs=args.epochs,
-                        steps_per_epoch=args.steps_per_epoch, callbacks=callbacks, verbose=args.verbose)
+                        steps_per_epoch=args.steps_per_epoch, callbacks=callbacks,
+                        verbose=args.verbose)
     train_seconds = time.time() - t0
 
     labels, probs = predict_split(model, eval_ds)
     metrics = {**mt.summary(labels, probs), "split": eval_split, "epochs_run": len(history.history["loss"]),
                "train_seconds": round(train_seconds, 2),
+               "train_examples_per_second": round(throughput.examples_per_second, 1),
                "history": {k: [float(v) for v in vals] for k, vals in history.history.items()}}
     export_dir = os.path.join(out, "export")
     if tf.io.gfile.exists(export_dir):
@@ -146,7 +166,8 @@ def run(argv: list[str] | None = None) -> dict:
         f.write(json.dumps(metrics, indent=2))
     with tf.io.gfile.GFile(os.path.join(out, "config.json"), "w") as f:
         trainer = {k: v for k, v in vars(args).items() if k in
-                   ("data", "batch_size", "epochs", "patience", "steps_per_epoch", "seed", "deterministic")}
+                   ("data", "batch_size", "epochs", "patience", "steps_per_epoch", "seed", "deterministic",
+                    "shuffle_buffer", "pair_window", "cache")}
         f.write(json.dumps({"model": config.to_dict(), "trainer": trainer}, indent=2, default=list))
     logging.info("eval AUC %.4f, log loss %.4f on %d rows; exported %s to %s", metrics["auc"], metrics["logloss"],
                  metrics["eval_rows"], info["version"], export_dir)

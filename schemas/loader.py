@@ -15,6 +15,7 @@ from schemas.types import (
     CategoricalTransform,
     Column,
     Cross,
+    GlobalIndexLayout,
     Hash,
     InputFormat,
     NumericTransform,
@@ -221,13 +222,16 @@ def _parse_cross(d: Any, i: int, columns: dict[str, Column], ctx: _Ctx) -> Cross
             raise ctx.fail(f"column {n!r} is numeric without bucketize; only ids can be crossed")
         if col.role not in ("numeric", "categorical"):
             raise ctx.fail(f"column {n!r} has role {col.role}; only features can be crossed")
+        if col.role == "categorical" and col.categorical.multivalent_delimiter:
+            raise ctx.fail(f"column {n!r} is multivalent; only single-valued columns can be crossed")
     return Cross(columns=names, hash_buckets=ctx.int(d.get("hash_buckets"), "hash_buckets", 2))
 
 
 def parse_schema(doc: Any, source: str = "<memory>") -> Schema:
     """Builds a validated ``Schema`` from a parsed YAML document."""
     ctx = _Ctx(source)
-    doc = ctx.keys(doc, {"name", "format", "columns", "crosses", "description"}, "the schema")
+    doc = ctx.keys(doc, {"name", "format", "columns", "crosses", "description", "pairwise", "layout"},
+                   "the schema")
     cols_doc = doc.get("columns")
     if not isinstance(cols_doc, list) or not cols_doc:
         raise ctx.fail("columns must be a non-empty list")
@@ -249,7 +253,41 @@ def parse_schema(doc: Any, source: str = "<memory>") -> Schema:
         raise ctx.fail(f"cross name(s) {sorted(clash)} clash with column names")
     name = doc.get("name") or os.path.splitext(os.path.basename(source))[0]
     return Schema(name=str(name), format=_parse_format(doc.get("format"), ctx), columns=columns,
-                  crosses=crosses, source=source)
+                  crosses=crosses, source=source, pairwise_group=_parse_pairwise(doc.get("pairwise"), by_name, ctx),
+                  global_index=_parse_layout(doc.get("layout"), columns, ctx))
+
+
+def _parse_layout(d: Any, columns: tuple[Column, ...], ctx: _Ctx) -> GlobalIndexLayout | None:
+    """``layout: per_field`` (default) or ``layout: global_index`` / ``{type: global_index, numeric: ...}``."""
+    ctx = ctx.at("layout")
+    if d is None or isinstance(d, str):
+        d = {"type": d or "per_field"}
+    d = ctx.keys(d, {"type", "numeric"}, "layout")
+    if ctx.choice(d.get("type"), "type", ("per_field", "global_index")) == "per_field":
+        if "numeric" in d:
+            raise ctx.fail("numeric is an option of type: global_index")
+        return None
+    multi = [c.name for c in columns if c.role == "categorical" and c.categorical.multivalent_delimiter]
+    if multi:
+        raise ctx.fail(f"global_index has one id per field; multivalent column(s) {multi} do not fit")
+    return GlobalIndexLayout(numeric=ctx.choice(d.get("numeric", "bucket"), "numeric", ("bucket", "value")))
+
+
+def _parse_pairwise(d: Any, columns: dict[str, Column], ctx: _Ctx) -> str | None:
+    """``pairwise: {group: col}``: the (user/query/session) column pairs are formed within.
+
+    It must be a categorical feature: preprocessing reads only features and
+    the label, and carries the group's hash into the TFRecords as ``__group__``.
+    """
+    if d is None:
+        return None
+    ctx = ctx.at("pairwise")
+    d = ctx.keys(d, {"group"}, "pairwise")
+    group = d.get("group")
+    col = columns.get(group) if isinstance(group, str) else None
+    if col is None or col.role != "categorical":
+        raise ctx.fail(f"group must name a categorical column, got {group!r}")
+    return group
 
 
 def load_schema(path: str) -> Schema:

@@ -118,6 +118,18 @@ class Cross:
 
 
 @dataclasses.dataclass(frozen=True)
+class GlobalIndexLayout:
+    """DeepFM's ``feat_index``/``feat_value`` inputs: one id space over all feature fields.
+
+    ``numeric``: a bucketized column gives its bucket id with value 1
+    ("bucket"), or one id per field with its (scaled) value ("value"); a
+    column without bucketize is always "value".
+    """
+
+    numeric: Literal["bucket", "value"] = "bucket"
+
+
+@dataclasses.dataclass(frozen=True)
 class Schema:
     """A whole dataset description (see README, "Schema format")."""
 
@@ -126,6 +138,8 @@ class Schema:
     columns: tuple[Column, ...]
     crosses: tuple[Cross, ...] = ()
     source: str = "<memory>"  # file it was loaded from, for messages
+    global_index: GlobalIndexLayout | None = None  # `layout: global_index`: feat_index/feat_value inputs
+    pairwise_group: str | None = None  # categorical column whose rows form pairs (pairwise loss)
 
     def column(self, name: str) -> Column:
         for c in self.columns:
