@@ -26,13 +26,14 @@ import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
-from tfx_bsl.coders import example_coder
 
 from beam_jobs import manifest as mf
 from beam_jobs.io import COUNTER_NAMESPACE, REJECTED, ReadRows, WriteRejected, counter_name
 from beam_jobs.profiles import MergeProfiles
 from beam_jobs.options import add_common_args, beam_help_epilog, pipeline_options, setup_logging
 from beam_jobs.sources import plan_reads
+from beam_jobs.tfrecords import WriteTFRecordBatches
+from beam_jobs.splits import HashSplit
 from pipeline import stats
 from pipeline.parsing import BatchParser
 from pipeline.transform import build_layout, make_preprocessing_fn, tensor_adapter_config, to_tft_batch
@@ -50,8 +51,14 @@ def build_arg_parser() -> argparse.ArgumentParser:
         epilog=beam_help_epilog())
     p.add_argument("--schema", required=True, help="schema YAML file (see schemas/)")
     p.add_argument("--train", required=True, action="append",
-                   help="training input file pattern (repeatable; local, glob or gs://)")
+                   help="training input (repeatable): a file pattern (local, glob or gs://; CSV/TSV, Parquet or "
+                        "TFRecord of tf.Example) or bigquery://PROJECT.DATASET.TABLE or bigquery://SELECT ...")
     p.add_argument("--eval", action="append", default=[], help="eval input file pattern (repeatable)")
+    p.add_argument("--eval-fraction", type=float, default=0.0,
+                   help="instead of --eval: send this fraction of the --train rows to eval, chosen by a stable "
+                        "hash of --split-key (the same rows in every run and on every runner)")
+    p.add_argument("--split-key", help="column whose value decides a row's split with --eval-fraction, e.g. a "
+                                       "user or request id (rows sharing a key stay together)")
     p.add_argument("--output", required=True, help="output directory (local or gs://)")
     p.add_argument("--num-shards", type=int, default=0,
                    help="TFRecord shards per split; 0 lets the runner choose (default)")
@@ -59,8 +66,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
     return p
 
 
-class _ToExamples(beam.DoFn):
-    """Transformed RecordBatches -> serialized tf.Examples, counted as output rows."""
+class _CountRows(beam.DoFn):
+    """Transformed (RecordBatch, _) -> RecordBatch, counted as output rows."""
 
     def __init__(self, split: str):
         self.rows = Metrics.counter(COUNTER_NAMESPACE, counter_name(split, "output_rows"))
@@ -68,7 +75,7 @@ class _ToExamples(beam.DoFn):
     def process(self, element):
         batch, _ = element
         self.rows.inc(batch.num_rows)
-        yield from example_coder.RecordBatchToExamples(batch)
+        yield batch
 
 
 def _train_profile(raw_batches, transformed, schema: Schema, id_names: list[str]):
@@ -94,24 +101,35 @@ def build_pipeline(p: beam.Pipeline, schema: Schema, tasks: dict[str, list], out
         if not tasks[split]:
             continue
         read = p | f"Read{split.title()}" >> ReadRows(schema, tasks[split], split, with_label=True, keys=False,
-                                                       batch_rows=args.batch_rows)
+                                                       extra=_split_columns(args), batch_rows=args.batch_rows)
         clean[split] = read.rows
         _ = read[REJECTED] | f"Rejected{split.title()}" >> WriteRejected(os.path.join(output, "rejected", split))
-    tft_input = {s: b | f"ToTft{s.title()}" >> beam.Map(to_tft_batch, adapter) for s, b in clean.items()}
-    (train_out, _), transform_fn = ((tft_input["train"], adapter)
-                                     | "AnalyzeAndTransform" >> tft_beam.AnalyzeAndTransformDataset(
-                                         preprocessing_fn, output_record_batches=True))
-    outputs = {"train": train_out}
-    if "eval" in tft_input:
-        outputs["eval"], _ = (((tft_input["eval"], adapter), transform_fn)
-                              | "TransformEval" >> tft_beam.TransformDataset(output_record_batches=True))
+    if args.eval_fraction:  # analyzers below see the kept training rows only
+        clean["train"], clean["eval"] = clean["train"] | "HashSplit" >> HashSplit(args.split_key, args.eval_fraction)
+    transform_fn = (
+        (clean["train"] | "ToTftAnalyze" >> beam.Map(to_tft_batch, adapter), adapter)
+        | "Analyze" >> tft_beam.AnalyzeDataset(preprocessing_fn))
+    # The transform pass reads the training input again instead of letting the runner hold every clean
+    # batch until the analysis ends: parsing again is cheaper than buffering, and memory stays flat (1M
+    # Criteo rows: 48 s / 1.7 GB instead of 62 s / 4.3 GB). Its counters go to "train_again", unreported.
+    # With --eval-fraction the split's counters must see each row once, so its batches are reused.
+    to_transform = dict(clean)
+    if not args.eval_fraction:
+        to_transform["train"] = (p | "ReadTrainAgain" >> ReadRows(
+            schema, tasks["train"], "train_again", with_label=True, keys=False, batch_rows=args.batch_rows)).rows
+    outputs = {}
+    for split, batches in to_transform.items():
+        outputs[split], _ = (((batches | f"ToTft{split.title()}" >> beam.Map(to_tft_batch, adapter), adapter),
+                              transform_fn)
+                             | f"Transform{split.title()}" >> tft_beam.TransformDataset(output_record_batches=True))
+    train_out = outputs["train"]
     _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(output)
+    ragged = tuple(c.name for c in schema.categorical if c.categorical.multivalent_delimiter)
     for split, out in outputs.items():
         _ = (out
-             | f"Encode{split.title()}" >> beam.ParDo(_ToExamples(split))
-             | f"Write{split.title()}" >> beam.io.WriteToTFRecord(
-                 os.path.join(output, split, "part"), file_name_suffix=".tfrecord.gz",
-                 num_shards=args.num_shards))
+             | f"Count{split.title()}" >> beam.ParDo(_CountRows(split))
+             | f"Write{split.title()}" >> WriteTFRecordBatches(os.path.join(output, split, "part"),
+                                                               num_shards=args.num_shards, ragged=ragged))
     profile = _train_profile(clean["train"], train_out, schema, _id_feature_names(schema))
     _ = (profile
          | "ProfileJson" >> beam.Map(lambda prof: stats_json(prof))
@@ -134,17 +152,26 @@ def _prepare_output(output: str) -> None:
     FileSystems.mkdirs(output)
 
 
+def _split_columns(args) -> tuple[str, ...]:
+    """The hash split's key travels with the clean rows."""
+    return (args.split_key,) if args.eval_fraction else ()
+
+
 def run(argv: list[str] | None = None) -> dict:
     """Runs the job; returns the manifest (also written to OUTPUT/manifest.json)."""
     args, beam_args = build_arg_parser().parse_known_args(argv)
+    if args.eval_fraction and (args.eval or not args.split_key or not 0 < args.eval_fraction < 1):
+        raise ValueError("--eval-fraction F (0 < F < 1) splits the --train input by --split-key COLUMN; "
+                         "give --split-key, and no --eval")
     setup_logging()
     watch = mf.Stopwatch()
     schema = load_schema(args.schema)
     output = args.output.rstrip("/")
-    required = BatchParser(schema, with_label=True, keys=False).required_columns
+    parser = BatchParser(schema, with_label=True, keys=False, extra=_split_columns(args))
     tasks, files = {}, {}
     for split, patterns in (("train", args.train), ("eval", args.eval)):
-        tasks[split], files[split] = plan_reads(schema, patterns, required) if patterns else ([], [])
+        tasks[split], files[split] = (plan_reads(schema, patterns, parser.required_columns, parser=parser)
+                                      if patterns else ([], []))
         logging.info("[%s] %d files, %d read tasks", split, len(files[split]), len(tasks[split]))
     watch.lap("plan")
     _prepare_output(output)
@@ -162,6 +189,9 @@ def run(argv: list[str] | None = None) -> dict:
         if tasks[split]:
             counts = mf.split_counts(found, split, "output_rows")
             splits[split] = {**counts, "input_files": files[split]}
+    if args.eval_fraction:
+        splits["eval"] = {**mf.split_counts(found, "eval", "output_rows"), "input_files": files["train"],
+                          "hash_split": {"of": "train", "key": args.split_key, "eval_fraction": args.eval_fraction}}
     tft_output = tft.TFTransformOutput(output)
     layout = build_layout(schema, tft_output.vocabulary_size_by_name)
     with FileSystems.create(os.path.join(output, "layout.json")) as f:

@@ -3,27 +3,43 @@
 ``make_preprocessing_fn(schema)`` builds the function TFT analyzes and then
 embeds in the serving model, so every transform is written once, here.
 
-Transformed features (see ``pipeline.layout`` for the tensor conventions):
+Transformed features (see ``pipeline.layout`` for the tensor conventions).
+Numeric values go: signed log1p (``sign(x) * log1p(|x|)``), then clip; a
+missing value (NaN) then takes ``missing`` (default 0) on that transformed
+scale, or its own bucket with ``missing: bucket``; quantiles ignore missing
+values. A missing categorical value is the token ``schemas.MISSING_TOKEN``.
 
-============================  =========================================  =======
-schema                        output feature                             dtype
-============================  =========================================  =======
-numeric, bucketize            ``<name>``: quantile bucket id in          int64
-                              [0, num_buckets) (+1 id for missing when
-                              ``missing: bucket``)
-numeric, scale                ``<name>`` (or ``<name>__scaled`` beside a  float32
-                              bucket id): z-score or min-max of the
-                              value after default/log1p/clip
-categorical, vocabulary       ``<name>``: vocabulary id; unseen values   int64
-                              get one of num_oov_buckets ids after it
-categorical, hash             ``<name>``: fingerprint hash bucket        int64
-cross                         ``a_x_b``: hash of the joined component    int64
-                              values/ids into hash_buckets (wide only)
-label                         ``<name>``: 1.0 for a positive value       float32
-============================  =========================================  =======
+==============================  =========================================  =======
+schema                          output feature                             dtype
+==============================  =========================================  =======
+numeric, bucketize              ``<name>``: quantile bucket id in          int64
+  {num_buckets, epsilon}        [0, num_buckets) (+1 id for missing when
+                                ``missing: bucket``); a repeated quantile
+                                (point mass) gets a bucket of its own
+numeric, scale: zscore|minmax   ``<name>`` (or ``<name>__scaled`` beside a  float32
+                                bucket id): (v - mean) / std, or
+                                (v - min) / (max - min), of the value above
+categorical, vocabulary         ``<name>``: vocabulary id (order: count    int64
+  {top_k, frequency_threshold,  desc, token desc, as TFT); unseen values
+  num_oov_buckets}              get id vocab_size + fingerprint % num_oov
+categorical, hash {buckets}     ``<name>``: ``to_hash_bucket_fast`` id     int64
+categorical, multivalent        ``<name>``: ragged [batch, None] ids of    int64
+  {delimiter}                   the stripped, non-empty parts (vocabulary
+                                or hash); no part -> [MISSING_TOKEN]
+cross {columns, hash_buckets}   ``a_x_b``: hash of the components joined   int64
+                                by \\x1f (token, or bucket id as text)
+layout: global_index            ``feat_index`` [batch, fields] ids in one  int64
+  {numeric: bucket|value}       space, ``feat_value`` [batch, fields]      float32
+                                (see ``pipeline.global_index``); replaces
+                                the per-column features above
+label                           ``<name>``: 1.0 for a positive value       float32
+pairwise: {group: col}          ``__group__``: 63-bit hash of col's value  int64
+==============================  =========================================  =======
 
-Numeric analyzers are fused: one ``tft.quantiles`` call per (num_buckets,
-epsilon) group over the stacked columns, so a wide table costs one sketch.
+Analyzers are fused so a wide table costs one pass of each kind: one
+``tft.quantiles`` per (num_buckets, epsilon) group over the stacked columns,
+one elementwise mean/var (min/max) per scale kind, and ONE vocabulary
+analyzer for all categorical columns (``pipeline.analyzers``).
 """
 from __future__ import annotations
 
@@ -37,10 +53,14 @@ import tensorflow_transform as tft
 from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx_bsl.tfxio import tensor_adapter
 
+from pipeline.analyzers import VocabSpec, fused_vocabularies
+from pipeline.global_index import (GLOBAL_VOCAB, INDEX_KEY, VALUE_KEY, feat_index_and_value, global_fields,
+                                   global_index_layout)
 from pipeline.layout import DenseFeature, FeatureLayout, SparseFeature
 from schemas.types import MISSING_TOKEN, Column, Schema
 
 SCALED_SUFFIX = "__scaled"
+GROUP_KEY = "__group__"  # int64 hash of the schema's pairwise group column
 
 
 def vocab_name(column: str) -> str:
@@ -78,7 +98,7 @@ def tensor_adapter_config(schema: Schema) -> tensor_adapter.TensorAdapterConfig:
 
 def to_tft_batch(batch: pa.RecordBatch, adapter: tensor_adapter.TensorAdapterConfig) -> pa.RecordBatch:
     """Wraps each scalar column into the one-element lists TFT's adapter reads."""
-    offsets = pa.array(range(batch.num_rows + 1), pa.int64())
+    offsets = pa.array(np.arange(batch.num_rows + 1, dtype=np.int64))
     arrays = []
     for field in adapter.arrow_schema:
         values = batch.column(field.name).cast(field.type.value_type)
@@ -140,22 +160,58 @@ def _bucketize_fused(values: dict[str, tf.Tensor], cols: list[Column]) -> dict[s
     return ids
 
 
-def _scaled(x: tf.Tensor, col: Column) -> tf.Tensor:
-    filled = tf.where(tf.math.is_nan(x), tf.constant(col.numeric.default, tf.float32), x)
-    if col.numeric.scale == "zscore":
-        return tft.scale_to_z_score(filled, name=f"zscore_{col.name}")
-    return tft.scale_to_0_1(filled, name=f"minmax_{col.name}")
+def _scale_fused(values: dict[str, tf.Tensor], cols: list[Column]) -> dict[str, tf.Tensor]:
+    """One elementwise mean/var (or min/max) analyzer per scale kind over the stacked columns."""
+    out: dict[str, tf.Tensor] = {}
+    for kind, scale in (("zscore", tft.scale_to_z_score), ("minmax", tft.scale_to_0_1)):
+        group = [c for c in cols if c.numeric.scale == kind]
+        if group:
+            stacked = tf.stack([_filled(values[c.name], c) for c in group], axis=1)
+            scaled = scale(stacked, elementwise=True, name=kind)
+            out.update({c.name: scaled[:, i] for i, c in enumerate(group)})
+    return out
 
 
-def _categorical_ids(x: tf.Tensor, col: Column) -> tf.Tensor:
-    t = col.categorical
-    tokens = tf.where(tf.equal(x, ""), tf.constant(MISSING_TOKEN), x)
-    if t.hash is not None:
-        return tf.strings.to_hash_bucket_fast(tokens, t.hash.buckets)
-    v = t.vocabulary
-    return tft.compute_and_apply_vocabulary(
-        tokens, top_k=v.top_k, frequency_threshold=v.frequency_threshold if v.frequency_threshold > 1 else None,
-        num_oov_buckets=v.num_oov_buckets, vocab_filename=vocab_name(col.name), name=f"vocab_{col.name}")
+def _filled(x: tf.Tensor, col: Column) -> tf.Tensor:
+    return tf.where(tf.math.is_nan(x), tf.constant(col.numeric.default, tf.float32), x)
+
+
+def _tokens(x: tf.Tensor, col: Column) -> tf.Tensor | tf.RaggedTensor:
+    """Missing -> ``MISSING_TOKEN``; multivalent: ragged [batch, None] of stripped non-empty parts."""
+    delimiter = col.categorical.multivalent_delimiter
+    if delimiter is None:
+        return tf.where(tf.equal(x, ""), tf.constant(MISSING_TOKEN), x)
+    parts = tf.strings.strip(tf.strings.split(x, sep=delimiter))
+    parts = tf.ragged.boolean_mask(parts, tf.not_equal(parts, ""))
+    empty = tf.cast(tf.equal(parts.row_lengths(), 0), tf.int64)
+    missing = tf.RaggedTensor.from_row_lengths(tf.fill([tf.reduce_sum(empty)], MISSING_TOKEN), empty)
+    return tf.concat([parts, missing], axis=1)
+
+
+def _categorical_ids(tokens: dict[str, tf.Tensor], schema: Schema, global_name: str | None = None):
+    """Ids of every categorical column: hashes, and ONE fused analyzer for all vocabularies.
+
+    Returns (ids by column, global vocabulary file or None). With a global
+    index the per-column ids are not needed, only the vocabularies.
+    """
+    vocab_cols = [c for c in schema.categorical if c.categorical.vocabulary is not None]
+    vocab_index = {c.name: i for i, c in enumerate(vocab_cols)}
+    specs = [VocabSpec(vocab_name(c.name), v.top_k, v.frequency_threshold)
+             for c, v in ((c, c.categorical.vocabulary) for c in vocab_cols)]
+    flat = [t.flat_values if isinstance(t, tf.RaggedTensor) else t for t in (tokens[c.name] for c in vocab_cols)]
+    fields = global_fields(schema, vocab_index) if global_name else ()
+    files, global_file = fused_vocabularies(flat, specs, fields, global_name) if specs or global_name else ([], None)
+    ids: dict[str, tf.Tensor] = {}
+    if global_name is not None:
+        return ids, global_file
+    for c in schema.categorical:
+        t = c.categorical
+        if t.hash is not None:
+            ids[c.name] = tf.ragged.map_flat_values(tf.strings.to_hash_bucket_fast, tokens[c.name], t.hash.buckets)
+        else:
+            ids[c.name] = tft.apply_vocabulary(tokens[c.name], files[vocab_index[c.name]],
+                                               num_oov_buckets=t.vocabulary.num_oov_buckets)
+    return ids, global_file
 
 
 def make_preprocessing_fn(schema: Schema) -> Callable[[dict[str, tf.Tensor]], dict[str, tf.Tensor]]:
@@ -165,30 +221,39 @@ def make_preprocessing_fn(schema: Schema) -> Callable[[dict[str, tf.Tensor]], di
         outputs: dict[str, tf.Tensor] = {}
         values = {c.name: _numeric_value(inputs[c.name], c) for c in schema.numeric}
         bucketized = [c for c in schema.numeric if c.numeric.bucketize is not None]
-        outputs.update(_bucketize_fused(values, bucketized))
-        for c in schema.numeric:
-            if c.numeric.scale != "none":
-                key = c.name + SCALED_SUFFIX if c.name in outputs else c.name
-                outputs[key] = _scaled(values[c.name], c)
-        for c in schema.categorical:
-            outputs[c.name] = _categorical_ids(inputs[c.name], c)
+        buckets = _bucketize_fused(values, bucketized)
+        scaled = _scale_fused(values, [c for c in schema.numeric if c.numeric.scale != "none"])
+        tokens = {c.name: _tokens(inputs[c.name], c) for c in schema.categorical}
+        global_name = GLOBAL_VOCAB if schema.global_index is not None else None
+        ids, global_file = _categorical_ids(tokens, schema, global_name)
+        if schema.global_index is None:
+            outputs.update(buckets)
+            for name, x in scaled.items():
+                outputs[name + SCALED_SUFFIX if name in outputs else name] = x
+            outputs.update(ids)
+        else:
+            field_values = {c.name: scaled.get(c.name, _filled(values[c.name], c)) for c in schema.numeric}
+            outputs[INDEX_KEY], outputs[VALUE_KEY] = feat_index_and_value(
+                schema, tokens, buckets, field_values, global_file)
         for cross in schema.crosses:
-            parts = [_cross_part(inputs, outputs, schema.column(n)) for n in cross.columns]
+            parts = [_cross_part(tokens, buckets, schema.column(n)) for n in cross.columns]
             joined = tf.strings.reduce_join(tf.stack(parts, axis=1), axis=1, separator="\x1f")
             outputs[cross.name] = tf.strings.to_hash_bucket_fast(joined, cross.hash_buckets)
         label = schema.label
         if label is not None and label.name in inputs:
             outputs[label.name] = inputs[label.name]
+        if schema.pairwise_group is not None:  # pairs for the pairwise loss are formed within a group
+            outputs[GROUP_KEY] = tf.strings.to_hash_bucket_fast(inputs[schema.pairwise_group], 2**63 - 1)
         return outputs
 
     return preprocessing_fn
 
 
-def _cross_part(inputs: dict[str, tf.Tensor], outputs: dict[str, tf.Tensor], col: Column) -> tf.Tensor:
+def _cross_part(tokens: dict[str, tf.Tensor], buckets: dict[str, tf.Tensor], col: Column) -> tf.Tensor:
     """A cross component: the category string, or the bucket id as a string."""
     if col.role == "categorical":
-        return tf.where(tf.equal(inputs[col.name], ""), tf.constant(MISSING_TOKEN), inputs[col.name])
-    return tf.strings.as_string(outputs[col.name])
+        return tokens[col.name]
+    return tf.strings.as_string(buckets[col.name])
 
 
 def build_layout(schema: Schema, vocabulary_size: Callable[[str], int]) -> FeatureLayout:
@@ -197,6 +262,12 @@ def build_layout(schema: Schema, vocabulary_size: Callable[[str], int]) -> Featu
     ``vocabulary_size(asset_name)`` reads an analyzed vocabulary's size (from
     ``tft.TFTransformOutput.vocabulary_size_by_name``).
     """
+    crosses = tuple(SparseFeature(x.name, x.hash_buckets, wide_only=True) for x in schema.crosses)
+    label = schema.label.name if schema.label is not None else ""
+    group_key = GROUP_KEY if schema.pairwise_group is not None else None
+    if schema.global_index is not None:
+        return FeatureLayout(sparse=crosses, dense=(), label=label, group_key=group_key,
+                             global_index=global_index_layout(schema, vocabulary_size))
     sparse: list[SparseFeature] = []
     dense: list[DenseFeature] = []
     for c in schema.numeric:
@@ -212,7 +283,4 @@ def build_layout(schema: Schema, vocabulary_size: Callable[[str], int]) -> Featu
         else:
             n = vocabulary_size(vocab_name(c.name)) + t.vocabulary.num_oov_buckets
         sparse.append(SparseFeature(c.name, n, multivalent=t.multivalent_delimiter is not None, group=c.group))
-    for x in schema.crosses:
-        sparse.append(SparseFeature(x.name, x.hash_buckets, wide_only=True))
-    label = schema.label.name if schema.label is not None else ""
-    return FeatureLayout(sparse=tuple(sparse), dense=tuple(dense), label=label)
+    return FeatureLayout(sparse=tuple(sparse) + crosses, dense=tuple(dense), label=label, group_key=group_key)
