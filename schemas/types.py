@@ -45,8 +45,9 @@ class Bucketize:
 class NumericTransform:
     """What happens to a numeric column, in this order.
 
-    missing -> default (or its own bucket), signed log1p, clip, then
-    bucketize to an id and/or scale to a float.
+    signed log1p, clip, then a missing value takes ``default`` (a value in
+    that transformed space) or its own bucket, then bucketize to an id and/or
+    scale to a float. Missing values never enter the quantile sketch.
     """
 
     bucketize: Bucketize | None = None
