@@ -208,15 +208,18 @@ def main(argv: list[str] | None = None) -> None:
         "",
         markdown_table(header, rows_out),
         "",
-        "Where the time goes (in-process stage timing, 200k rows, one thread, µs/row): job: CSV read 2.9, "
-        "parse/validate 4.6 (regex per numeric column, whitespace strip of every column), Arrow -> tensors 1.4, "
-        "model call (`score_and_ids`: transform graph + DeepFM) 9.7, day profile 0.3, output table + Parquet 0.2; "
-        "loop: `pandas.read_csv` 8.4, object arrays -> tensors 3.2, model call 9.4. Per row and core the job costs "
-        "what the loop costs, so two workers can at best halve the per-row part; the fixed part does not shrink: "
-        "importing Beam + TensorFlow and loading the SavedModel take 10-15 s, paid once per worker process in "
-        "multi_processing mode (three interpreters) and once in multi_threading mode (one model shared by both "
-        "threads; pyarrow and TensorFlow release the GIL). Figures were taken on a machine shared with other "
-        "jobs (load average 4-5 on 2 cores), which hurts the two-worker job more than the one-process loop.",
+        "Where the time goes: both commands pay a fixed start (interpreter, TensorFlow + Beam imports, "
+        "SavedModel load: about 5 s for the job before its pipeline starts, column 'job: Beam pipeline' is the "
+        "rest) and then a per-row cost. Per row the job is cheaper: at 2026-11-23 on this machine (one "
+        "thread, batch 65,536) parse/validate 1.75 µs (cast first, regex only for rows "
+        "that fail), model call 2.6 µs (of which "
+        "the tf.Transform graph 1.2 µs), measured quietly; pyarrow read 2.9 µs, Arrow -> tensors 1.4 µs (string columns from Arrow buffers), against `pandas.read_csv` 8.4 µs and object arrays -> tensors 3.2 µs in "
+        "the loop (these four measured under load); and two worker threads share that work. From 1M to 5M rows the job adds 4.0 µs/row and the "
+        "loop 7.2 µs/row (1.8x), so the ratio grows with the table and the fixed start decides it at 1M rows. "
+        "multi_processing pays the imports and the model load once per worker process (three interpreters), "
+        "which costs more than it gains on 2 cores; multi_threading shares one model (pyarrow and TensorFlow "
+        "release the GIL). Memory: the job's peak RSS grows from 1.9 GB at 1M rows to 2.3 GB at 5M (reads are "
+        "64 MB byte ranges; the rest is the runner's buffering), the loop's stays at 1.2 GB.",
     ])
     print(body)
     if not args.no_write:

@@ -52,6 +52,8 @@ class ModelConfig:
                               "alpha * symmetric KL between them (pointwise loss only).")
     negative_keep_rate: float = _opt(1.0, "Share of negatives kept by downsampling; "
                                      "CTRModel.probabilities() undoes it.")
+    positive_weight: float = _opt(1.0, "Class weight of positive examples in the pointwise loss; "
+                                  "CTRModel.probabilities() undoes the odds shift it causes.")
     optimizer: str = _opt("adam", "Main optimiser.", OPTIMIZERS)
     learning_rate: float = _opt(1e-3, "Initial learning rate of the main optimiser.")
     lr_schedule: str = _opt("constant", "Learning-rate schedule.", LR_SCHEDULES)
@@ -84,6 +86,8 @@ class ModelConfig:
             raise ValueError("rdrop_alpha > 0 requires loss='pointwise'")
         if not 0.0 < self.negative_keep_rate <= 1.0:
             raise ValueError(f"negative_keep_rate must be in (0, 1], got {self.negative_keep_rate}")
+        if not self.positive_weight > 0.0:
+            raise ValueError(f"positive_weight must be > 0, got {self.positive_weight}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":

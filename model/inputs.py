@@ -147,13 +147,15 @@ def _memory_batches(files: list[str], feature_spec: dict, layout: FeatureLayout,
 
 def make_dataset(file_pattern: str, feature_spec: dict, layout: FeatureLayout, batch_size: int, *,
                  shuffle: bool, seed: int | None = None, repeat: bool = False, cache: bool = False,
-                 shuffle_buffer: int = 100_000, negative_keep_rate: float = 1.0) -> tf.data.Dataset:
+                 shuffle_buffer: int = 100_000, negative_keep_rate: float = 1.0,
+                 positive_weight: float = 1.0) -> tf.data.Dataset:
     """Batches of ``(features, label)`` from gzip TFRecords of transformed examples.
 
     ``cache`` parses every record once and keeps the features in memory (full
     shuffle each pass); otherwise records stream from disk through a
     ``shuffle_buffer``. ``negative_keep_rate < 1`` downsamples negatives
-    (training only; see the module docstring).
+    (training only; see the module docstring); ``positive_weight != 1`` adds
+    per-example loss weights ``(x, y, w)`` with ``w = positive_weight`` for positives.
     """
     files = _glob(file_pattern)
     if cache:
@@ -172,6 +174,9 @@ def make_dataset(file_pattern: str, feature_spec: dict, layout: FeatureLayout, b
         ds = tf.data.Dataset.zip(ds, tf.data.Dataset.random(seed=seed).batch(batch_size))
         ds = ds.map(downsample, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         ds = ds.unbatch().batch(batch_size)  # full batches again after the mask
+    if positive_weight != 1.0:
+        ds = ds.map(lambda x, y: (x, y, tf.where(y > 0.5, positive_weight, 1.0)),
+                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

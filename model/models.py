@@ -109,10 +109,15 @@ class CTRModel(keras.Model):
         return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=1)
 
     def probabilities(self, features: Mapping[str, Any]):
-        """Serving probabilities: sigmoid, corrected for negative downsampling."""
+        """Serving probabilities: sigmoid, corrected for negative downsampling and class weights.
+
+        Keeping negatives at rate r multiplies the training odds by 1/r and
+        weighting positives by w multiplies them by w: one correction with
+        the effective rate r / w undoes both.
+        """
         p = ops.sigmoid(self(features, training=False))
-        keep = self.model_config.negative_keep_rate
-        return p if keep == 1.0 else calibrate_downsampled(p, keep)
+        rate = self.model_config.negative_keep_rate / self.model_config.positive_weight
+        return p if rate == 1.0 else calibrate_downsampled(p, rate)
 
     # ----------------------------------------------------------------- training
 

@@ -81,7 +81,7 @@ def _train_dataset(args: argparse.Namespace, config: ModelConfig, data: str, spe
                                  cache=args.cache, pair_window=args.pair_window)
     return make_dataset(files, spec, layout, args.batch_size, shuffle=True, seed=args.seed, cache=args.cache,
                         shuffle_buffer=args.shuffle_buffer, repeat=repeat,
-                        negative_keep_rate=config.negative_keep_rate)
+                        negative_keep_rate=config.negative_keep_rate, positive_weight=config.positive_weight)
 
 
 def predict_split(model, dataset) -> tuple[np.ndarray, np.ndarray]:

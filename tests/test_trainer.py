@@ -195,6 +195,24 @@ def test_downsampling_keeps_positives_and_calibrates_back_to_base_rate(tmp_path:
     assert abs(probs.mean() / base_rate - 1) < 0.05  # ... and probabilities() undoes it
 
 
+def test_positive_class_weight_calibrates_back_to_base_rate(tmp_path: Path) -> None:
+    rows = click_rows(20_000, seed=5)
+    pattern = write_records(tmp_path / "train", rows)
+    ds = make_dataset(pattern, SPEC, LAYOUT, 1024, shuffle=True, seed=1, positive_weight=4.0)
+    _, y, w = next(iter(ds))
+    np.testing.assert_array_equal(w.numpy(), np.where(y.numpy() > 0.5, 4.0, 1.0))
+    config = ModelConfig(model="lr", optimizer="adagrad", learning_rate=0.1, positive_weight=4.0)
+    keras.utils.set_random_seed(0)
+    model = compile_model(build_model(LAYOUT, config), config)
+    model.fit(ds, epochs=8, verbose=0)
+    full = make_dataset(pattern, SPEC, LAYOUT, 4096, shuffle=False)
+    labels, probs = train.predict_split(model, full)
+    raw = np.concatenate([keras.ops.convert_to_numpy(keras.ops.sigmoid(model(x))).ravel() for x, _ in full])
+    base_rate = labels.mean()
+    assert raw.mean() > 1.5 * base_rate  # weighted positives inflate the odds ...
+    assert abs(probs.mean() / base_rate - 1) < 0.05  # ... and probabilities() undoes it
+
+
 # ------------------------------------------------ runs on preprocessed data
 
 
