@@ -36,11 +36,11 @@ def _tf_variable(v):
     return v.value if isinstance(v, keras.Variable) else v
 
 
-def _dedup(grad: tf.IndexedSlices) -> tuple[tf.Tensor, tf.Tensor]:
-    """(unique row ids, summed gradient rows) of an ``IndexedSlices`` gradient."""
+def _dedup(grad: tf.IndexedSlices, dtype) -> tuple[tf.Tensor, tf.Tensor]:
+    """(unique row ids, summed gradient rows in ``dtype``) of an ``IndexedSlices`` gradient."""
     rows, positions = tf.unique(grad.indices)
     summed = tf.math.unsorted_segment_sum(grad.values, positions, tf.shape(rows)[0])
-    return rows, summed
+    return rows, tf.cast(summed, dtype)
 
 
 def _rows(v, ids: tf.Tensor) -> tf.Tensor:
@@ -59,8 +59,7 @@ class LazyAdam(keras.optimizers.Adam):
         if not isinstance(gradient, tf.IndexedSlices) or self.amsgrad:
             return super().update_step(gradient, variable, learning_rate)
         dtype = variable.dtype
-        ids, g = _dedup(gradient)
-        g = tf.cast(g, dtype)
+        ids, g = _dedup(gradient, dtype)
         step = tf.cast(self.iterations + 1, dtype)
         beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
         alpha = tf.cast(learning_rate, dtype) * tf.sqrt(1 - beta_2 ** step) / (1 - beta_1 ** step)
@@ -81,8 +80,7 @@ class SparseAdagrad(keras.optimizers.Adagrad):
         if not isinstance(gradient, tf.IndexedSlices):
             return super().update_step(gradient, variable, learning_rate)
         dtype = variable.dtype
-        ids, g = _dedup(gradient)
-        g = tf.cast(g, dtype)
+        ids, g = _dedup(gradient, dtype)
         acc_var = self._accumulators[self._get_variable_index(variable)]
         acc = _rows(acc_var, ids) + tf.square(g)
         _scatter(acc_var, ids, acc)
@@ -98,8 +96,7 @@ class SparseFtrl(keras.optimizers.Ftrl):
         if not isinstance(gradient, tf.IndexedSlices):
             return super().update_step(gradient, variable, learning_rate)
         dtype = variable.dtype
-        ids, g = _dedup(gradient)
-        g = tf.cast(g, dtype)
+        ids, g = _dedup(gradient, dtype)
         lr = tf.cast(learning_rate, dtype)
         index = self._get_variable_index(variable)
         acc_var, linear_var = self._accumulators[index], self._linears[index]
