@@ -29,9 +29,9 @@ from apache_beam.metrics import Metrics
 
 from beam_jobs import manifest as mf
 from beam_jobs.io import COUNTER_NAMESPACE, REJECTED, ReadRows, WriteRejected, counter_name
-from beam_jobs.profiles import MergeProfiles
+from beam_jobs.profiles import ProfileCombine
 from beam_jobs.options import add_common_args, beam_help_epilog, pipeline_options, setup_logging
-from beam_jobs.sources import plan_reads
+from beam_jobs.sources import ReadTask, plan_reads
 from beam_jobs.tfrecords import WriteTFRecordBatches
 from beam_jobs.splits import HashSplit
 from pipeline import stats
@@ -79,11 +79,9 @@ class _CountRows(beam.DoFn):
 
 
 def _train_profile(raw_batches, transformed, schema: Schema, id_names: list[str]):
-    raw_p = raw_batches | "ProfileRaw" >> beam.Map(stats.profile_raw, schema)
-    ids_p = transformed | "ProfileIds" >> beam.Map(lambda t: stats.profile_ids(stats.transformed_ids(t[0], id_names)))
-    raw_total = raw_p | "MergeRaw" >> beam.CombineGlobally(MergeProfiles())
-    ids_total = ids_p | "MergeIds" >> beam.CombineGlobally(MergeProfiles())
-    return ((raw_total, ids_total) | "Both" >> beam.Flatten() | "MergeAll" >> beam.CombineGlobally(MergeProfiles()))
+    raw = raw_batches | "ProfileRaw" >> beam.Map(lambda b: (b, None))
+    ids = transformed | "ProfileIds" >> beam.Map(lambda t: (None, stats.transformed_ids(t[0], id_names)))
+    return (raw, ids) | "ProfileInputs" >> beam.Flatten() | "Profile" >> beam.CombineGlobally(ProfileCombine(schema))
 
 
 def _id_feature_names(schema: Schema) -> list[str]:
@@ -112,9 +110,10 @@ def build_pipeline(p: beam.Pipeline, schema: Schema, tasks: dict[str, list], out
     # The transform pass reads the training input again instead of letting the runner hold every clean
     # batch until the analysis ends: parsing again is cheaper than buffering, and memory stays flat (1M
     # Criteo rows: 48 s / 1.7 GB instead of 62 s / 4.3 GB). Its counters go to "train_again", unreported.
-    # With --eval-fraction the split's counters must see each row once, so its batches are reused.
+    # With --eval-fraction the split's counters must see each row once, and a bigquery:// query would run
+    # (and be billed) twice and could change in between, so in those cases the batches are reused.
     to_transform = dict(clean)
-    if not args.eval_fraction:
+    if not args.eval_fraction and all(isinstance(t, ReadTask) for t in tasks["train"]):
         to_transform["train"] = (p | "ReadTrainAgain" >> ReadRows(
             schema, tasks["train"], "train_again", with_label=True, keys=False, batch_rows=args.batch_rows)).rows
     outputs = {}

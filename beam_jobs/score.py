@@ -45,6 +45,7 @@ from beam_jobs import partition
 from beam_jobs.io import COUNTER_NAMESPACE, REJECTED, ReadRows, WriteRejected, counter_name
 from beam_jobs.model_handler import ServingModelHandler
 from beam_jobs.options import add_common_args, beam_help_epilog, pipeline_options, setup_logging
+from beam_jobs.profiles import ProfileCombine
 from beam_jobs.bigquery import is_bigquery
 from beam_jobs.sources import DEFAULT_RANGE_BYTES, match_files, plan_reads
 from model.export import ModelMetadata, load_metadata
@@ -249,62 +250,6 @@ class WriteScores(beam.PTransform):
                                                                          file_name_suffix=".parquet")
 
 
-# ---------------------------------------------------------------- the day's profile
-
-class DayProfile(beam.CombineFn):
-    """PredictionResults -> the day's ``stats.Profile``.
-
-    Raw figures (missing, range, out of range) per batch with
-    ``stats.profile_raw``; id histograms kept as numpy count arrays
-    (``np.bincount``), so a batch costs one pass per feature, not a sort.
-    """
-
-    def __init__(self, schema, id_names: list[str], baseline_ranges):
-        self.schema, self.id_names, self.ranges = schema, id_names, baseline_ranges
-
-    def create_accumulator(self):
-        return stats.Profile(), {}
-
-    def add_input(self, acc, result):
-        raw, hists = acc
-        raw = raw.merge(stats.profile_raw(result.example, self.schema, self.ranges))
-        for name in self.id_names:
-            ids = result.inference.get(name)
-            if ids is None:
-                continue
-            flat = np.asarray(ids).reshape(-1)
-            if flat.size and flat.min() < 0:
-                flat = flat[flat >= 0]
-            _add_hist(hists, name, np.bincount(flat))
-        return raw, hists
-
-    def merge_accumulators(self, accs):
-        raw, hists = stats.Profile(), {}
-        for r, h in accs:
-            raw = raw.merge(r)
-            for name, counts in h.items():
-                _add_hist(hists, name, counts)
-        return raw, hists
-
-    def extract_output(self, acc) -> stats.Profile:
-        raw, hists = acc
-        for name, counts in hists.items():
-            nz = np.flatnonzero(counts)
-            raw.ids[name] = dict(zip(nz.tolist(), counts[nz].tolist()))
-        return raw
-
-
-def _add_hist(hists: dict, name: str, counts: np.ndarray) -> None:
-    have = hists.get(name)
-    if have is None:
-        hists[name] = counts.astype(np.int64)
-        return
-    if len(have) < len(counts):
-        have = np.pad(have, (0, len(counts) - len(have)))
-    have[:len(counts)] += counts
-    hists[name] = have
-
-
 def build_pipeline(p: beam.Pipeline, meta: ModelMetadata, tasks, parser: BatchParser, staging: str, date: str,
                    batch_rows: int, output_format: str = "parquet", output_table: str | None = None,
                    inference_batch_size: int = 0, model_threads: int = 0) -> None:
@@ -323,7 +268,9 @@ def build_pipeline(p: beam.Pipeline, meta: ModelMetadata, tasks, parser: BatchPa
     baseline = stats.Profile.from_dict(meta.train_stats["train"]) if meta.train_stats else stats.Profile()
     id_names = [f.name for f in meta.layout.sparse if not f.wide_only]
     _ = (results
-         | "Profile" >> beam.CombineGlobally(DayProfile(schema, id_names, baseline.ranges))
+         | "ProfileInputs" >> beam.Map(lambda r: (r.example, {n: r.inference[n] for n in id_names
+                                                              if n in r.inference}))
+         | "Profile" >> beam.CombineGlobally(ProfileCombine(schema, baseline.ranges))
          | "WriteProfile" >> beam.Map(lambda prof: mf.write_json(os.path.join(staging, "profile.json"),
                                                                  prof.to_dict())))
 

@@ -108,15 +108,37 @@ def profile_raw(batch: pa.RecordBatch, schema: Schema,
     return p
 
 
-def profile_ids(ids: Mapping[str, np.ndarray]) -> Profile:
-    """Histograms of transformed ids; negative ids (padding) are not counted."""
-    p = Profile()
+def add_id_counts(counts: dict[str, np.ndarray], ids: Mapping[str, np.ndarray]) -> None:
+    """Adds each feature's id histogram into ``counts`` (dense ``np.bincount`` arrays).
+
+    One pass per feature and batch, no sort; negative ids (padding) are not
+    counted. ``id_histograms`` turns the arrays into a Profile's ``ids``.
+    """
     for name, values in ids.items():
         flat = np.asarray(values).reshape(-1)
-        flat = flat[flat >= 0]
-        uniq, counts = np.unique(flat, return_counts=True)
-        p.ids[name] = dict(zip(uniq.tolist(), counts.tolist()))
-    return p
+        if flat.size and flat.min() < 0:
+            flat = flat[flat >= 0]
+        merge_id_counts(counts, name, np.bincount(flat))
+
+
+def merge_id_counts(counts: dict[str, np.ndarray], name: str, more: np.ndarray) -> None:
+    have = counts.get(name)
+    if have is None:
+        counts[name] = more.astype(np.int64)
+        return
+    if len(have) < len(more):
+        have = np.pad(have, (0, len(more) - len(have)))
+    have[:len(more)] += more
+    counts[name] = have
+
+
+def id_histograms(counts: Mapping[str, np.ndarray]) -> dict[str, dict[int, int]]:
+    """Dense count arrays -> {feature: {id: count}} of the ids seen."""
+    out = {}
+    for name, c in counts.items():
+        nz = np.flatnonzero(c)
+        out[name] = dict(zip(nz.tolist(), c[nz].tolist()))
+    return out
 
 
 def transformed_ids(batch: pa.RecordBatch, names: list[str]) -> dict[str, np.ndarray]:
