@@ -1,22 +1,49 @@
 """ctrflow: schema-driven feature pipeline, trainer and batch scorer for CTR models.
 
-The same file installs the project locally (``pip install -e .[test]``) and
-stages it to Dataflow workers (``--setup_file``, filled in automatically).
+Installed, ctrflow claims exactly one import name, ``ctrflow``. The repository keeps the
+folders its users asked for (``pipeline/ model/ schemas/ beam_jobs/``) and ``package_dir``
+maps each of them under that name:
+
+    ctrflow/    -> ctrflow            (CLI, demo)
+    schemas/    -> ctrflow.schemas    (schema types and loader, bundled *.yaml)
+    pipeline/   -> ctrflow.pipeline   (parsing, tf.Transform logic, stats)
+    model/      -> ctrflow.model      (Keras layers, models, trainer, export)
+    beam_jobs/  -> ctrflow.beam_jobs  (Beam wiring: preprocess and score jobs)
+    data/       -> ctrflow.data       (the bundled census demo data, package data)
+
+The same file installs the project (``pip install -e .[test]``, ``pip wheel .``) and stages it
+to Dataflow workers (``--setup_file``, filled in automatically from a checkout).
 """
-from setuptools import find_packages, setup
+import os
+
+from setuptools import setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+FOLDERS = {"ctrflow": "ctrflow", "ctrflow.schemas": "schemas", "ctrflow.pipeline": "pipeline",
+           "ctrflow.model": "model", "ctrflow.beam_jobs": "beam_jobs", "ctrflow.data": "data"}
+
+
+def _readme() -> str:
+    path = os.path.join(HERE, "README.md")
+    if not os.path.exists(path):  # a Dataflow worker building from an sdist without it
+        return ""
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
 
 setup(
     name="ctrflow",
-    version="0.1.0",
+    version="0.2.0",
     description="Schema-driven tf.Transform preprocessing, Keras DeepFM/Wide&Deep training and Beam batch "
                 "scoring for click-through-rate models",
-    long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
+    long_description=_readme(),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10,<3.13",
-    packages=find_packages(include=["ctrflow", "ctrflow.*", "pipeline", "pipeline.*", "model", "model.*",
-                                    "schemas", "schemas.*", "beam_jobs", "beam_jobs.*"]),
-    package_data={"schemas": ["*.yaml"]},
+    packages=list(FOLDERS),
+    package_dir=FOLDERS,
+    package_data={"ctrflow.schemas": ["*.yaml"], "ctrflow.data": ["census/*"]},
+    include_package_data=False,
     install_requires=[
         "tensorflow>=2.21,<2.22",
         "tensorflow-transform>=1.21,<1.22",
@@ -30,6 +57,6 @@ setup(
         "matplotlib>=3.8,<4",
         "tensorboard>=2.20,<3",
     ],
-    extras_require={"test": ["pytest>=8,<10"]},
+    extras_require={"test": ["pytest>=8,<10", "ruff>=0.6", "gcp-storage-emulator>=2024.8"]},
     entry_points={"console_scripts": ["ctrflow=ctrflow.cli:main"]},
 )

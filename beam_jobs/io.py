@@ -16,10 +16,10 @@ import time
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from beam_jobs import bigquery
-from beam_jobs.sources import InputError, Read, ReadTask, check_first_rows, read_task
-from pipeline.parsing import BatchParser, RejectedRow
-from schemas.types import Schema
+from ctrflow.beam_jobs import bigquery
+from ctrflow.beam_jobs.sources import InputError, Read, ReadTask, check_first_rows, read_task
+from ctrflow.pipeline.parsing import BatchParser, RejectedRow
+from ctrflow.schemas.types import Schema
 
 REJECTED = "rejected"
 COUNTER_NAMESPACE = "ctrflow"

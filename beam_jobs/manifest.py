@@ -15,7 +15,7 @@ from typing import Any
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 
-from beam_jobs.io import COUNTER_NAMESPACE
+from ctrflow.beam_jobs.io import COUNTER_NAMESPACE
 
 _PACKAGES = ("ctrflow", "apache-beam", "tensorflow", "tensorflow-transform", "tfx-bsl", "keras", "pyarrow",
              "numpy", "pandas")

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from model import export as exporter
+from ctrflow.model import export as exporter
 
 
 def string_column_to_tensor(col: pa.Array):

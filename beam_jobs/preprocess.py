@@ -28,18 +28,18 @@ import tensorflow_transform.beam as tft_beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from beam_jobs import manifest as mf
-from beam_jobs.io import COUNTER_NAMESPACE, REJECTED, ReadRows, WriteRejected, counter_name
-from beam_jobs.profiles import ProfileCombine
-from beam_jobs.options import add_common_args, beam_help_epilog, pipeline_options, setup_logging
-from beam_jobs.sources import ReadTask, plan_reads
-from beam_jobs.tfrecords import WriteTFRecordBatches
-from beam_jobs.splits import HashSplit
-from pipeline import stats
-from pipeline.parsing import BatchParser
-from pipeline.transform import build_layout, make_preprocessing_fn, tensor_adapter_config, to_tft_batch
-from schemas import load_schema
-from schemas.types import Schema
+from ctrflow.beam_jobs import manifest as mf
+from ctrflow.beam_jobs.io import COUNTER_NAMESPACE, REJECTED, ReadRows, WriteRejected, counter_name
+from ctrflow.beam_jobs.profiles import ProfileCombine
+from ctrflow.beam_jobs.options import add_common_args, beam_help_epilog, pipeline_options, setup_logging
+from ctrflow.beam_jobs.sources import ReadTask, plan_reads
+from ctrflow.beam_jobs.tfrecords import WriteTFRecordBatches
+from ctrflow.beam_jobs.splits import HashSplit
+from ctrflow.pipeline import stats
+from ctrflow.pipeline.parsing import BatchParser
+from ctrflow.pipeline.transform import build_layout, make_preprocessing_fn, tensor_adapter_config, to_tft_batch
+from ctrflow.schemas import load_schema
+from ctrflow.schemas.types import Schema
 
 SPLITS = ("train", "eval")
 

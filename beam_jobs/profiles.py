@@ -12,8 +12,8 @@ from typing import Mapping
 
 import apache_beam as beam
 
-from pipeline import stats
-from schemas.types import Schema
+from ctrflow.pipeline import stats
+from ctrflow.schemas.types import Schema
 
 
 class ProfileCombine(beam.CombineFn):

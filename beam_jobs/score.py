@@ -40,19 +40,19 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import PredictionResult, RunInference
 
-from beam_jobs import manifest as mf
-from beam_jobs import partition
-from beam_jobs.io import COUNTER_NAMESPACE, REJECTED, ReadRows, WriteRejected, counter_name
-from beam_jobs.model_handler import ServingModelHandler
-from beam_jobs.options import add_common_args, beam_help_epilog, pipeline_options, setup_logging
-from beam_jobs.profiles import ProfileCombine
-from beam_jobs.bigquery import is_bigquery
-from beam_jobs.sources import DEFAULT_RANGE_BYTES, match_files, plan_reads
-from model.export import ModelMetadata, load_metadata
-from pipeline import stats
-from pipeline.drift import DEFAULT_PSI_THRESHOLD, drift_report
-from pipeline.drift_html import write_drift_html
-from pipeline.parsing import BatchParser
+from ctrflow.beam_jobs import manifest as mf
+from ctrflow.beam_jobs import partition
+from ctrflow.beam_jobs.io import COUNTER_NAMESPACE, REJECTED, ReadRows, WriteRejected, counter_name
+from ctrflow.beam_jobs.model_handler import ServingModelHandler
+from ctrflow.beam_jobs.options import add_common_args, beam_help_epilog, pipeline_options, setup_logging
+from ctrflow.beam_jobs.profiles import ProfileCombine
+from ctrflow.beam_jobs.bigquery import is_bigquery
+from ctrflow.beam_jobs.sources import DEFAULT_RANGE_BYTES, match_files, plan_reads
+from ctrflow.model.export import ModelMetadata, load_metadata
+from ctrflow.pipeline import stats
+from ctrflow.pipeline.drift import DEFAULT_PSI_THRESHOLD, drift_report
+from ctrflow.pipeline.drift_html import write_drift_html
+from ctrflow.pipeline.parsing import BatchParser
 
 SPLIT = "score"
 OUTPUT_FORMATS = ("parquet", "csv", "tfrecord")

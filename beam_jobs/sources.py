@@ -39,9 +39,9 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from tfx_bsl.coders import example_coder
 
-from beam_jobs.bigquery import BigQueryRead, is_bigquery, plan_bigquery
-from pipeline.parsing import BatchParser, RejectedRow
-from schemas.types import Schema
+from ctrflow.beam_jobs.bigquery import BigQueryRead, is_bigquery, plan_bigquery
+from ctrflow.pipeline.parsing import BatchParser, RejectedRow
+from ctrflow.schemas.types import Schema
 
 DEFAULT_RANGE_BYTES = 64 << 20
 _BLOCK = 1 << 16

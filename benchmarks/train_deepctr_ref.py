@@ -35,8 +35,8 @@ def load_split(data_dir: str, split: str) -> tuple[dict[str, np.ndarray], np.nda
     """All rows of a preprocessed split as numpy ``(features, labels, layout)``."""
     import tensorflow_transform as tft
 
-    from model.inputs import make_dataset, split_files
-    from pipeline.layout import FeatureLayout
+    from ctrflow.model.inputs import make_dataset, split_files
+    from ctrflow.pipeline.layout import FeatureLayout
 
     with open(os.path.join(data_dir, "layout.json")) as f:
         layout = FeatureLayout.from_json(f.read())
@@ -55,7 +55,7 @@ def run_deepctr(args: argparse.Namespace) -> dict:
     from deepctr.feature_column import SparseFeat
     from deepctr.models import DeepFM
 
-    from model import metrics as mt
+    from ctrflow.model import metrics as mt
 
     x_train, y_train, layout = load_split(args.data, "train")
     x_test, y_test, _ = load_split(args.data, "eval")
@@ -78,12 +78,12 @@ def run_ctrflow(args: argparse.Namespace) -> dict:
     import keras
     import tensorflow_transform as tft
 
-    from model import metrics as mt
-    from model.config import ModelConfig
-    from model.inputs import make_dataset, split_files
-    from model.models import build_model, compile_model
-    from model.train import predict_split
-    from pipeline.layout import FeatureLayout
+    from ctrflow.model import metrics as mt
+    from ctrflow.model.config import ModelConfig
+    from ctrflow.model.inputs import make_dataset, split_files
+    from ctrflow.model.models import build_model, compile_model
+    from ctrflow.model.train import predict_split
+    from ctrflow.pipeline.layout import FeatureLayout
 
     keras.utils.set_random_seed(args.seed)
     with open(os.path.join(args.data, "layout.json")) as f:

@@ -18,7 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from pipeline.layout import FeatureLayout, SparseFeature  # noqa: E402
+from ctrflow.pipeline.layout import FeatureLayout, SparseFeature  # noqa: E402
 
 CRITEO_SHARE = np.array([1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 93145, 5683, 8351593, 3194,
                          27, 14992, 5461306, 10, 5652, 2173, 4, 7046547, 18, 15, 286181, 105, 142572], float)
@@ -46,7 +46,7 @@ def throughput(layout: FeatureLayout, config, batch: int, steps: int = 30, warmu
     """Examples/s of ``model.train_on_batch``-equivalent steps after ``warmup`` compiled steps."""
     import tensorflow as tf
 
-    from model.models import build_model, compile_model
+    from ctrflow.model.models import build_model, compile_model
 
     model = compile_model(build_model(layout, config), config)
     batches = random_batches(layout, batch, 8)
@@ -68,7 +68,7 @@ def main() -> None:
     p.add_argument("--optimizer", default="adam")
     p.add_argument("--embedding-dim", type=int, default=16)
     args = p.parse_args()
-    from model.config import ModelConfig
+    from ctrflow.model.config import ModelConfig
 
     config = ModelConfig(model="deepfm", embedding_dim=args.embedding_dim, optimizer=args.optimizer,
                          sparse_updates=not args.dense_updates, dropout=0.0)

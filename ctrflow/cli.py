@@ -11,10 +11,10 @@ import os
 import sys
 
 COMMANDS = {
-    "preprocess": ("beam_jobs.preprocess", "analyze + transform train/eval data into TFRecords (Beam + tf.Transform)"),
-    "train": ("model.train", "train DeepFM / Wide&Deep / LR and export one raw-feature SavedModel"),
-    "evaluate": ("model.evaluate", "evaluate an exported model on preprocessed data (AUC, log loss, plots)"),
-    "score": ("beam_jobs.score", "batch-score a daily table with an exported model (Beam), with drift report"),
+    "preprocess": ("ctrflow.beam_jobs.preprocess", "analyze + transform train/eval data into TFRecords (Beam + tf.Transform)"),
+    "train": ("ctrflow.model.train", "train DeepFM / Wide&Deep / LR and export one raw-feature SavedModel"),
+    "evaluate": ("ctrflow.model.evaluate", "evaluate an exported model on preprocessed data (AUC, log loss, plots)"),
+    "score": ("ctrflow.beam_jobs.score", "batch-score a daily table with an exported model (Beam), with drift report"),
     "demo": ("ctrflow.demo", "preprocess, train and score the bundled census data; print AUC and paths"),
 }
 
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _root_message(e: BaseException) -> str:
     """Our own error message, even when Beam wrapped it in its runner errors."""
-    from beam_jobs.sources import InputError
+    from ctrflow.beam_jobs.sources import InputError
 
     seen = e
     while seen is not None:

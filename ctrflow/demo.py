@@ -11,8 +11,12 @@ import datetime
 import json
 import os
 import time
+from importlib import resources
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+def bundled_census_dir() -> str:
+    """The census files shipped as package data (``data/census`` in a checkout)."""
+    return str(resources.files("ctrflow.data") / "census")
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
@@ -21,17 +25,21 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default="runs/demo", help="where the demo writes (default: %(default)s)")
     p.add_argument("--model", default="deepfm", choices=("deepfm", "wide_deep", "lr"))
     p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--data-dir", default=os.path.join(_ROOT, "data", "census"),
-                   help="folder with adult.data and adult.test (default: the bundled copy)")
-    p.add_argument("--schema", default=os.path.join(_ROOT, "schemas", "census.yaml"))
+    p.add_argument("--data-dir", default=None,
+                   help="folder with adult.data and adult.test (default: the copy bundled with ctrflow)")
+    p.add_argument("--schema", default=None, help="schema YAML (default: the bundled census.yaml)")
     return p
 
 
 def run(argv: list[str] | None = None) -> dict:
     args = build_arg_parser().parse_args(argv)
-    from beam_jobs import preprocess, score
-    from model import train
-    from model.metrics import roc_auc
+    from ctrflow.schemas import bundled_schema_path
+
+    args.data_dir = args.data_dir or bundled_census_dir()
+    args.schema = args.schema or bundled_schema_path("census")
+    from ctrflow.beam_jobs import preprocess, score
+    from ctrflow.model import train
+    from ctrflow.model.metrics import roc_auc
 
     out = os.path.abspath(args.output)
     data, model_dir, scores = (os.path.join(out, d) for d in ("data", "model", "scores"))

@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from model import metrics as mt
+from ctrflow.model import metrics as mt
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
@@ -38,7 +38,7 @@ def score(model_path: str, file_pattern: str, label: str, batch_size: int) -> tu
     """(labels, probabilities) of every record matching ``file_pattern``."""
     import tensorflow as tf
 
-    from model import export as exporter
+    from ctrflow.model import export as exporter
 
     exported = exporter.load(model_path)
     if "score_transformed" not in exported.loaded.signatures:
@@ -90,10 +90,10 @@ def plot(labels: np.ndarray, probs: np.ndarray, bins: list[dict], auc: float, ou
 def run(argv: list[str] | None = None) -> dict:
     """Evaluates; returns the metrics (also written to OUTPUT/metrics.json)."""
     args = build_arg_parser().parse_args(argv)
-    from beam_jobs.options import setup_logging
+    from ctrflow.beam_jobs.options import setup_logging
 
-    from model.export import load_metadata
-    from model.inputs import split_files
+    from ctrflow.model.export import load_metadata
+    from ctrflow.model.inputs import split_files
 
     setup_logging()
     meta = load_metadata(args.model)

@@ -29,10 +29,10 @@ import os
 
 import tensorflow as tf
 
-from model.inputs import model_features
-from pipeline.layout import FeatureLayout
-from pipeline.transform import raw_feature_spec
-from schemas import Schema, loads_schema
+from ctrflow.model.inputs import model_features
+from ctrflow.pipeline.layout import FeatureLayout
+from ctrflow.pipeline.transform import raw_feature_spec
+from ctrflow.schemas import Schema, loads_schema
 
 EXTRA = "assets.extra"
 SCHEMA_FILE, LAYOUT_FILE, STATS_FILE, INFO_FILE = "schema.yaml", "layout.json", "stats.json", "model_info.json"

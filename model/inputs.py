@@ -27,7 +27,7 @@ import os
 
 import tensorflow as tf
 
-from pipeline.layout import FeatureLayout
+from ctrflow.pipeline.layout import FeatureLayout
 
 _UNIFORM_BITS = 2**24
 

@@ -14,7 +14,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from pipeline.layout import GlobalIndex, SparseFeature
+from ctrflow.pipeline.layout import GlobalIndex, SparseFeature
 
 register = keras.saving.register_keras_serializable(package="ctrflow")
 

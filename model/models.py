@@ -16,11 +16,11 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from model.config import ModelConfig
-from model.layers import DNN, FieldEmbedding, FMSecondOrder, Hadamard, Linear, register, stack_dense
-from model.losses import calibrate_downsampled, log_loss, pairwise_logistic_loss, rdrop_kl
-from model.optimizers import LazyAdam, SparseAdagrad, SparseFtrl
-from pipeline.layout import FeatureLayout
+from ctrflow.model.config import ModelConfig
+from ctrflow.model.layers import DNN, FieldEmbedding, FMSecondOrder, Hadamard, Linear, register, stack_dense
+from ctrflow.model.losses import calibrate_downsampled, log_loss, pairwise_logistic_loss, rdrop_kl
+from ctrflow.model.optimizers import LazyAdam, SparseAdagrad, SparseFtrl
+from ctrflow.pipeline.layout import FeatureLayout
 
 
 def feature_spec(layout: FeatureLayout) -> dict[str, tf.TensorSpec]:

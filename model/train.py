@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from model.config import ModelConfig
+from ctrflow.model.config import ModelConfig
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
@@ -73,7 +73,7 @@ def _set_seed(seed: int, deterministic: bool) -> None:
 
 def _train_dataset(args: argparse.Namespace, config: ModelConfig, data: str, spec: dict, layout):
     """Pairs for the pairwise loss, else (downsampled) shuffled examples."""
-    from model.inputs import make_dataset, make_pair_dataset, split_files
+    from ctrflow.model.inputs import make_dataset, make_pair_dataset, split_files
 
     files, repeat = split_files(data, "train"), args.steps_per_epoch is not None
     if config.loss == "pairwise":
@@ -101,7 +101,7 @@ def predict_split(model, dataset) -> tuple[np.ndarray, np.ndarray]:
 def run(argv: list[str] | None = None) -> dict:
     """Trains, evaluates and exports; returns the metrics (also in MODEL_DIR/metrics.json)."""
     args = build_arg_parser().parse_args(argv)
-    from beam_jobs.options import setup_logging
+    from ctrflow.beam_jobs.options import setup_logging
 
     setup_logging()
     base = ModelConfig.from_yaml(args.config) if args.config else None
@@ -110,13 +110,13 @@ def run(argv: list[str] | None = None) -> dict:
     import tensorflow as tf
     import tensorflow_transform as tft
 
-    from model import export as exporter
-    from model.callbacks import Throughput, make_callbacks
-    from model import metrics as mt
-    from model.inputs import make_dataset, split_files
-    from model.models import build_model, compile_model
-    from pipeline.layout import FeatureLayout
-    from schemas import loads_schema
+    from ctrflow.model import export as exporter
+    from ctrflow.model.callbacks import Throughput, make_callbacks
+    from ctrflow.model import metrics as mt
+    from ctrflow.model.inputs import make_dataset, split_files
+    from ctrflow.model.models import build_model, compile_model
+    from ctrflow.pipeline.layout import FeatureLayout
+    from ctrflow.schemas import loads_schema
 
     _set_seed(args.seed, args.deterministic)
     t0 = time.time()

@@ -13,9 +13,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pipeline.layout import FeatureLayout
-from pipeline.stats import Profile
-from schemas.types import Schema
+from ctrflow.pipeline.layout import FeatureLayout
+from ctrflow.pipeline.stats import Profile
+from ctrflow.schemas.types import Schema
 
 EPSILON = 1e-4
 DEFAULT_PSI_THRESHOLD = 0.2

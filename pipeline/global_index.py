@@ -24,9 +24,9 @@ from typing import Callable
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from pipeline.analyzers import GlobalField
-from pipeline.layout import GlobalIndex
-from schemas.types import Column, Schema
+from ctrflow.pipeline.analyzers import GlobalField
+from ctrflow.pipeline.layout import GlobalIndex
+from ctrflow.schemas.types import Column, Schema
 
 GLOBAL_VOCAB = "vocab__global"
 INDEX_KEY, VALUE_KEY = "feat_index", "feat_value"

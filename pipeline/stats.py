@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from schemas.types import Schema
+from ctrflow.schemas.types import Schema
 
 
 @dataclasses.dataclass

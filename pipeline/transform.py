@@ -53,11 +53,11 @@ import tensorflow_transform as tft
 from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx_bsl.tfxio import tensor_adapter
 
-from pipeline.analyzers import VocabSpec, fused_vocabularies
-from pipeline.global_index import (GLOBAL_VOCAB, INDEX_KEY, VALUE_KEY, feat_index_and_value, global_fields,
+from ctrflow.pipeline.analyzers import VocabSpec, fused_vocabularies
+from ctrflow.pipeline.global_index import (GLOBAL_VOCAB, INDEX_KEY, VALUE_KEY, feat_index_and_value, global_fields,
                                    global_index_layout)
-from pipeline.layout import DenseFeature, FeatureLayout, SparseFeature
-from schemas.types import MISSING_TOKEN, Column, Schema
+from ctrflow.pipeline.layout import DenseFeature, FeatureLayout, SparseFeature
+from ctrflow.schemas.types import MISSING_TOKEN, Column, Schema
 
 SCALED_SUFFIX = "__scaled"
 GROUP_KEY = "__group__"  # int64 hash of the schema's pairwise group column

@@ -3,8 +3,20 @@
 The YAML files beside this module describe the bundled and reference datasets;
 ``load_schema`` reads any such file into the types of ``schemas.types``.
 """
-from schemas.loader import SchemaError, load_schema, loads_schema, parse_schema
-from schemas.types import MISSING_TOKEN, Column, Cross, InputFormat, Schema
+from importlib import resources
 
-__all__ = ["SchemaError", "load_schema", "loads_schema", "parse_schema", "Schema", "Column", "Cross",
+from ctrflow.schemas.loader import SchemaError, load_schema, loads_schema, parse_schema
+from ctrflow.schemas.types import MISSING_TOKEN, Column, Cross, InputFormat, Schema
+
+
+
+def bundled_schema_path(name: str) -> str:
+    """Path of a schema shipped with ctrflow (``census``, ``criteo``), from a checkout or a wheel."""
+    path = resources.files("ctrflow.schemas") / f"{name}.yaml"
+    if not path.is_file():
+        raise SchemaError(f"no bundled schema named {name!r}")
+    return str(path)
+
+
+__all__ = ["bundled_schema_path", "SchemaError", "load_schema", "loads_schema", "parse_schema", "Schema", "Column", "Cross",
            "InputFormat", "MISSING_TOKEN"]

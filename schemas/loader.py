@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from schemas.types import (
+from ctrflow.schemas.types import (
     Bucketize,
     CategoricalTransform,
     Column,

@@ -64,8 +64,8 @@ def write_csv(df: pd.DataFrame, path) -> str:
 @pytest.fixture(scope="session")
 def clicks_run(tmp_path_factory):
     """Real preprocess (Beam + TFT) and a 1-epoch DeepFM train + export on generated clicks."""
-    from beam_jobs import preprocess
-    from model import train
+    from ctrflow.beam_jobs import preprocess
+    from ctrflow.model import train
 
     root = tmp_path_factory.mktemp("clicks")
     schema = root / "clicks.yaml"

@@ -9,13 +9,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from beam_jobs import sources
-from beam_jobs.io import REJECTED, ReadRows
-from beam_jobs.manifest import RejectedFractionError
-from beam_jobs.sources import InputError, plan_reads
+from ctrflow.beam_jobs import sources
+from ctrflow.beam_jobs.io import REJECTED, ReadRows
+from ctrflow.beam_jobs.manifest import RejectedFractionError
+from ctrflow.beam_jobs.sources import InputError, plan_reads
 from ctrflow.cli import _root_message
-from pipeline.parsing import BatchParser
-from schemas import loads_schema
+from ctrflow.pipeline.parsing import BatchParser
+from ctrflow.schemas import loads_schema
 from tests.conftest import CLICKS_SCHEMA, make_clicks, write_csv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -118,7 +118,7 @@ def test_cli_prints_one_line_naming_file_and_column(tmp_path):
 
 @pytest.mark.slow
 def test_too_many_rejected_rows_fail_after_writing_them(tmp_path):
-    from beam_jobs import preprocess
+    from ctrflow.beam_jobs import preprocess
 
     (tmp_path / "s.yaml").write_text(CLICKS_SCHEMA)
     df = make_clicks(1000, seed=4)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model import metrics as mt
+from ctrflow.model import metrics as mt
 
 
 def test_roc_curve_area_is_the_auc() -> None:
@@ -33,7 +33,7 @@ def test_calibration_bins_are_equal_count_and_exact() -> None:
 
 @pytest.mark.slow
 def test_evaluate_reproduces_training_metrics_and_writes_plots(clicks_run, tmp_path: Path) -> None:
-    from model import evaluate
+    from ctrflow.model import evaluate
 
     out = tmp_path / "evaluation"
     metrics = evaluate.run(["--model", clicks_run["model"], "--data", clicks_run["data"], "--output", str(out),
@@ -52,7 +52,7 @@ def test_evaluate_reproduces_training_metrics_and_writes_plots(clicks_run, tmp_p
 
 @pytest.mark.slow
 def test_evaluate_default_output_is_beside_the_model(clicks_run) -> None:
-    from model import evaluate
+    from ctrflow.model import evaluate
 
     metrics = evaluate.run(["--model", clicks_run["model"], "--data", clicks_run["data"], "--split", "train"])
     out = Path(clicks_run["model"]) / "evaluation" / "train"

@@ -10,11 +10,11 @@ import pytest
 import tensorflow as tf
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_jobs import bigquery
-from beam_jobs.io import REJECTED, ReadRows, _ParseFn, _Rows
-from beam_jobs.sources import InputError, plan_reads, read_task
-from pipeline.parsing import BatchParser
-from schemas import loads_schema
+from ctrflow.beam_jobs import bigquery
+from ctrflow.beam_jobs.io import REJECTED, ReadRows, _ParseFn, _Rows
+from ctrflow.beam_jobs.sources import InputError, plan_reads, read_task
+from ctrflow.pipeline.parsing import BatchParser
+from ctrflow.schemas import loads_schema
 
 SCHEMA = """
 format: {type: FORMAT, header: HEADER, delimiter: "DELIM", null_markers: ["", "NA"]}

@@ -7,9 +7,9 @@ import keras
 import numpy as np
 import pytest
 
-from model.layers import DNN, FieldEmbedding, FMSecondOrder, Hadamard, Linear, ResidualBlock, make_activation
-from model.losses import calibrate_downsampled, log_loss, pairwise_logistic_loss, rdrop_kl
-from pipeline.layout import GlobalIndex, SparseFeature
+from ctrflow.model.layers import DNN, FieldEmbedding, FMSecondOrder, Hadamard, Linear, ResidualBlock, make_activation
+from ctrflow.model.losses import calibrate_downsampled, log_loss, pairwise_logistic_loss, rdrop_kl
+from ctrflow.pipeline.layout import GlobalIndex, SparseFeature
 
 RNG = np.random.default_rng(7)
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from model.config import ModelConfig
-from model.losses import calibrate_downsampled
-from model.models import CTRModel, build_model, compile_model, feature_spec
-from pipeline.layout import DenseFeature, FeatureLayout, GlobalIndex, SparseFeature
+from ctrflow.model.config import ModelConfig
+from ctrflow.model.losses import calibrate_downsampled
+from ctrflow.model.models import CTRModel, build_model, compile_model, feature_spec
+from ctrflow.pipeline.layout import DenseFeature, FeatureLayout, GlobalIndex, SparseFeature
 
 LAYOUT = FeatureLayout(
     sparse=(

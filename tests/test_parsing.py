@@ -3,8 +3,8 @@ import math
 
 import pyarrow as pa
 
-from pipeline.parsing import BatchParser
-from schemas import loads_schema
+from ctrflow.pipeline.parsing import BatchParser
+from ctrflow.schemas import loads_schema
 
 SCHEMA = loads_schema("""
 format: {type: csv, null_markers: ["?", ""]}

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pytest
 from apache_beam.options.pipeline_options import GoogleCloudOptions, SetupOptions, StandardOptions
 
-from beam_jobs.options import pipeline_options, project_setup_file
+from ctrflow.beam_jobs.options import pipeline_options, project_setup_file
 from tests.conftest import CLICKS_SCHEMA, make_clicks, write_csv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -30,9 +30,9 @@ def test_the_preprocess_pipeline_builds_for_dataflow_and_stages_every_package(tm
     import tensorflow_transform.beam as tft_beam
     from apache_beam.runners.portability.stager import Stager
 
-    from beam_jobs import preprocess
-    from beam_jobs.sources import plan_reads
-    from schemas import loads_schema
+    from ctrflow.beam_jobs import preprocess
+    from ctrflow.beam_jobs.sources import plan_reads
+    from ctrflow.schemas import loads_schema
 
     schema = loads_schema(CLICKS_SCHEMA, "clicks.yaml")
     csv = write_csv(make_clicks(50, seed=1), tmp_path / "t.csv")
@@ -57,8 +57,8 @@ def test_the_preprocess_pipeline_builds_for_dataflow_and_stages_every_package(tm
 
 @pytest.mark.slow
 def test_multi_process_direct_runner_keeps_counts_and_the_split(tmp_path):
-    from beam_jobs import preprocess
-    from beam_jobs.splits import eval_mask
+    from ctrflow.beam_jobs import preprocess
+    from ctrflow.beam_jobs.splits import eval_mask
 
     (tmp_path / "s.yaml").write_text(CLICKS_SCHEMA)
     df = make_clicks(2000, seed=5)

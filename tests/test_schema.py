@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from schemas import SchemaError, load_schema, loads_schema
+from ctrflow.schemas import SchemaError, load_schema, loads_schema
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

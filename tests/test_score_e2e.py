@@ -30,7 +30,7 @@ def _raw_inputs(df: pd.DataFrame):
 
 
 def _in_process_scores(model_dir: str, df: pd.DataFrame) -> np.ndarray:
-    from model.export import load
+    from ctrflow.model.export import load
     return load(model_dir).signature("serving_default")(**_raw_inputs(df))["score"].numpy()
 
 
@@ -39,7 +39,7 @@ def _read_scores(path: str) -> pd.DataFrame:
 
 
 def _score(run, input_pattern, out, date="2026-11-21", *extra):
-    from beam_jobs import score
+    from ctrflow.beam_jobs import score
     return score.run(["--model", run["model"], "--input", input_pattern, "--date", date, "--output", str(out),
                       "--max-rejected-fraction", "0.5", *extra])
 

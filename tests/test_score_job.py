@@ -23,7 +23,7 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
 def _score(model, inputs, out, *extra, date=DATE):
-    from beam_jobs import score
+    from ctrflow.beam_jobs import score
     inputs = [inputs] if isinstance(inputs, str) else inputs
     argv = ["--model", model, "--date", date, "--output", str(out)]
     for pattern in inputs:
@@ -37,7 +37,7 @@ def _parquet(path) -> pd.DataFrame:
 
 def _serving_scores(model_dir: str, raw: dict[str, np.ndarray]) -> np.ndarray:
     import tensorflow as tf
-    from model.export import load
+    from ctrflow.model.export import load
     fn = load(model_dir).signature("serving_default")
     return fn(**{k: tf.constant(v) for k, v in raw.items()})["score"].numpy()
 
@@ -45,7 +45,7 @@ def _serving_scores(model_dir: str, raw: dict[str, np.ndarray]) -> np.ndarray:
 # ----------------------------------------------------------------------------- fast unit tests
 
 def test_string_columns_convert_without_python_objects():
-    from beam_jobs.model_handler import string_column_to_tensor
+    from ctrflow.beam_jobs.model_handler import string_column_to_tensor
     values = ["", "a", "héllo wörld", None, "x" * 300, "b"]
     for typ in (pa.string(), pa.large_string()):
         arr = pa.array(values, typ)
@@ -59,7 +59,7 @@ def test_bigquery_output_is_planned_as_a_truncating_date_partition_write():
     """Builds (does not run) the BigQuery branch: table$YYYYMMDD, WRITE_TRUNCATE, day partitioning."""
     import apache_beam as beam
     from apache_beam.io.gcp.bigquery import WriteToBigQuery
-    from beam_jobs import score
+    from ctrflow.beam_jobs import score
 
     schema = pa.schema([("request_id", pa.int64()), ("score", pa.float32()), ("model_version", pa.string()),
                         ("scoring_date", pa.date32())])
@@ -97,9 +97,9 @@ CENSUS_COLUMNS = ["age", "workclass", "fnlwgt", "education", "education_num", "m
 @pytest.fixture(scope="module")
 def census_run(tmp_path_factory):
     """Preprocess + 1-epoch train on the first 4000 census rows; 600 adult.test rows to score."""
-    from beam_jobs import preprocess
-    from model import train
-    from schemas import load_schema
+    from ctrflow.beam_jobs import preprocess
+    from ctrflow.model import train
+    from ctrflow.schemas import load_schema
 
     root = tmp_path_factory.mktemp("census")
     schema_path = os.path.join(ROOT, "schemas", "census.yaml")
@@ -118,7 +118,7 @@ def census_run(tmp_path_factory):
 
 
 def test_census_job_scores_equal_in_process_predictions(census_run, tmp_path):
-    from model.export import load_metadata
+    from ctrflow.model.export import load_metadata
     meta = load_metadata(census_run["model"])
     [m] = _score(census_run["model"], census_run["day"], tmp_path / "out", "--passthrough", "fnlwgt,income_bracket")
     assert m["input_rows"] == 600 and m["scored_rows"] + m["rejected_rows"] == 600
@@ -150,9 +150,9 @@ def test_census_job_scores_equal_in_process_predictions(census_run, tmp_path):
 @pytest.fixture(scope="module")
 def criteo_run(tmp_path_factory):
     """schemas/criteo.yaml: a small generated file (benchmarks/criteo_gen.py), preprocess + 1 epoch."""
-    from beam_jobs import preprocess
+    from ctrflow.beam_jobs import preprocess
     from benchmarks import criteo_gen
-    from model import train
+    from ctrflow.model import train
 
     root = tmp_path_factory.mktemp("criteo")
     train_txt = criteo_gen.write(str(root / "train" / "train.txt"), 4000, seed=3, max_cardinality=300)
@@ -254,7 +254,7 @@ def _snapshot(folder):
 
 
 def test_too_many_rejected_rows_fail_the_run_keep_the_rejects_and_the_previous_partition(clicks_run, tmp_path):
-    from beam_jobs.manifest import RejectedFractionError
+    from ctrflow.beam_jobs.manifest import RejectedFractionError
     good, _ = _day(tmp_path, "good", 400, seed=11, first_id=0)
     bad, _ = _day(tmp_path, "bad", 400, seed=12, first_id=1000, bad_rows=40)
     out = tmp_path / "out"
@@ -277,7 +277,7 @@ def test_too_many_rejected_rows_fail_the_run_keep_the_rejects_and_the_previous_p
 
 
 def test_a_run_failing_after_the_pipeline_leaves_the_previous_partition(clicks_run, tmp_path, monkeypatch):
-    from beam_jobs import score
+    from ctrflow.beam_jobs import score
     good, _ = _day(tmp_path, "good", 300, seed=13, first_id=0)
     other, _ = _day(tmp_path, "other", 300, seed=14, first_id=5000)
     out = tmp_path / "out"

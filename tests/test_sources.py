@@ -1,9 +1,9 @@
 """Reading files: byte ranges cover every line exactly once; headers, comments, bad rows."""
 import pytest
 
-from beam_jobs.sources import InputError, plan_reads, read_task
-from pipeline.parsing import BatchParser
-from schemas import loads_schema
+from ctrflow.beam_jobs.sources import InputError, plan_reads, read_task
+from ctrflow.pipeline.parsing import BatchParser
+from ctrflow.schemas import loads_schema
 
 SCHEMA_TEXT = """
 format: {type: csv, header: HEADER, comment: "#"}
@@ -67,7 +67,7 @@ def test_pattern_matching_nothing_is_an_error(tmp_path):
 def test_census_quirks_are_handled():
     """adult.test: a junk first line (comment '|'), ', ' separators, trailing empty line, '?' missing."""
     import os
-    from schemas import load_schema
+    from ctrflow.schemas import load_schema
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     schema = load_schema(os.path.join(root, "schemas", "census.yaml"))
     parser = BatchParser(schema, with_label=True, keys=False)

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from model import train
-from model.config import ModelConfig
-from model.inputs import form_pairs, make_dataset, make_pair_dataset
-from model.models import build_model, compile_model
-from pipeline.layout import FeatureLayout, SparseFeature
+from ctrflow.model import train
+from ctrflow.model.config import ModelConfig
+from ctrflow.model.inputs import form_pairs, make_dataset, make_pair_dataset
+from ctrflow.model.models import build_model, compile_model
+from ctrflow.pipeline.layout import FeatureLayout, SparseFeature
 
 LAYOUT = FeatureLayout(sparse=(SparseFeature("user", 50), SparseFeature("item", 20)), dense=(), label="label",
                        group_key="__group__")
@@ -97,7 +97,7 @@ def test_sparse_updates_equal_dense_updates(optimizer: str, model: str) -> None:
 
 def test_lazy_adam_updates_only_touched_rows_like_numpy() -> None:
     table = keras.Variable(np.random.default_rng(0).normal(size=(6, 3)).astype("float32"))
-    from model.optimizers import LazyAdam
+    from ctrflow.model.optimizers import LazyAdam
 
     opt = LazyAdam(learning_rate=0.1)
     opt.build([table])
@@ -235,7 +235,7 @@ def test_resume_restores_weights_optimizer_state_and_epoch(clicks_run, tmp_path:
     out = tmp_path / "model"
     args = ["--data", clicks_run["data"], "--output", str(out), "--epochs", "3", "--patience", "5",
             "--batch-size", "256", "--verbose", "0", "--resume"]
-    from model import callbacks as cb
+    from ctrflow.model import callbacks as cb
 
     make = cb.make_callbacks
     monkeypatch.setattr(cb, "make_callbacks", lambda *a, **k: make(*a, **k) + [_Interrupt()])
@@ -263,8 +263,8 @@ def test_resume_restores_weights_optimizer_state_and_epoch(clicks_run, tmp_path:
 
 
 def test_schema_pairwise_group_must_be_categorical() -> None:
-    from schemas import loads_schema
-    from schemas.loader import SchemaError
+    from ctrflow.schemas import loads_schema
+    from ctrflow.schemas.loader import SchemaError
 
     from conftest import CLICKS_SCHEMA
 
@@ -276,7 +276,7 @@ def test_schema_pairwise_group_must_be_categorical() -> None:
 @pytest.mark.slow
 def test_pairwise_training_from_a_grouped_schema(clicks_run, tmp_path: Path) -> None:
     """preprocess carries the group hash as __group__; train --loss pairwise forms pairs from it."""
-    from beam_jobs import preprocess
+    from ctrflow.beam_jobs import preprocess
 
     from conftest import CLICKS_SCHEMA
 

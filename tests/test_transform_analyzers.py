@@ -5,8 +5,8 @@ import collections
 
 import numpy as np
 
-from pipeline import analyzers
-from pipeline.analyzers import VocabSpec, _CountTokens, order_vocabulary
+from ctrflow.pipeline import analyzers
+from ctrflow.pipeline.analyzers import VocabSpec, _CountTokens, order_vocabulary
 
 
 def _batch(rng, n: int, cardinality: int) -> tuple[list[bytes], list[bytes]]:

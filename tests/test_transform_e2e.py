@@ -98,7 +98,7 @@ def test_zscore_and_point_mass_bucket(clicks_run):
 
 
 def test_layout_and_training_profile(clicks_run):
-    from pipeline.layout import FeatureLayout
+    from ctrflow.pipeline.layout import FeatureLayout
     layout = FeatureLayout.from_json(open(os.path.join(clicks_run["data"], "layout.json")).read())
     sizes = {f.name: f.num_ids for f in layout.sparse}
     assert sizes == {"age": 9, "spend": 6, "city": 12, "device": 4, "tag": 13, "city_x_device": 50}

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from schemas import SchemaError, loads_schema
+from ctrflow.schemas import SchemaError, loads_schema
 from tests.test_transforms import C_COUNTS, MISSING, make_table, raw_tensors, run_preprocess, tft_vocab
 
 SCHEMA = """
@@ -41,7 +41,7 @@ def test_layout_option_is_validated():
 @pytest.mark.slow
 def test_feat_index_and_feat_value_match_numpy(tmp_path):
     import tensorflow_transform as tft
-    from pipeline.layout import FeatureLayout
+    from ctrflow.pipeline.layout import FeatureLayout
 
     df = make_table()
     data = run_preprocess(tmp_path, SCHEMA, df)

@@ -55,7 +55,7 @@ def make_table(seed: int = 0) -> pd.DataFrame:
 
 
 def run_preprocess(root, schema_text: str, df: pd.DataFrame) -> str:
-    from beam_jobs import preprocess
+    from ctrflow.beam_jobs import preprocess
     (root / "schema.yaml").write_text(schema_text)
     df.to_csv(root / "train.csv", index=False, na_rep="NA")
     out = root / "data"
@@ -175,8 +175,8 @@ def test_cross_ids_are_exact(run):
 
 
 def test_layout_and_tfrecords_with_multivalent(run):
-    from model.inputs import model_features
-    from pipeline.layout import FeatureLayout
+    from ctrflow.model.inputs import model_features
+    from ctrflow.pipeline.layout import FeatureLayout
     layout = FeatureLayout.from_json(open(os.path.join(run["data"], "layout.json")).read())
     sizes = {f.name: (f.num_ids, f.multivalent) for f in layout.sparse}
     lists = _tag_lists(run["df"])
