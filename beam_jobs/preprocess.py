@@ -1,6 +1,8 @@
 """The preprocess job: analyze training data, transform train/eval, write TFRecords.
 
-Outputs under ``--output``::
+Each run writes a new version folder ``--output/v=<run id>/`` and publishes it
+last (``_SUCCESS``, then ``--output/_LATEST``; see ``beam_jobs.publish``), so a
+failed rerun leaves the previous output as it was. A version folder holds::
 
     train/part-*.tfrecord.gz     transformed training examples (gzip TFRecord)
     eval/part-*.tfrecord.gz      transformed eval examples (same transform graph)
@@ -10,6 +12,10 @@ Outputs under ``--output``::
     schema.yaml                  a copy of the schema used
     rejected/{train,eval}-*.jsonl rows that could not be used, with reasons
     manifest.json                counts per split, inputs, versions, durations
+    _SUCCESS                     the list of files, written last (then _LATEST names this version)
+
+Readers (``ctrflow train/evaluate --data OUTPUT``) follow ``_LATEST``
+(``pipeline.artifacts.PreprocessArtifacts.live``).
 
 Analyzers see training rows only; eval rows are transformed with the graph
 learned on train.
@@ -29,13 +35,16 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from ctrflow.beam_jobs import manifest as mf
+from ctrflow.beam_jobs import publish
 from ctrflow.beam_jobs.io import COUNTER_NAMESPACE, REJECTED, ReadRows, WriteRejected, counter_name
 from ctrflow.beam_jobs.profiles import ProfileCombine
 from ctrflow.beam_jobs.options import add_common_args, beam_help_epilog, pipeline_options, setup_logging
 from ctrflow.beam_jobs.sources import ReadTask, plan_reads
 from ctrflow.beam_jobs.tfrecords import WriteTFRecordBatches
 from ctrflow.beam_jobs.splits import HashSplit
+from ctrflow.pipeline import artifacts as af
 from ctrflow.pipeline import stats
+from ctrflow.pipeline.artifacts import PreprocessArtifacts
 from ctrflow.pipeline.parsing import BatchParser
 from ctrflow.pipeline.transform import build_layout, make_preprocessing_fn, tensor_adapter_config, to_tft_batch
 from ctrflow.schemas import load_schema
@@ -101,6 +110,7 @@ def _id_feature_names(schema: Schema) -> list[str]:
 
 def build_pipeline(p: beam.Pipeline, schema: Schema, tasks: dict[str, list], output: str, args) -> None:
     """Wires read -> analyze/transform -> write for both splits into ``p``."""
+    artifacts = PreprocessArtifacts(output)
     adapter = tensor_adapter_config(schema)
     preprocessing_fn = make_preprocessing_fn(schema)
     clean = {}
@@ -110,7 +120,7 @@ def build_pipeline(p: beam.Pipeline, schema: Schema, tasks: dict[str, list], out
         read = p | f"Read{split.title()}" >> ReadRows(schema, tasks[split], split, with_label=True, keys=False,
                                                        extra=_split_columns(args), batch_rows=args.batch_rows)
         clean[split] = read.rows
-        _ = read[REJECTED] | f"Rejected{split.title()}" >> WriteRejected(os.path.join(output, "rejected", split))
+        _ = read[REJECTED] | f"Rejected{split.title()}" >> WriteRejected(artifacts.rejected_prefix(split))
     if args.eval_fraction:  # analyzers below see the kept training rows only
         clean["train"], clean["eval"] = clean["train"] | "HashSplit" >> HashSplit(args.split_key, args.eval_fraction)
     transform_fn = (
@@ -136,28 +146,26 @@ def build_pipeline(p: beam.Pipeline, schema: Schema, tasks: dict[str, list], out
     for split, out in outputs.items():
         _ = (out
              | f"Count{split.title()}" >> beam.ParDo(_CountRows(split))
-             | f"Write{split.title()}" >> WriteTFRecordBatches(os.path.join(output, split, "part"),
+             | f"Write{split.title()}" >> WriteTFRecordBatches(artifacts.split_prefix(split),
                                                                num_shards=args.num_shards, ragged=ragged))
     profile = _train_profile(clean["train"], train_out, schema, _id_feature_names(schema))
     _ = (profile
          | "ProfileJson" >> beam.Map(lambda prof: stats_json(prof))
-         | "WriteStats" >> beam.Map(lambda doc: mf.write_json(os.path.join(output, "stats.json"), doc)))
+         | "WriteStats" >> beam.Map(lambda doc: artifacts.write_stats(doc)))
 
 
 def stats_json(profile: stats.Profile) -> dict:
     return {"train": profile.to_dict()}
 
 
-def _prepare_output(output: str) -> None:
-    """Replaces a previous preprocess output; refuses to delete anything else."""
+def _check_output(output: str) -> None:
+    """Refuses to publish into a folder that is not a ctrflow preprocess output. Deletes nothing."""
     if FileSystems.exists(output):
-        previous = [os.path.join(output, n) for n in ("manifest.json", "transform_fn", "layout.json")]
+        previous = [os.path.join(output, n) for n in (af.LATEST, af.MANIFEST, af.TRANSFORM_FN, af.LAYOUT)]
         listing = FileSystems.match([os.path.join(output, "*")])[0].metadata_list
         if listing and not any(FileSystems.exists(x) for x in previous):
             raise FileExistsError(f"--output {output} exists and is not a ctrflow preprocess output; "
-                                  "refusing to overwrite it")
-        FileSystems.delete([output])
-    FileSystems.mkdirs(output)
+                                  "refusing to write into it")
 
 
 def _split_columns(args) -> tuple[str, ...]:
@@ -174,7 +182,7 @@ def run(argv: list[str] | None = None) -> dict:
     setup_logging()
     watch = mf.Stopwatch()
     schema = load_schema(args.schema)
-    output = args.output.rstrip("/")
+    root = args.output.rstrip("/")
     parser = BatchParser(schema, with_label=True, keys=False, extra=_split_columns(args))
     tasks, files = {}, {}
     for split, patterns in (("train", args.train), ("eval", args.eval)):
@@ -182,14 +190,34 @@ def run(argv: list[str] | None = None) -> dict:
                                       if patterns else ([], []))
         logging.info("[%s] %d files, %d read tasks", split, len(files[split]), len(tasks[split]))
     watch.lap("plan")
-    _prepare_output(output)
+    _check_output(root)
+    output = publish.new_version_dir(root)  # readers keep the live version until this one is published
+    try:
+        manifest = _run_version(args, beam_args, schema, tasks, files, root, output, watch)
+    except mf.RejectedFractionError:
+        logging.error("preprocess failed; its rows and rejected rows are kept, unpublished, in %s (the live "
+                      "version of %s is unchanged)", output, root)
+        raise
+    except BaseException:
+        publish.discard(output)
+        raise
+    logging.info("preprocess done in %.1fs; outputs in %s (published as the live version of %s)", watch.total(),
+                 output, root)
+    return manifest
+
+
+def _run_version(args, beam_args: list[str], schema: Schema, tasks: dict, files: dict, root: str, output: str,
+                 watch: mf.Stopwatch) -> dict:
+    """Runs the pipeline into the version folder ``output``, checks the counts, publishes it."""
     temp = os.path.join(output, "tmp") if "://" in output else tempfile.mkdtemp(prefix="ctrflow-tft-")
     options = pipeline_options(beam_args)
-    logging.info("running the preprocess pipeline (read, analyze, transform, write) ...")
+    logging.info("running the preprocess pipeline (read, analyze, transform, write) into %s ...", output)
     with beam.Pipeline(options=options) as p, tft_beam.Context(temp_dir=temp):
         build_pipeline(p, schema, tasks, output, args)
     result = p.result
     watch.lap("pipeline")
+    if "://" in output and FileSystems.exists(temp):
+        FileSystems.delete([temp])
 
     found = mf.counters(result)
     splits = {}
@@ -201,29 +229,29 @@ def run(argv: list[str] | None = None) -> dict:
         splits["eval"] = {**mf.split_counts(found, "eval", "output_rows"), "input_files": files["train"],
                           "hash_split": {"of": "train", "key": args.split_key, "eval_fraction": args.eval_fraction}}
     tft_output = tft.TFTransformOutput(output)
-    layout = build_layout(schema, tft_output.vocabulary_size_by_name)
-    with FileSystems.create(os.path.join(output, "layout.json")) as f:
-        f.write(layout.to_json().encode())
-    with FileSystems.open(args.schema) as src, FileSystems.create(os.path.join(output, "schema.yaml")) as dst:
-        dst.write(src.read())
+    artifacts = PreprocessArtifacts(output)
+    artifacts.write_layout(build_layout(schema, tft_output.vocabulary_size_by_name).to_json())
+    artifacts.write_schema(af.read_text(args.schema))
     watch.lap("finalize")
     manifest = {
         "job": "preprocess",
         "schema": args.schema,
         "output": output,
+        "root": root,
+        "version": os.path.basename(output),
         "splits": splits,
         "durations_s": {**watch.stages, "total": watch.total()},
         "versions": mf.library_versions(),
         "beam_options": beam_args,
     }
-    mf.write_json(os.path.join(output, "manifest.json"), manifest)
+    artifacts.write_manifest(manifest)
     for split, counts in splits.items():
         mf.check_counts(counts, split, "output_rows", args.max_rejected_fraction,
-                        os.path.join(output, "rejected", split + "-*.jsonl"))
+                        artifacts.rejected_prefix(split) + "-*.jsonl")
     for split, counts in splits.items():
         logging.info("[%s] %d rows in, %d written, %d rejected", split, counts["input_rows"],
                      counts["output_rows"], counts["rejected_rows"])
-    logging.info("preprocess done in %.1fs; outputs in %s", watch.total(), output)
+    publish.publish(output)
     return manifest
 
 

@@ -93,11 +93,12 @@ def run(argv: list[str] | None = None) -> dict:
     from ctrflow.beam_jobs.options import setup_logging
 
     from ctrflow.model.export import load_metadata
+    from ctrflow.pipeline.artifacts import PreprocessArtifacts
     from ctrflow.model.inputs import split_files
 
     setup_logging()
     meta = load_metadata(args.model)
-    labels, probs = score(args.model, split_files(args.data, args.split), meta.layout.label, args.batch_size)
+    labels, probs = score(args.model, PreprocessArtifacts.live(args.data).split_pattern(args.split), meta.layout.label, args.batch_size)
     metrics = mt.summary(labels, probs)
     bins = mt.calibration_bins(labels, probs, args.bins)
     out_dir = args.output or os.path.join(os.path.dirname(meta.path.rstrip("/")), "evaluation", args.split)

@@ -115,19 +115,19 @@ def run(argv: list[str] | None = None) -> dict:
     from ctrflow.model import metrics as mt
     from ctrflow.model.inputs import make_dataset, split_files
     from ctrflow.model.models import build_model, compile_model
+    from ctrflow.pipeline import artifacts as af
+    from ctrflow.pipeline.artifacts import PreprocessArtifacts
     from ctrflow.pipeline.layout import FeatureLayout
     from ctrflow.schemas import loads_schema
 
     _set_seed(args.seed, args.deterministic)
     t0 = time.time()
-    data = args.data
-    with tf.io.gfile.GFile(os.path.join(data, "layout.json")) as f:
-        layout = FeatureLayout.from_json(f.read())
-    with tf.io.gfile.GFile(os.path.join(data, "schema.yaml")) as f:
-        schema_text = f.read()
-    schema = loads_schema(schema_text, os.path.join(data, "schema.yaml"))
-    stats_path = os.path.join(data, "stats.json")
-    train_stats = json.loads(tf.io.gfile.GFile(stats_path).read()) if tf.io.gfile.exists(stats_path) else None
+    artifacts = PreprocessArtifacts.live(args.data)  # the published version of a preprocess output
+    data = artifacts.dir
+    layout = FeatureLayout.from_json(artifacts.layout_text())
+    schema_text = artifacts.schema_text()
+    schema = loads_schema(schema_text, artifacts.path(af.SCHEMA))
+    train_stats = artifacts.stats()
     tft_output = tft.TFTransformOutput(data)
     spec = tft_output.transformed_feature_spec()
 

@@ -38,7 +38,7 @@ def _parquet(path) -> pd.DataFrame:
 def _serving_scores(model_dir: str, raw: dict[str, np.ndarray]) -> np.ndarray:
     import tensorflow as tf
     from ctrflow.model.export import load
-    fn = load(model_dir).signature("serving_default")
+    fn = load(model_dir).signature("score_and_ids")  # typed values an independent parser produced
     return fn(**{k: tf.constant(v) for k, v in raw.items()})["score"].numpy()
 
 
@@ -55,36 +55,66 @@ def test_string_columns_convert_without_python_objects():
             assert got == want
 
 
-def test_bigquery_output_is_planned_as_a_truncating_date_partition_write():
-    """Builds (does not run) the BigQuery branch: table$YYYYMMDD, WRITE_TRUNCATE, day partitioning."""
-    import apache_beam as beam
-    from apache_beam.io.gcp.bigquery import WriteToBigQuery
-    from ctrflow.beam_jobs import score
+class FakeBigQuery:
+    """google.cloud.bigquery.Client at its boundary: records every call, runs nothing."""
 
+    def __init__(self):
+        self.calls: list[tuple] = []
+
+    def _job(self):
+        return type("Job", (), {"result": lambda self: None})()
+
+    def create_table(self, table, exists_ok=False):
+        self.calls.append(("create_table", getattr(table, "table_id", table), exists_ok))
+
+    def load_table_from_file(self, f, destination, job_config=None):
+        self.calls.append(("load", destination, job_config.write_disposition, len(f.read())))
+        return self._job()
+
+    def load_table_from_uri(self, uris, destination, job_config=None):
+        self.calls.append(("load_uri", destination, job_config.write_disposition, tuple(uris)))
+        return self._job()
+
+    def copy_table(self, source, destination, job_config=None):
+        self.calls.append(("copy", source, destination, job_config.write_disposition))
+        return self._job()
+
+    def delete_table(self, table, not_found_ok=False):
+        self.calls.append(("delete_table", table))
+
+
+@pytest.fixture
+def fake_bigquery(monkeypatch):
+    from ctrflow.beam_jobs import bigquery_output
+    fake = FakeBigQuery()
+    monkeypatch.setattr(bigquery_output, "client", lambda project: fake)
+    return fake
+
+
+def test_bigquery_partition_is_replaced_by_one_truncating_copy_from_a_staging_table(tmp_path, fake_bigquery):
+    from ctrflow.beam_jobs import bigquery_output
     schema = pa.schema([("request_id", pa.int64()), ("score", pa.float32()), ("model_version", pa.string()),
                         ("scoring_date", pa.date32())])
-    p = beam.Pipeline()
-    tables = p | beam.Create([pa.table({"request_id": [1]})])
-    _ = tables | score.WriteScores(schema, "/tmp/unused", table="proj:ds.scores", date=DATE)
-    found = []
-
-    class Visitor(beam.pipeline.PipelineVisitor):
-        def enter_composite_transform(self, node):
-            if isinstance(node.transform, WriteToBigQuery):
-                found.append(node.transform)
-
-    p.visit(Visitor())
-    [bq] = found
-    assert bq.table_reference.tableId == "scores$20261121" and bq.table_reference.datasetId == "ds"
-    assert bq.write_disposition == "WRITE_TRUNCATE"
-    assert bq.additional_bq_parameters["timePartitioning"] == {"type": "DAY", "field": "scoring_date"}
-    types = {f["name"]: f["type"] for f in bq.schema["fields"]}
+    files = []
+    for i in range(2):
+        import pyarrow.parquet as pq
+        path = str(tmp_path / f"part-{i}.parquet")
+        pq.write_table(pa.table({"request_id": [i], "score": pa.array([0.5], pa.float32()), "model_version": ["v"],
+                                 "scoring_date": pa.array([datetime.date(2026, 11, 21)], pa.date32())}), path)
+        files.append(path)
+    done = bigquery_output.replace_partition("proj:ds.scores", DATE, files, schema, run_id="v=20261121T0000-ab")
+    staging = "proj.ds.scores__ctrflow_v_20261121T0000_ab"
+    kinds = [c[0] for c in fake_bigquery.calls]
+    assert kinds == ["create_table", "load", "load", "copy", "delete_table"]
+    assert fake_bigquery.calls[0][1:] == ("scores", True)
+    assert [c[1:3] for c in fake_bigquery.calls[1:3]] == [(staging, "WRITE_TRUNCATE"), (staging, "WRITE_APPEND")]
+    assert fake_bigquery.calls[3] == ("copy", staging, "proj.ds.scores$20261121", "WRITE_TRUNCATE")
+    assert fake_bigquery.calls[4] == ("delete_table", staging)
+    assert done["partition"] == "proj:ds.scores$20261121"
+    types = {f["name"]: f["type"] for f in bigquery_output.bigquery_schema(schema)["fields"]}
     assert types == {"request_id": "INT64", "score": "FLOAT64", "model_version": "STRING", "scoring_date": "DATE"}
-    rows = list(score._table_to_rows(pa.table({"request_id": pa.array([7], pa.int64()),
-                                               "scoring_date": pa.array([datetime.date(2026, 11, 21)], pa.date32())})))
-    assert rows == [{"request_id": 7, "scoring_date": DATE}]
     with pytest.raises(ValueError, match="partition decorator"):
-        score.bigquery_partition("proj:ds.scores$20260101", DATE)
+        bigquery_output.bigquery_partition("proj:ds.scores$20260101", DATE)
 
 
 # ----------------------------------------------------------------------------- census
@@ -274,6 +304,25 @@ def test_too_many_rejected_rows_fail_the_run_keep_the_rejects_and_the_previous_p
     [m] = _score(clicks_run["model"], bad, out, "--max-rejected-fraction", "0.2")
     assert (m["scored_rows"], m["rejected_rows"]) == (360, 40)
     assert sorted(_parquet(m["output"])["request_id"]) == list(range(1040, 1400))
+
+
+def test_bigquery_partition_is_written_only_after_the_rejected_rows_check(clicks_run, tmp_path, fake_bigquery):
+    from ctrflow.beam_jobs.manifest import RejectedFractionError
+    bad, _ = _day(tmp_path, "bad", 300, seed=21, first_id=0, bad_rows=30)
+    with pytest.raises(RejectedFractionError, match="30 of 300"):
+        _score(clicks_run["model"], bad, tmp_path / "out", "--output-table", "proj:ds.scores",
+               "--max-rejected-fraction", "0.05")
+    assert fake_bigquery.calls == []  # nothing touched BigQuery: the day's partition is as it was
+    [m] = _score(clicks_run["model"], bad, tmp_path / "out", "--output-table", "proj:ds.scores",
+                 "--max-rejected-fraction", "0.2")
+    copies = [c for c in fake_bigquery.calls if c[0] == "copy"]
+    assert copies == [("copy", m["bigquery"]["staging_table"], "proj.ds.scores$20261121", "WRITE_TRUNCATE")]
+    loaded = sum(len(_parquet(f)) for f in glob_parts(m["output"]))
+    assert loaded == m["scored_rows"] == 270 and m["output_table"] == "proj:ds.scores$20261121"
+
+
+def glob_parts(folder):
+    return sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.startswith("part-"))
 
 
 def test_a_run_failing_after_the_pipeline_leaves_the_previous_partition(clicks_run, tmp_path, monkeypatch):
