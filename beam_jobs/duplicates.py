@@ -4,8 +4,8 @@ Scores are keyed by the schema's id columns; a daily table that repeats an
 id gives two scores for one key, which a downstream join would double. The
 job does not drop them (they are real input rows) but counts them:
 ``duplicate_id_rows`` = rows - distinct ids. Ids are hashed per batch
-(pandas' 64-bit hash of the id columns) and the hashes combined as sorted
-unique arrays, 8 bytes per distinct id; no row becomes a Python object.
+(pandas' 64-bit hash of the id columns) and the hashes combined as numpy
+arrays, about 8 bytes per distinct id; no row becomes a Python object.
 """
 from __future__ import annotations
 
@@ -22,22 +22,38 @@ def id_hashes(batch: pa.RecordBatch, id_columns: tuple[str, ...]) -> np.ndarray:
 
 
 class _CountDuplicates(beam.CombineFn):
-    """(rows, sorted unique hashes) accumulators -> rows - distinct."""
+    """Accumulator: (rows, hash arrays, rows at the last compaction); output rows - distinct.
+
+    Arrays are only appended; they are compacted to their unique values when
+    they have doubled since the last compaction, so a day of many batches costs
+    a few sorts, not one per batch.
+    """
 
     def create_accumulator(self):
-        return 0, np.zeros(0, np.uint64)
+        return 0, [], 0
 
     def add_input(self, acc, hashes: np.ndarray):
-        rows, seen = acc
-        return rows + len(hashes), np.union1d(seen, hashes)
+        rows, parts, compacted = acc
+        return self._maybe_compact(rows + len(hashes), parts + [hashes], compacted)
 
     def merge_accumulators(self, accs):
-        accs = list(accs)
-        return sum(a[0] for a in accs), np.unique(np.concatenate([a[1] for a in accs]))
+        rows, parts = 0, []
+        for r, p, _ in accs:
+            rows, parts = rows + r, parts + p
+        return self._maybe_compact(rows, parts, 0)
+
+    @staticmethod
+    def _maybe_compact(rows: int, parts: list, compacted: int):
+        held = sum(len(p) for p in parts)
+        if held > max(1 << 20, 2 * compacted):
+            unique = np.unique(np.concatenate(parts))
+            return rows, [unique], len(unique)
+        return rows, parts, compacted
 
     def extract_output(self, acc) -> int:
-        rows, seen = acc
-        return int(rows - len(seen))
+        rows, parts, _ = acc
+        distinct = len(np.unique(np.concatenate(parts))) if parts else 0
+        return int(rows - distinct)
 
 
 class CountDuplicateIds(beam.PTransform):

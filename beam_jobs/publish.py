@@ -31,19 +31,18 @@ import uuid
 from collections.abc import Callable
 
 from apache_beam.io.filesystems import FileSystems
-
 from ctrflow.pipeline import artifacts as af
 
 log = logging.getLogger(__name__)
 
 # test seam: called with the step name ("success", "pointer") just before that step; a test raises in it to
 # show what a reader sees when a publish is killed half-way
-before_step: Callable[[str], None] = lambda step: None  # noqa: E731
+before_step: Callable[[str], None] = lambda step: None
 
 
 def new_version_dir(root: str) -> str:
     """A fresh version folder under ``root``: ``v=<UTC time>-<random>`` (sorts by start time)."""
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     return af.join(root.rstrip("/"), f"{af.VERSION_PREFIX}{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}")
 
 
@@ -83,7 +82,7 @@ def publish(version_dir: str) -> dict:
     root, version = os.path.dirname(version_dir), os.path.basename(version_dir)
     previous = af.live_version(root)
     files = [(p, n) for p, n in list_files(version_dir) if p != af.SUCCESS]
-    doc = {"version": version, "published_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+    doc = {"version": version, "published_at": datetime.datetime.now(datetime.UTC).isoformat(),
            "files": [{"path": p, "size": n} for p, n in files]}
     before_step("success")
     af.write_text(af.join(version_dir, af.SUCCESS), json.dumps(doc, indent=2))
@@ -101,7 +100,7 @@ def _delete_superseded(root: str, keep: set[str | None]) -> None:
         if name not in keep and FileSystems.exists(af.join(path, af.SUCCESS)):
             try:
                 delete_folder(path)
-            except Exception:  # noqa: BLE001 - cleanup only: the publish has happened
+            except Exception:
                 log.warning("could not delete the superseded version %s", path, exc_info=True)
 
 

@@ -6,7 +6,6 @@ Shared by the planner (``beam_jobs.sources``) and the format readers
 from __future__ import annotations
 
 import dataclasses
-from typing import Union
 
 from ctrflow.beam_jobs.bigquery import BigQueryRead
 
@@ -36,4 +35,4 @@ class ReadTask:
         return f"{self.path} bytes {self.start}..{'end' if self.end < 0 else self.end}"
 
 
-Read = Union[ReadTask, BigQueryRead]
+Read = ReadTask | BigQueryRead

@@ -29,8 +29,7 @@ _BLOCK = 1 << 16
 def first_line(path: str) -> str:
     with FileSystems.open(path, compression_type=CompressionTypes.AUTO) as f:
         line = f.readline()
-    if line.startswith(raw_lines.BOM):
-        line = line[len(raw_lines.BOM):]
+    line = line.removeprefix(raw_lines.BOM)
     return line.decode("utf-8", "replace").rstrip("\r\n")
 
 
@@ -167,7 +166,7 @@ def read_parquet_task(task: ReadTask, columns: list[str],
 def read_task(schema: Schema, task: ReadTask, columns: list[str],
               batch_rows: int = 65536) -> Iterator[tuple[pa.Table, list[RejectedRow]]]:
     """Raw tables (and rows rejected while splitting or decoding them) of one read task."""
-    logging.debug("reading %s", task.describe())
+    logging.getLogger(__name__).debug("reading %s", task.describe())
     if task.kind == "parquet":
         return read_parquet_task(task, columns, batch_rows)
     if task.kind == "tfrecord":

@@ -3,10 +3,12 @@
 For each date (``--date 2026-11-21`` or a range ``2026-11-01:2026-11-07``) it
 reads the rows matching ``--input`` (``{date}`` is replaced), validates them
 with the schema that travelled with the model, scores them with the exported
-SavedModel inside Beam (RunInference, model loaded once per worker) and
-publishes ``OUTPUT/date=YYYY-MM-DD/`` atomically::
+SavedModel inside Beam (RunInference, model loaded once per worker) into a
+new version folder ``OUTPUT/date=YYYY-MM-DD/v=<run id>/`` and publishes it
+all-or-nothing (``_SUCCESS``, then ``OUTPUT/date=D/_LATEST``; ``beam_jobs.publish``)::
 
-    part-*.parquet     id/passthrough columns, score, model_version, scoring_date
+    part-*.parquet     id/passthrough columns, score, model_version, scoring_date; without an id
+                       column also source_file, source_offset (the row locator)
                        (or part-*.csv / part-*.tfrecord.gz with --output-format)
     rejected-*.jsonl   rows that could not be scored, with the reason
     profile.json       the day's feature profile
@@ -14,9 +16,10 @@ publishes ``OUTPUT/date=YYYY-MM-DD/`` atomically::
     drift.html         the same as a page, one chart per feature (training vs the day)
     manifest.json      input_rows, scored_rows, rejected_rows, model, inputs, durations
 
-With ``--output-table project:dataset.table`` the scores go to that BigQuery
-table's date partition instead (``table$YYYYMMDD``, WRITE_TRUNCATE, day
-partitioned on ``scoring_date``); the reports still go to ``OUTPUT/date=D/``.
+With ``--output-table project:dataset.table`` the Parquet scores are also
+loaded into that BigQuery table's date partition (``table$YYYYMMDD``, day
+partitioned on ``scoring_date``), only after the rejected-rows check passed
+(``beam_jobs.bigquery_output``).
 
 Re-running a date replaces exactly that date's partition. A run that fails
 leaves the published partition as it was; one that fails because too many

@@ -147,7 +147,7 @@ class PreprocessArtifacts:
     dir: str
 
     @classmethod
-    def live(cls, root: str) -> "PreprocessArtifacts":
+    def live(cls, root: str) -> PreprocessArtifacts:
         """What a reader (train, evaluate) uses: the published version of ``root``."""
         return cls(live_dir(root))
 
@@ -197,7 +197,7 @@ class ExportArtifacts:
     dir: str
 
     @classmethod
-    def find(cls, model_path: str) -> "ExportArtifacts":
+    def find(cls, model_path: str) -> ExportArtifacts:
         """Accepts a trainer output dir (MODEL_DIR) or the export dir itself."""
         for candidate in (model_path, join(model_path, EXPORT)):
             if exists(join(candidate, "saved_model.pb")):

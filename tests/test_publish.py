@@ -3,6 +3,7 @@ a reader sees the previous version or the new one, never a mix or nothing, even 
 half-way; a failed preprocess rerun leaves the previous output byte-identical."""
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -10,9 +11,9 @@ import sys
 import time
 
 import pytest
-
 from ctrflow.beam_jobs import publish
 from ctrflow.pipeline import artifacts as af
+
 from tests.conftest import CLICKS_SCHEMA, make_clicks, write_csv
 
 BUCKET = "ctrflow-test"
@@ -122,7 +123,6 @@ def test_score_job_publishes_on_gcs_and_a_killed_publish_keeps_the_old_partition
     import io
 
     import pyarrow.parquet as pq
-
     from ctrflow.beam_jobs import score
 
     days = []
@@ -164,13 +164,19 @@ def test_failed_preprocess_rerun_leaves_the_previous_output_byte_identical(tmp_p
 
     (tmp_path / "s.yaml").write_text(CLICKS_SCHEMA)
     good = write_csv(make_clicks(600, seed=41), tmp_path / "good.csv")
+    with open(good, "ab") as f:  # bad bytes are rejected rows in preprocess too, not a failed job
+        f.write(b"9001,30,1,caf\xe9,ios,t1,camp-1,1\n9002,30,1,city01,i\x00os,t1,camp-1,0\n")
     df = make_clicks(600, seed=42)
     df["age"] = df["age"].astype(object)
     df.loc[:59, "age"] = "old"  # 10% rejected
     bad = write_csv(df, tmp_path / "bad.csv")
     out = tmp_path / "data"
-    run = ["--schema", str(tmp_path / "s.yaml"), "--output", str(out)]
+    run = ["--schema", str(tmp_path / "s.yaml"), "--output", str(out), "--max-rejected-fraction", "0.01"]
     first = preprocess.run(run + ["--train", good])
+    assert (first["splits"]["train"]["input_rows"], first["splits"]["train"]["rejected_rows"]) == (602, 2)
+    rejected = sorted(json.loads(line)["reason"] for f in (out / first["version"] / "rejected").iterdir()
+                      for line in f.open())
+    assert rejected == ["NUL byte at position 18", "not valid utf-8: byte 0xe9 at position 13"]
 
     def snapshot():
         return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
