@@ -28,6 +28,7 @@ import tensorflow_transform.beam as tft_beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from ctrflow.beam_jobs import daily
 from ctrflow.beam_jobs import manifest as mf
 from ctrflow.beam_jobs.io import COUNTER_NAMESPACE, REJECTED, ReadRows, WriteRejected, counter_name
 from ctrflow.beam_jobs.profiles import ProfileCombine
@@ -36,7 +37,9 @@ from ctrflow.beam_jobs.sources import ReadTask, plan_reads
 from ctrflow.beam_jobs.tfrecords import WriteTFRecordBatches
 from ctrflow.beam_jobs.splits import HashSplit
 from ctrflow.pipeline import stats
+from ctrflow.beam_jobs.score import parse_dates
 from ctrflow.pipeline.parsing import BatchParser
+from ctrflow.pipeline.prior import AnalysisPrior, write_analysis
 from ctrflow.pipeline.transform import build_layout, make_preprocessing_fn, tensor_adapter_config, to_tft_batch
 from ctrflow.schemas import load_schema
 from ctrflow.schemas.types import Schema
@@ -64,6 +67,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-shards", type=int, default=0,
                    help="TFRecord shards per split; 0 lets the runner choose (default)")
     add_common_args(p)
+    daily.add_daily_args(p)
     return p
 
 
@@ -99,10 +103,14 @@ def _id_feature_names(schema: Schema) -> list[str]:
     return names
 
 
-def build_pipeline(p: beam.Pipeline, schema: Schema, tasks: dict[str, list], output: str, args) -> None:
-    """Wires read -> analyze/transform -> write for both splits into ``p``."""
+def build_pipeline(p: beam.Pipeline, schema: Schema, tasks: dict[str, list], output: str, args,
+                   prior: AnalysisPrior | None = None, analyze_rows: bool = True) -> None:
+    """Wires read -> analyze/transform -> write for both splits into ``p``.
+
+    ``analyze_rows=False``: the analysis is all in ``prior`` (per-day cache), so no row is analyzed.
+    """
     adapter = tensor_adapter_config(schema)
-    preprocessing_fn = make_preprocessing_fn(schema)
+    preprocessing_fn = make_preprocessing_fn(schema, prior)
     clean = {}
     for split in SPLITS:
         if not tasks[split]:
@@ -113,8 +121,9 @@ def build_pipeline(p: beam.Pipeline, schema: Schema, tasks: dict[str, list], out
         _ = read[REJECTED] | f"Rejected{split.title()}" >> WriteRejected(os.path.join(output, "rejected", split))
     if args.eval_fraction:  # analyzers below see the kept training rows only
         clean["train"], clean["eval"] = clean["train"] | "HashSplit" >> HashSplit(args.split_key, args.eval_fraction)
+    analyzed = clean["train"] if analyze_rows else p | "NothingToAnalyze" >> beam.Create([])
     transform_fn = (
-        (clean["train"] | "ToTftAnalyze" >> beam.Map(to_tft_batch, adapter), adapter)
+        (analyzed | "ToTftAnalyze" >> beam.Map(to_tft_batch, adapter), adapter)
         | "Analyze" >> tft_beam.AnalyzeDataset(preprocessing_fn))
     # The transform pass reads the training input again instead of letting the runner hold every clean
     # batch until the analysis ends: parsing again is cheaper than buffering, and memory stays flat (1M
@@ -122,7 +131,7 @@ def build_pipeline(p: beam.Pipeline, schema: Schema, tasks: dict[str, list], out
     # With --eval-fraction the split's counters must see each row once, and a bigquery:// query would run
     # (and be billed) twice and could change in between, so in those cases the batches are reused.
     to_transform = dict(clean)
-    if not args.eval_fraction and all(isinstance(t, ReadTask) for t in tasks["train"]):
+    if analyze_rows and not args.eval_fraction and all(isinstance(t, ReadTask) for t in tasks["train"]):
         to_transform["train"] = (p | "ReadTrainAgain" >> ReadRows(
             schema, tasks["train"], "train_again", with_label=True, keys=False, batch_rows=args.batch_rows)).rows
     outputs = {}
@@ -168,6 +177,10 @@ def _split_columns(args) -> tuple[str, ...]:
 def run(argv: list[str] | None = None) -> dict:
     """Runs the job; returns the manifest (also written to OUTPUT/manifest.json)."""
     args, beam_args = build_arg_parser().parse_known_args(argv)
+    daily.check_args(args)
+    dates = parse_dates(args.dates) if args.dates else None
+    args.train_patterns = list(args.train)
+    args.train, train_by_date = daily.expand_dates(args.train, dates)
     if args.eval_fraction and (args.eval or not args.split_key or not 0 < args.eval_fraction < 1):
         raise ValueError("--eval-fraction F (0 < F < 1) splits the --train input by --split-key COLUMN; "
                          "give --split-key, and no --eval")
@@ -182,12 +195,24 @@ def run(argv: list[str] | None = None) -> dict:
                                       if patterns else ([], []))
         logging.info("[%s] %d files, %d read tasks", split, len(files[split]), len(tasks[split]))
     watch.lap("plan")
+    if args.base and args.base.rstrip("/") == output:
+        raise ValueError(f"--base {args.base} is also --output: write the extended data to a new folder")
+    options = pipeline_options(beam_args)
+    prior = daily.base_prior(args.base, schema, args.refit_buckets) if args.base else None
+    cache_info = None
+    if args.analysis_cache:
+        with FileSystems.open(args.schema) as f:
+            schema_text = f.read().decode()
+        cached, cache_info = daily.run_cache(
+            args, schema, schema_text, dates, lambda d: plan_reads(schema, train_by_date[d], parser.required_columns,
+                                                                  parser=parser)[0], options)
+        prior = daily.combine(prior, cached)
+        watch.lap("analyze_new_days")
     _prepare_output(output)
     temp = os.path.join(output, "tmp") if "://" in output else tempfile.mkdtemp(prefix="ctrflow-tft-")
-    options = pipeline_options(beam_args)
     logging.info("running the preprocess pipeline (read, analyze, transform, write) ...")
     with beam.Pipeline(options=options) as p, tft_beam.Context(temp_dir=temp):
-        build_pipeline(p, schema, tasks, output, args)
+        build_pipeline(p, schema, tasks, output, args, prior, analyze_rows=cache_info is None)
     result = p.result
     watch.lap("pipeline")
 
@@ -206,7 +231,12 @@ def run(argv: list[str] | None = None) -> dict:
         f.write(layout.to_json().encode())
     with FileSystems.open(args.schema) as src, FileSystems.create(os.path.join(output, "schema.yaml")) as dst:
         dst.write(src.read())
+    write_analysis(output, prior)
     watch.lap("finalize")
+    daily_info = {"dates": dates, "analysis_cache": cache_info}
+    if args.base:
+        daily_info.update(base=args.base, refit_buckets=args.refit_buckets,
+                          vocabulary_growth=daily.vocabulary_growth(args.base, output, prior))
     manifest = {
         "job": "preprocess",
         "schema": args.schema,
@@ -215,6 +245,7 @@ def run(argv: list[str] | None = None) -> dict:
         "durations_s": {**watch.stages, "total": watch.total()},
         "versions": mf.library_versions(),
         "beam_options": beam_args,
+        **{k: v for k, v in daily_info.items() if v is not None},
     }
     mf.write_json(os.path.join(output, "manifest.json"), manifest)
     for split, counts in splits.items():

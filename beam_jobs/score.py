@@ -41,7 +41,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import PredictionResult, RunInference
 
 from ctrflow.beam_jobs import manifest as mf
-from ctrflow.beam_jobs import partition
+from ctrflow.beam_jobs import partition, score_drift
 from ctrflow.beam_jobs.io import COUNTER_NAMESPACE, REJECTED, ReadRows, WriteRejected, counter_name
 from ctrflow.beam_jobs.model_handler import ServingModelHandler
 from ctrflow.beam_jobs.options import add_common_args, beam_help_epilog, pipeline_options, setup_logging
@@ -265,6 +265,7 @@ def build_pipeline(p: beam.Pipeline, meta: ModelMetadata, tasks, parser: BatchPa
     _ = (results
          | "ToTable" >> beam.ParDo(_ToOutputTable(out_schema, meta.version, date)).with_output_types(pa.Table)
          | "Write" >> WriteScores(out_schema, staging, output_format, output_table, date))
+    score_drift.profile_scores(results, meta, staging)
     baseline = stats.Profile.from_dict(meta.train_stats["train"]) if meta.train_stats else stats.Profile()
     id_names = [f.name for f in meta.layout.sparse if not f.wide_only]
     _ = (results
@@ -360,6 +361,7 @@ def _write_drift(meta: ModelMetadata, staging: str, threshold: float, date: str)
     day = stats.Profile.from_dict(mf.read_json(path))
     report = drift_report(meta.schema, meta.layout, stats.Profile.from_dict(meta.train_stats["train"]), day,
                           threshold)
+    report["prediction"] = score_drift.prediction_section(meta, staging)  # score PSI vs the model's eval scores
     mf.write_json(os.path.join(staging, "drift.json"), report)
     try:
         write_drift_html(os.path.join(staging, "drift.html"), report, meta, date)

@@ -9,6 +9,8 @@ training used. Writes to ``--output`` (default ``MODEL/evaluation/<split>``)::
                       calibration bins and model version
     roc.png           ROC curve with the AUC
     calibration.png   observed rate vs mean prediction in equal-count bins
+    importance.json   permutation importance: AUC drop per shuffled feature (model.importance)
+    importance.png    the same as a bar chart
 """
 from __future__ import annotations
 
@@ -31,6 +33,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="where metrics.json and the plots go (default: MODEL/evaluation/SPLIT)")
     p.add_argument("--batch-size", type=int, default=8192, help="examples per scoring call (default: 8192)")
     p.add_argument("--bins", type=int, default=20, help="calibration bins (default: 20)")
+    p.add_argument("--importance-rows", type=int, default=20000,
+                   help="eval rows for permutation importance (importance.json/.png); 0 skips it (default: 20000)")
     return p
 
 
@@ -105,6 +109,13 @@ def run(argv: list[str] | None = None) -> dict:
     plots = plot(labels, probs, bins, metrics["auc"], out_dir)
     metrics.update(model_version=meta.version, data=args.data, split=args.split, calibration_bins=bins,
                    plots=plots)
+    if args.importance_rows > 0:
+        from ctrflow.model.importance import evaluate_importance
+
+        model_dir = os.path.dirname(meta.path.rstrip("/"))
+        report = evaluate_importance(model_dir, args.data, args.split, out_dir, args.importance_rows)
+        metrics["importance"] = {n: v["auc_drop"] for n, v in report["features"].items()}
+        plots.append(os.path.join(out_dir, "importance.png"))
     with open(os.path.join(out_dir, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
     logging.info("AUC %.4f, log loss %.4f, calibration %.3f on %d rows; wrote %s", metrics["auc"],

@@ -58,6 +58,15 @@ def build_arg_parser() -> argparse.ArgumentParser:
                         "and epoch)")
     t.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2),
                    help="Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch")
+    d = p.add_argument_group("daily loop")
+    d.add_argument("--warm-start", metavar="MODEL_DIR",
+                   help="start from a previous model: rows copied by token through both vocabularies, other "
+                        "weights where shapes match (see model.warm_start)")
+    d.add_argument("--baseline", metavar="MODEL_DIR",
+                   help="also score this model on the same eval split and write promotion.json")
+    d.add_argument("--require-better", type=float, metavar="TOL",
+                   help="with --baseline: exit with status 3 when the new eval AUC is below the baseline's by "
+                        "more than TOL")
     ModelConfig.add_argparse_args(p.add_argument_group("model (also YAML keys of --config)"))
     return p
 
@@ -101,6 +110,8 @@ def predict_split(model, dataset) -> tuple[np.ndarray, np.ndarray]:
 def run(argv: list[str] | None = None) -> dict:
     """Trains, evaluates and exports; returns the metrics (also in MODEL_DIR/metrics.json)."""
     args = build_arg_parser().parse_args(argv)
+    if args.require_better is not None and not args.baseline:
+        raise ValueError("--require-better TOL compares against --baseline MODEL_DIR; give both")
     from ctrflow.beam_jobs.options import setup_logging
 
     setup_logging()
@@ -115,6 +126,7 @@ def run(argv: list[str] | None = None) -> dict:
     from ctrflow.model import metrics as mt
     from ctrflow.model.inputs import make_dataset, split_files
     from ctrflow.model.models import build_model, compile_model
+    from ctrflow.pipeline import score_profile
     from ctrflow.pipeline.layout import FeatureLayout
     from ctrflow.schemas import loads_schema
 
@@ -140,6 +152,13 @@ def run(argv: list[str] | None = None) -> dict:
                            cache=True)
 
     model = compile_model(build_model(layout, config), config)
+    warm = None
+    if args.warm_start:
+        from ctrflow.model.warm_start import warm_start
+
+        warm = warm_start(model, layout, config, schema, data, args.warm_start)
+        logging.info("warm start from %s: %d weights copied, %d embedding rows copied, %d fresh", args.warm_start,
+                     warm["copied_weights"], warm["copied_rows"], warm["fresh_rows"])
     out = args.output.rstrip("/")
     throughput = Throughput(args.batch_size)
     callbacks = make_callbacks(out, patience=args.patience, resume=args.resume) + [throughput]
@@ -149,6 +168,7 @@ def run(argv: list[str] | None = None) -> dict:
                         steps_per_epoch=args.steps_per_epoch, callbacks=callbacks,
                         verbose=args.verbose)
     train_seconds = time.time() - t0
+    model.save_weights(os.path.join(out, "checkpoints", "final.weights.h5"))  # what --warm-start reads
 
     labels, probs = predict_split(model, eval_ds)
     metrics = {**mt.summary(labels, probs), "split": eval_split, "epochs_run": len(history.history["loss"]),
@@ -160,8 +180,18 @@ def run(argv: list[str] | None = None) -> dict:
         tf.io.gfile.rmtree(export_dir)
     info = exporter.export(model, tft_output, schema, layout, export_dir, schema_text=schema_text,
                            train_stats=train_stats,
-                           extra_info={"model": config.model, "data": data, "eval_auc": metrics["auc"]})
+                           extra_info={"model": config.model, "data": data, "eval_auc": metrics["auc"],
+                                       "eval_score_profile": score_profile.profile(probs)})
     metrics["model_version"] = info["version"]
+    if warm is not None:
+        metrics["warm_start"] = warm
+    promotion = None
+    if args.baseline:
+        from ctrflow.model.promotion import gate
+
+        promotion = gate(model, layout, schema, data, eval_ds, args.baseline, args.require_better or 0.0, out,
+                         predict_split)
+        metrics["promotion"] = {k: promotion[k] for k in ("promote", "auc_delta")}
     with tf.io.gfile.GFile(os.path.join(out, "metrics.json"), "w") as f:
         f.write(json.dumps(metrics, indent=2))
     with tf.io.gfile.GFile(os.path.join(out, "config.json"), "w") as f:
@@ -171,6 +201,16 @@ def run(argv: list[str] | None = None) -> dict:
         f.write(json.dumps({"model": config.to_dict(), "trainer": trainer}, indent=2, default=list))
     logging.info("eval AUC %.4f, log loss %.4f on %d rows; exported %s to %s", metrics["auc"], metrics["logloss"],
                  metrics["eval_rows"], info["version"], export_dir)
+    if promotion is not None:
+        from ctrflow.model.promotion import NotPromoted
+
+        logging.info("promotion gate: new AUC %.4f vs baseline %.4f -> promote=%s (%s)", promotion["new"]["auc"],
+                     promotion["baseline"]["auc"], promotion["promote"], os.path.join(out, "promotion.json"))
+        if args.require_better is not None and not promotion["promote"]:
+            refused = NotPromoted(f"new model AUC {promotion['new']['auc']:.4f} is below the baseline's "
+                                  f"{promotion['baseline']['auc']:.4f} by more than {args.require_better}")
+            logging.error("not promoted: %s (exit status %d)", refused, refused.code)
+            raise refused
     return metrics
 
 
