@@ -9,7 +9,9 @@ Outputs under ``--output``::
     stats.json                   per-feature training profile (the drift baseline)
     schema.yaml                  a copy of the schema used
     rejected/{train,eval}-*.jsonl rows that could not be used, with reasons
-    manifest.json                counts per split, inputs, versions, durations
+    manifest.json                counts per split, inputs, versions, durations (+ base, vocabulary_growth,
+                                 analysis_cache with the daily-loop flags, see beam_jobs.daily)
+    analysis.json                bucket boundaries / scaling fixed up front (--base, --analysis-cache)
 
 Analyzers see training rows only; eval rows are transformed with the graph
 learned on train.

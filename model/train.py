@@ -7,6 +7,7 @@ Outputs under ``--output`` (MODEL_DIR)::
     logs/               TensorBoard logs
     metrics.json        eval metrics of the exported model (exact AUC, log loss, calibration)
     config.json         the model and trainer options used
+    promotion.json      with --baseline: both models on the same eval rows, and promote true/false
 """
 from __future__ import annotations
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import numpy as np
 import tensorflow as tf
@@ -148,6 +149,27 @@ def row_map(schema: Schema, old_layout: FeatureLayout, new_layout: FeatureLayout
     return rows
 
 
+def _structural_path(path: str) -> str:
+    """A weight path without Keras' per-session numbering of unnamed layers (dense_3 -> dense)."""
+    return "/".join(re.sub(r"_\d+$", "", part) for part in path.split("/"))
+
+
+def paired_weights(old_model, model, where: str) -> list[tuple]:
+    """(new weight, old weight or None): by position when both models have the same structure.
+
+    Paths alone do not pair them: unnamed layers are numbered per session
+    (``dense`` in yesterday's process is ``dense_4`` in today's).
+    """
+    old_w, new_w = old_model.weights, model.weights
+    if [_structural_path(w.path) for w in old_w] == [_structural_path(w.path) for w in new_w]:
+        return list(zip(new_w, old_w))
+    by_path = {_structural_path(w.path): w for w in old_w}
+    if len(by_path) != len(old_w):
+        raise IncompatibleModelError(f"--warm-start {where}: the previous model's layers differ (e.g. hidden_units) "
+                                     "and cannot be matched; train cold")
+    return [(w, by_path.get(_structural_path(w.path))) for w in new_w]
+
+
 def _is_table(weight) -> bool:
     return weight.path.endswith("/embeddings")
 
@@ -174,10 +196,8 @@ def warm_start(model, layout: FeatureLayout, config: ModelConfig, schema: Schema
         return tokens
 
     maps = {wide: row_map(schema, meta.layout, layout, vocab_of, wide=wide) for wide in (False, True)}
-    old_weights = {w.path: w for w in old_model.weights}
     copied, fresh = [], []
-    for w in model.weights:
-        old = old_weights.get(w.path)
+    for w, old in paired_weights(old_model, model, previous):
         if old is None:
             fresh.append(w.path)
         elif _is_table(w):
