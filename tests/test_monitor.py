@@ -65,7 +65,8 @@ def _run(root, *extra):
 def test_monitor_joins_by_id_and_matches_independent_metrics(monitored, clicks_run):
     root, expected = monitored
     trend = _run(root)
-    info = json.loads(open(clicks_run["model"] + "/export/assets.extra/model_info.json").read())
+    with open(clicks_run["model"] + "/export/assets.extra/model_info.json") as f:
+        info = json.load(f)
     for date in DATES:
         got, want = trend[date], expected[date]
         assert got["matched_rows"] == want["matched"] == 370
@@ -94,3 +95,22 @@ def test_fail_on_thresholds_exit_non_zero_after_writing(monitored):
     assert e.value.code == 4
     assert (root / "out2" / "index.html").exists()
     assert cli.main(args + ["--fail-on", "auc<<1"]) == 1  # a malformed rule is one clear error
+
+
+@pytest.mark.slow
+def test_score_job_profiles_the_score_distribution_into_drift_json(clicks_run, tmp_path):
+    from ctrflow.beam_jobs import score
+
+    score.run(["--model", clicks_run["model"], "--input", clicks_run["eval_csv"], "--date", "2026-11-21",
+               "--output", str(tmp_path / "scores")])
+    part = tmp_path / "scores" / "date=2026-11-21"
+    prediction = json.loads((part / "drift.json").read_text())["prediction"]
+    scores = pq.read_table(sorted(part.glob("part-*.parquet"))).column("score").to_numpy().astype(np.float64)
+    with open(clicks_run["model"] + "/export/assets.extra/model_info.json") as f:
+        reference = json.load(f)["eval_score_profile"]
+    edges = np.r_[-np.inf, reference["edges"], np.inf]
+    assert prediction["counts"] == [int(((scores >= lo) & (scores < hi)).sum()) for lo, hi in zip(edges, edges[1:])]
+    assert prediction["rows"] == len(scores) == 1000
+    assert prediction["mean_score"] == pytest.approx(scores.mean(), rel=1e-6)
+    assert prediction["psi"] == pytest.approx(_independent_psi(reference, scores), rel=1e-9, abs=1e-12)
+    assert prediction["psi"] < 0.01  # the eval rows themselves: the same distribution as the reference
