@@ -105,7 +105,8 @@ def score_and_monitor(work: str, model: str, week: int, name: str) -> dict:
     ctrflow("score", "--model", model, "--input", os.path.join(work, "events", "{date}", "*.csv"), "--date", d,
             "--output", os.path.join(work, "scores", name))
     ctrflow("monitor", "--scores", os.path.join(work, "scores", name), "--labels",
-            os.path.join(work, "labels", "{date}", "*.csv"), "--date", d, "--output", os.path.join(work, "monitor", name))
+            os.path.join(work, "labels", "{date}", "*.csv"), "--date", d,
+            "--output", os.path.join(work, "monitor", name))
     with open(os.path.join(work, "monitor", name, f"date={d}", "metrics.json")) as f:
         return json.load(f)
 

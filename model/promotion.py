@@ -94,12 +94,7 @@ def gate(model, layout: FeatureLayout, schema: Schema, data_dir: str, eval_ds, b
     """Scores both models on the eval split, writes promotion.json, returns it."""
     from ctrflow.model.export import load_metadata
     from ctrflow.model.models import build_model
-    from ctrflow.model.warm_start import (
-        _vocabulary,
-        check_compatible,
-        previous_config,
-        weights_file,
-    )
+    from ctrflow.model.warm_start import check_compatible, model_vocabulary, previous_config, weights_file
     from ctrflow.pipeline.vocab_extend import read_vocabulary
 
     baseline_dir = baseline_dir.rstrip("/")
@@ -115,7 +110,7 @@ def gate(model, layout: FeatureLayout, schema: Schema, data_dir: str, eval_ds, b
     def vocab_of(which: str, name: str) -> list[bytes]:
         if which == "new":
             return read_vocabulary(os.path.join(data_dir, "transform_fn", "assets", name))
-        tokens = _vocabulary(meta.path, old_data, name)
+        tokens = model_vocabulary(meta.path, old_data, name)
         if tokens is None:
             raise FileNotFoundError(f"--baseline {baseline_dir}: vocabulary {name} not found")
         return tokens

@@ -38,7 +38,7 @@ class IncompatibleModelError(ValueError):
     """The previous model's layout cannot seed the new one."""
 
 
-def _vocabulary(export_dir: str, data_dirs: list[str], name: str) -> list[bytes] | None:
+def model_vocabulary(export_dir: str, data_dirs: list[str], name: str) -> list[bytes] | None:
     """A vocabulary of a model: its export's assets, else the preprocess output it was trained on."""
     for d in [os.path.join(export_dir, "assets")] + [os.path.join(x, "transform_fn", "assets") for x in data_dirs]:
         path = os.path.join(d, name)
@@ -188,7 +188,7 @@ def warm_start(model, layout: FeatureLayout, config: ModelConfig, schema: Schema
     old_data = [meta.info["data"]] if meta.info.get("data") else []
 
     def vocab_of(which: str, name: str) -> list[bytes]:
-        tokens = (_vocabulary(meta.path, old_data, name) if which == "old"
+        tokens = (model_vocabulary(meta.path, old_data, name) if which == "old"
                   else read_vocabulary(os.path.join(data_dir, "transform_fn", "assets", name)))
         if tokens is None:
             raise IncompatibleModelError(f"--warm-start {previous}: vocabulary {name} not found in its export or "
