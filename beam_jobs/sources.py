@@ -41,6 +41,7 @@ from tfx_bsl.coders import example_coder
 
 from ctrflow.beam_jobs.bigquery import BigQueryRead, is_bigquery, plan_bigquery
 from ctrflow.pipeline.parsing import BatchParser, RejectedRow
+from ctrflow.schemas.errors import UserError
 from ctrflow.schemas.types import Schema
 
 DEFAULT_RANGE_BYTES = 64 << 20
@@ -52,7 +53,7 @@ _EXTENSIONS = {".parquet": "parquet", ".pq": "parquet", ".tfrecord": "tfrecord",
                ".csv": "csv", ".tsv": "csv", ".txt": "csv"}
 
 
-class InputError(ValueError):
+class InputError(UserError, ValueError):
     """Input that does not fit the schema (missing file, missing column, wrong schema)."""
 
 

@@ -19,6 +19,9 @@ from typing import Any, Mapping
 
 from apache_beam.io.filesystems import FileSystems
 
+from ctrflow.pipeline.layout import FeatureLayout
+from ctrflow.schemas.types import Schema
+
 MAX_BARS = 16
 _TRAIN_COLOR, _DAY_COLOR = "#8da0b8", "#d9822b"
 
@@ -229,11 +232,12 @@ def render_html(report: Mapping[str, Any], schema, layout, *, date: str, model_v
 """
 
 
-def write_drift_html(path: str, report: Mapping[str, Any], meta, date: str) -> None:
-    """Writes the page for ``report`` of a model (``model.export.ModelMetadata``) to ``path``."""
-    vocab_features = [c.name for c in meta.schema.features
+def write_drift_html(path: str, report: Mapping[str, Any], schema: Schema, layout: FeatureLayout, *,
+                     model_version: str, export_dir: str, date: str) -> None:
+    """Writes the page for ``report`` of the model exported to ``export_dir`` (its vocabularies) to ``path``."""
+    vocab_features = [c.name for c in schema.features
                       if c.role == "categorical" and c.categorical.vocabulary is not None]
-    page = render_html(report, meta.schema, meta.layout, date=date, model_version=meta.version,
-                       vocabularies=load_vocabularies(meta.path, vocab_features))
+    page = render_html(report, schema, layout, date=date, model_version=model_version,
+                       vocabularies=load_vocabularies(export_dir, vocab_features))
     with FileSystems.create(path) as f:
         f.write(page.encode("utf-8"))

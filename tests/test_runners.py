@@ -6,6 +6,7 @@ import pyarrow as pa
 import pytest
 from apache_beam.options.pipeline_options import GoogleCloudOptions, SetupOptions, StandardOptions
 
+from ctrflow.beam_jobs.job_options import PreprocessOptions
 from ctrflow.beam_jobs.options import pipeline_options, project_setup_file
 from tests.conftest import CLICKS_SCHEMA, make_clicks, write_csv
 
@@ -37,16 +38,16 @@ def test_the_preprocess_pipeline_builds_for_dataflow_and_stages_every_package(tm
     schema = loads_schema(CLICKS_SCHEMA, "clicks.yaml")
     csv = write_csv(make_clicks(50, seed=1), tmp_path / "t.csv")
     tasks = {"train": plan_reads(schema, [csv], ["age"])[0], "eval": []}
-    args = preprocess.build_arg_parser().parse_args(["--schema", "s", "--train", csv, "--output", "gs://b/out"])
+    options = PreprocessOptions(schema="s", train=(csv,), output="gs://b/out")
     # no Dataflow service here: a localhost endpoint skips Beam's online checks of the project and bucket
-    options = pipeline_options(DATAFLOW + ["--dataflow_endpoint", "http://localhost:1"])
-    p = beam.Pipeline(options=options)  # built with the DataflowRunner, never run
+    beam_options = pipeline_options(DATAFLOW + ["--dataflow_endpoint", "http://localhost:1"])
+    p = beam.Pipeline(options=beam_options)  # built with the DataflowRunner, never run
     assert type(p.runner).__name__ == "DataflowRunner"
     with tft_beam.Context(temp_dir=str(tmp_path / "tft")):
-        preprocess.build_pipeline(p, schema, tasks, "gs://b/out", args)
+        preprocess.build_pipeline(p, schema, tasks, "gs://b/out", options)
     staged = tmp_path / "staging"
     staged.mkdir()
-    Stager.create_job_resources(options, str(staged))
+    Stager.create_job_resources(beam_options, str(staged))
     [sdist] = [f for f in os.listdir(staged) if f.endswith(".tar.gz")]
     names = {n.split("/", 1)[1] for n in tarfile.open(staged / sdist).getnames() if "/" in n}
     for module in ("beam_jobs/sources.py", "beam_jobs/bigquery.py", "beam_jobs/splits.py", "beam_jobs/io.py",
