@@ -46,11 +46,16 @@ SCRIPT = textwrap.dedent('''
     with tft_beam.Context(temp_dir=tft_temp):
         preprocess.build_pipeline(p, schema, tasks, "gs://b/out",
                                   PreprocessOptions(schema="s", train=(train,), output="gs://b/out"))
-    Stager.create_job_resources(options, staged)
-    print("RESULT " + json.dumps({
+    from apache_beam.portability.api import beam_runner_api_pb2 as api
+    resources = Stager.create_job_resources(options, staged)
+    uploads = {api.ArtifactStagingToRolePayload.FromString(r.role_payload).staged_name:
+               api.ArtifactFilePayload.FromString(r.type_payload).path for r in resources}
+    with open(uploads["extra_packages.txt"]) as f:
+        extra_txt = f.read().split()
+    print("RESULT " + json.dumps({"uploads": uploads, "extra_packages_txt": extra_txt,
         "ctrflow": ctrflow.__file__, "runner": type(p.runner).__name__, "setup_file": project_setup_file(),
         "options_setup_file": options.view_as(SetupOptions).setup_file,
-        "extra_packages": options.view_as(SetupOptions).extra_packages, "staged": sorted(os.listdir(staged))}))
+        "extra_packages": options.view_as(SetupOptions).extra_packages}))
 ''')
 
 
@@ -96,12 +101,15 @@ def test_a_wheel_install_stages_a_wheel_of_itself_for_dataflow(wheel_venv):
     assert result["setup_file"] is None and result["options_setup_file"] is None
     [extra] = result["extra_packages"]
     assert os.path.basename(extra) == wheel_venv["wheel"] == "ctrflow-0.2.0-py3-none-any.whl"
-    assert wheel_venv["wheel"] in result["staged"] and "extra_packages.txt" in result["staged"]
+    # what Beam would upload to the staging location: the wheel, and the list the workers pip-install
+    assert result["uploads"][wheel_venv["wheel"]] == extra
+    assert result["extra_packages_txt"] == [wheel_venv["wheel"]]
+    assert not [name for name in result["uploads"] if name.endswith(".tar.gz")]  # no sdist: no setup.py here
     logs = [x for x in proc.stderr.splitlines() if x.startswith("LOG ") and "stag" in x]
     assert any(f"--extra_package {extra}" in x for x in logs), logs
     assert not any("None" in x for x in logs), logs
 
-    with zipfile.ZipFile(tmp / "staged" / wheel_venv["wheel"]) as whl:
+    with zipfile.ZipFile(extra) as whl:
         names = whl.namelist()
         assert {n.split("/")[0] for n in names} == {"ctrflow", "ctrflow-0.2.0.dist-info"}
         for must in ("ctrflow/cli.py", "ctrflow/beam_jobs/sources.py", "ctrflow/pipeline/transform.py",
