@@ -16,8 +16,8 @@ import time
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+import ctrflow.beam_jobs.coders  # noqa: F401 - registers the Arrow coders every job relies on
 from ctrflow.beam_jobs import bigquery
-from ctrflow.beam_jobs import coders  # noqa: F401 - registers the Arrow coders every job relies on
 from ctrflow.beam_jobs.sources import InputError, Read, ReadTask, check_first_rows, read_task
 from ctrflow.pipeline.parsing import BatchParser, RejectedRow
 from ctrflow.schemas.types import Schema

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Sequence
 
-import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from ctrflow.beam_jobs import coders  # noqa: F401 - registers the Arrow/PredictionResult coders
+import ctrflow.beam_jobs.coders  # noqa: F401 - registers the Arrow/PredictionResult coders
 from ctrflow.model import export as exporter
 
 

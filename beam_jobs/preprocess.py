@@ -29,12 +29,12 @@ from apache_beam.metrics import Metrics
 
 from ctrflow.beam_jobs import manifest as mf
 from ctrflow.beam_jobs.io import COUNTER_NAMESPACE, REJECTED, ReadRows, WriteRejected, counter_name
-from ctrflow.beam_jobs.profiles import ProfileCombine
 from ctrflow.beam_jobs.job_options import PreprocessOptions, job_parser, parse_job_options
 from ctrflow.beam_jobs.options import pipeline_options
+from ctrflow.beam_jobs.profiles import ProfileCombine
 from ctrflow.beam_jobs.sources import ReadTask, plan_reads
-from ctrflow.beam_jobs.tfrecords import WriteTFRecordBatches
 from ctrflow.beam_jobs.splits import HashSplit
+from ctrflow.beam_jobs.tfrecords import WriteTFRecordBatches
 from ctrflow.pipeline import stats
 from ctrflow.pipeline.logs import setup_logging
 from ctrflow.pipeline.parsing import BatchParser

@@ -41,12 +41,12 @@ from apache_beam.ml.inference.base import PredictionResult, RunInference
 
 from ctrflow.beam_jobs import manifest as mf
 from ctrflow.beam_jobs import partition
+from ctrflow.beam_jobs.bigquery import is_bigquery
 from ctrflow.beam_jobs.io import COUNTER_NAMESPACE, REJECTED, ReadRows, WriteRejected, counter_name
-from ctrflow.beam_jobs.model_handler import ServingModelHandler
 from ctrflow.beam_jobs.job_options import ScoreOptions, job_parser, parse_job_options
+from ctrflow.beam_jobs.model_handler import ServingModelHandler
 from ctrflow.beam_jobs.options import pipeline_options
 from ctrflow.beam_jobs.profiles import ProfileCombine
-from ctrflow.beam_jobs.bigquery import is_bigquery
 from ctrflow.beam_jobs.sources import DEFAULT_RANGE_BYTES, match_files, plan_reads
 from ctrflow.model.export import ModelMetadata, load_metadata
 from ctrflow.pipeline import stats
@@ -81,7 +81,9 @@ def _base_dir(pattern: str) -> str:
 def _inside(path: str, folder: str) -> bool:
     if not folder:
         return False
-    norm = (lambda p: p if "://" in p else os.path.abspath(p))
+    def norm(p: str) -> str:
+        return p if "://" in p else os.path.abspath(p)
+
     p, f = norm(path).rstrip("/") + "/", norm(folder).rstrip("/") + "/"
     return p.startswith(f)
 

@@ -15,7 +15,8 @@ import sys
 from ctrflow.schemas.errors import UserError, user_error_names
 
 COMMANDS = {
-    "preprocess": ("ctrflow.beam_jobs.preprocess", "analyze + transform train/eval data into TFRecords (Beam + tf.Transform)"),
+    "preprocess": ("ctrflow.beam_jobs.preprocess",
+                   "analyze + transform train/eval data into TFRecords (Beam + tf.Transform)"),
     "train": ("ctrflow.model.train", "train DeepFM / Wide&Deep / LR and export one raw-feature SavedModel"),
     "evaluate": ("ctrflow.model.evaluate", "evaluate an exported model on preprocessed data (AUC, log loss, plots)"),
     "score": ("ctrflow.beam_jobs.score", "batch-score a daily table with an exported model (Beam), with drift report"),

@@ -27,7 +27,8 @@ from ctrflow.schemas.flags import FlagParser, build_parser, from_namespace
 
 
 def build_arg_parser() -> FlagParser:
-    return build_parser(EvaluateOptions, "ctrflow evaluate", __doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    return build_parser(EvaluateOptions, "ctrflow evaluate", __doc__,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def score(model_path: str, file_pattern: str, label: str, batch_size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -91,8 +91,8 @@ def run_job(opts: TrainerOptions, config: ModelConfig) -> dict:
     import tensorflow_transform as tft
 
     from ctrflow.model import export as exporter
-    from ctrflow.model.callbacks import Throughput, make_callbacks
     from ctrflow.model import metrics as mt
+    from ctrflow.model.callbacks import Throughput, make_callbacks
     from ctrflow.model.inputs import make_dataset, split_files
     from ctrflow.model.models import build_model, compile_model
     from ctrflow.pipeline.layout import FeatureLayout

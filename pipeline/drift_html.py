@@ -12,7 +12,6 @@ the page needs no other file, no script and no network.
 from __future__ import annotations
 
 import html
-import io
 import math
 import os
 from typing import Any, Mapping
@@ -108,7 +107,9 @@ def render_chart(title: str, labels: list[str], train: list[float], day: list[fl
     vmax = max([*train, *day, 0.01])
     step = _nice_step(vmax)
     ymax = step * math.ceil(vmax / step - 1e-9)
-    y = (lambda v: top + plot_h - plot_h * v / ymax)
+    def y(v: float) -> float:
+        return top + plot_h - plot_h * v / ymax
+
     out = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
            f"viewBox='0 0 {width} {height}' font-family='Helvetica, Arial, sans-serif' font-size='10'>"]
     color = "#b00020" if drifted else "#222"
@@ -147,7 +148,8 @@ def _feature_kind(column) -> str:
 
 
 _CSS = """
-body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 24px; color: #222; max-width: 1100px; }
+body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 24px; color: #222;
+       max-width: 1100px; }
 h1 { font-size: 20px; margin-bottom: 4px; } h2 { font-size: 16px; margin-top: 28px; }
 .meta { color: #555; font-size: 13px; }
 .alert { background: #fdecea; border-left: 4px solid #b00020; padding: 8px 12px; margin: 12px 0; font-size: 14px; }

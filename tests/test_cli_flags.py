@@ -31,7 +31,8 @@ def _fails(argv: list[str], capsys) -> str:
 ])
 def test_a_mistyped_ctrflow_flag_stops_the_beam_job_with_a_suggestion(argv, typo, guess, capsys):
     line = _fails(argv, capsys)
-    assert line == f"ctrflow {argv[0]}: error: unknown flag {typo} (did you mean {guess}?); see ctrflow {argv[0]} --help"
+    assert line == (f"ctrflow {argv[0]}: error: unknown flag {typo} (did you mean {guess}?); "
+                    f"see ctrflow {argv[0]} --help")
 
 
 @pytest.mark.parametrize("argv,typo,guess", [
@@ -77,7 +78,8 @@ def test_every_beam_flag_the_readme_mentions_passes_through(cls, job, argv):
     assert (beam["runner"], beam["project"], beam["region"], beam["temp_location"]) == (
         "DataflowRunner", "p", "europe-west1", "gs://b/tmp")
     assert (beam["direct_num_workers"], beam["direct_running_mode"]) == (2, "multi_processing")
-    assert (beam["setup_file"], beam["sdk_container_image"]) == ("./setup.py", "europe-docker.pkg.dev/p/r/ctrflow:0.2.0")
+    assert beam["setup_file"] == "./setup.py"
+    assert beam["sdk_container_image"] == "europe-docker.pkg.dev/p/r/ctrflow:0.2.0"
     assert beam["experiments"] == ["use_runner_v2", "no_use_multiple_sdk_containers"]
 
 

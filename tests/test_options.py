@@ -28,9 +28,9 @@ def test_every_field_is_a_flag_with_the_dataclass_default(cls, parser):
 
 def test_flags_become_a_typed_frozen_object():
     o = parse_job_options(ScoreOptions, score.build_arg_parser(),
-                          ["--model", "m", "--input", "a/{date}.csv", "--input", "b.csv", "--date", "2026-02-27:2026-03-01",
-                           "--output", "o", "--passthrough", "x, y", "--batch-rows", "100", "--fail-on-drift",
-                           "--runner", "DirectRunner"])
+                          ["--model", "m", "--input", "a/{date}.csv", "--input", "b.csv",
+                           "--date", "2026-02-27:2026-03-01", "--output", "o", "--passthrough", "x, y",
+                           "--batch-rows", "100", "--fail-on-drift", "--runner", "DirectRunner"])
     assert o == ScoreOptions(model="m", input=("a/{date}.csv", "b.csv"), date="2026-02-27:2026-03-01", output="o",
                              passthrough=("x", "y"), batch_rows=100, fail_on_drift=True,
                              beam_args=("--runner", "DirectRunner"))
