@@ -14,6 +14,7 @@ import datetime
 import functools
 from typing import TypeVar
 
+from ctrflow.beam_jobs.sources import DEFAULT_BATCH_ROWS
 from ctrflow.pipeline.drift import DEFAULT_PSI_THRESHOLD
 from ctrflow.schemas.errors import OptionsError
 from ctrflow.schemas.flags import FlagParser, build_parser, from_namespace, option, to_dict
@@ -34,7 +35,7 @@ class BeamJobOptions:
     max_rejected_fraction: float = option(
         0.001, help="fail (after writing the rejected rows) if more than this fraction of any split's rows is "
                     "rejected")
-    batch_rows: int = option(65536, help="rows per Arrow batch inside the pipeline")
+    batch_rows: int = option(DEFAULT_BATCH_ROWS, help="rows per Arrow batch inside the pipeline")
     beam_args: tuple[str, ...] = option((), help="Beam pipeline options, passed through unchanged", cli=False)
 
     def __post_init__(self) -> None:

@@ -4,8 +4,9 @@ The jobs pass on to Beam only flags Beam recognizes (``job_options``). On a
 remote runner (Dataflow, Flink, ...) the workers need ctrflow itself, staged
 in the first way that applies:
 
-1. the user chose: ``--setup_file``, ``--extra_package`` or ``--sdk_container_image``
-   (a container built from the project's ``Dockerfile`` already holds ctrflow);
+1. the user chose: ``--setup_file``, ``--sdk_container_image`` (a container built
+   from the project's ``Dockerfile`` already holds ctrflow) or an ``--extra_package``
+   named ``ctrflow-*`` (other extra packages are staged as well as ctrflow);
 2. from a checkout or an editable install: the checkout's ``setup.py``;
 3. from an installed wheel: a wheel rebuilt from the installed files (``staging.py``),
    passed as ``--extra_package``.
@@ -51,8 +52,9 @@ def stage_ctrflow(options: PipelineOptions) -> None:
     """Adds what ships ctrflow to remote workers, unless the user named it; logs what it is."""
     setup = options.view_as(SetupOptions)
     image = options.view_as(WorkerOptions).sdk_container_image
-    if setup.setup_file or setup.extra_packages or image:
-        logging.info("workers get ctrflow from %s", setup.setup_file or setup.extra_packages or image)
+    own = [p for p in setup.extra_packages or [] if os.path.basename(p).startswith("ctrflow-")]
+    if setup.setup_file or image or own:
+        logging.info("workers get ctrflow from %s", setup.setup_file or image or own[0])
         return
     setup_file = project_setup_file()
     if setup_file:
@@ -60,6 +62,6 @@ def stage_ctrflow(options: PipelineOptions) -> None:
         logging.info("staging ctrflow to workers with the checkout's %s", setup_file)
         return
     wheel = installed_wheel()
-    setup.extra_packages = [wheel]
+    setup.extra_packages = [*(setup.extra_packages or []), wheel]  # the user's own packages stay
     logging.info("staging ctrflow to workers as --extra_package %s (built from the installed distribution)",
                  wheel)

@@ -74,3 +74,27 @@ def test_multi_process_direct_runner_keeps_counts_and_the_split(tmp_path):
     assert (ev["input_rows"], ev["output_rows"]) == (expected_eval, expected_eval)
     assert (train["input_rows"], train["output_rows"]) == (2000 - expected_eval, 2000 - expected_eval)
     assert m["beam_options"] == ["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"]
+
+
+def test_staging_keeps_what_the_user_named_and_adds_ctrflow_beside_other_packages(tmp_path):
+    image = pipeline_options(DATAFLOW + ["--sdk_container_image", "gcr.io/p/ctrflow:1"])
+    assert (image.view_as(SetupOptions).setup_file, image.view_as(SetupOptions).extra_packages) == (None, None)
+    mine = str(tmp_path / "ctrflow-9.9-py3-none-any.whl")
+    own = pipeline_options(DATAFLOW + ["--extra_package", mine])
+    assert (own.view_as(SetupOptions).setup_file, own.view_as(SetupOptions).extra_packages) == (None, [mine])
+    udf = str(tmp_path / "my_udfs-1.0.tar.gz")
+    other = pipeline_options(DATAFLOW + ["--extra_package", udf])
+    assert other.view_as(SetupOptions).setup_file == os.path.join(ROOT, "setup.py")
+    assert other.view_as(SetupOptions).extra_packages == [udf]
+    assert pipeline_options(["--runner", "direct"]).view_as(SetupOptions).setup_file is None
+
+
+def test_the_installed_wheel_builder_refuses_a_distribution_without_the_package_files(tmp_path):
+    from ctrflow.beam_jobs.staging import StagingError, build_installed_wheel
+
+    class Editable:  # what an editable install lists: a .pth finder, no package files
+        version = "0.2.0"
+        files = []
+
+    with pytest.raises(StagingError, match="give --setup_file, --extra_package or --sdk_container_image"):
+        build_installed_wheel(str(tmp_path), Editable())
