@@ -34,12 +34,15 @@ from apache_beam.io.filesystems import FileSystems
 
 from ctrflow.beam_jobs import manifest as mf
 from ctrflow.beam_jobs import partition
-from ctrflow.beam_jobs.score import parse_dates
+from ctrflow.beam_jobs.job_options import parse_dates
 from ctrflow.beam_jobs.sources import match_files
 from ctrflow.model import metrics as mt
 from ctrflow.model.export import load_metadata
 from ctrflow.pipeline import score_profile
+from ctrflow.pipeline.logs import setup_logging
 from ctrflow.pipeline.monitor_html import write_trend_page
+from ctrflow.schemas.errors import OptionsError, UserError
+from ctrflow.schemas.flags import FlagParser, build_parser, from_namespace, option, to_dict
 
 EXIT_THRESHOLD = 4
 MONITOR_FILE = "monitor.json"
@@ -80,26 +83,43 @@ def parse_rules(spec: str | None) -> list[Rule]:
         op = next((o for o in _OPS if o in part), None)
         metric, _, value = part.partition(op) if op else (part, "", "")
         if op is None or metric.strip() not in METRICS:
-            raise ValueError(f"--fail-on {part!r}: expected METRIC<VALUE or METRIC>VALUE with METRIC one of "
+            raise OptionsError(f"--fail-on {part!r}: expected METRIC<VALUE or METRIC>VALUE with METRIC one of "
                              f"{', '.join(METRICS)}")
         try:
             rules.append(Rule(metric.strip(), op, float(value)))
         except ValueError:
-            raise ValueError(f"--fail-on {part!r}: {value!r} is not a number") from None
+            raise OptionsError(f"--fail-on {part!r}: {value!r} is not a number") from None
     return rules
 
 
-def build_arg_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ctrflow monitor", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--scores", required=True, help="the --output folder of `ctrflow score` (holds date=D/)")
-    p.add_argument("--labels", required=True, action="append",
-                   help="label file pattern (CSV with header, or Parquet); '{date}' is replaced (repeatable)")
-    p.add_argument("--date", required=True, help="YYYY-MM-DD or FIRST:LAST")
-    p.add_argument("--output", required=True, help="monitor folder (per-date metrics, monitor.json, index.html)")
-    p.add_argument("--model", help="model directory (default: the one named in each scored partition's manifest)")
-    p.add_argument("--fail-on", help="comma-separated rules, e.g. 'auc<0.7,psi>0.2,unmatched_rate>0.05'")
-    return p
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MonitorOptions:
+    """``ctrflow monitor``: which scored dates, which labels, where the report goes, when to fail."""
+
+    scores: str = option(help="the --output folder of `ctrflow score` (holds date=D/)")
+    labels: tuple[str, ...] = option(help="label file pattern (CSV with header, or Parquet); '{date}' is replaced")
+    date: str = option(help="YYYY-MM-DD or FIRST:LAST")
+    output: str = option(help="monitor folder (per-date metrics, monitor.json, index.html)")
+    model: str | None = option(None, help="model directory (default: the one named in each scored partition's "
+                                          "manifest)")
+    fail_on: str | None = option(None, metavar="RULES",
+                                 help="comma-separated rules, e.g. 'auc<0.7,psi>0.2,unmatched_rate>0.05'; a broken "
+                                      f"rule exits with status {EXIT_THRESHOLD} after writing everything")
+
+    def __post_init__(self) -> None:
+        parse_dates(self.date)
+        parse_rules(self.fail_on)
+
+    @property
+    def rules(self) -> list[Rule]:
+        return parse_rules(self.fail_on)
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+
+def build_arg_parser() -> FlagParser:
+    return build_parser(MonitorOptions, "ctrflow monitor", __doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def _read_table(path: str) -> pa.Table:
@@ -113,7 +133,7 @@ def _read_table(path: str) -> pa.Table:
 def read_scores(partition_dir: str) -> pd.DataFrame:
     files = [f for f, _ in match_files([os.path.join(partition_dir, "part-*")])]
     if not files:
-        raise FileNotFoundError(f"--scores: no part-* files in {partition_dir}; was the date scored "
+        raise UserError(f"--scores: no part-* files in {partition_dir}; was the date scored "
                                 "(to files, not --output-table)?")
     return pa.concat_tables([_read_table(f) for f in sorted(files)]).to_pandas()
 
@@ -122,13 +142,13 @@ def read_labels(patterns: list[str], keys: list[str], label: str, positive, nega
     """(id columns + 0/1 label, rows whose label is neither positive nor negative)."""
     files = [f for f, _ in match_files(patterns)]
     if not files:
-        raise FileNotFoundError(f"--labels: no file matches {', '.join(patterns)}")
+        raise UserError(f"--labels: no file matches {', '.join(patterns)}")
     frames = []
     for f in sorted(files):
         table = _read_table(f)
         for col in keys + [label]:
             if col not in table.column_names:
-                raise ValueError(f"--labels {f}: column {col!r} is missing (has {', '.join(table.column_names)})")
+                raise UserError(f"--labels {f}: column {col!r} is missing (has {', '.join(table.column_names)})")
         frames.append(table.select(keys + [label]).to_pandas())
     df = pd.concat(frames, ignore_index=True)
     text = df[label].astype(str).str.strip()
@@ -165,12 +185,14 @@ def date_metrics(scores: pd.DataFrame, labels: pd.DataFrame, keys: list[str], re
 
 
 def run(argv: list[str] | None = None) -> dict:
-    """Monitors every date; returns {date: metrics} (also in OUTPUT/monitor.json)."""
-    args = build_arg_parser().parse_args(argv)
-    from ctrflow.beam_jobs.options import setup_logging
+    """Parses the flags and monitors every date."""
+    return run_job(from_namespace(MonitorOptions, build_arg_parser().parse_args(argv)))
 
+
+def run_job(args: MonitorOptions) -> dict:
+    """Monitors every date; returns {date: metrics} (also in OUTPUT/monitor.json)."""
     setup_logging()
-    rules = parse_rules(args.fail_on)
+    rules = args.rules
     output = args.output.rstrip("/")
     trend_path = os.path.join(output, MONITOR_FILE)
     trend = mf.read_json(trend_path)["dates"] if FileSystems.exists(trend_path) else {}
@@ -179,12 +201,12 @@ def run(argv: list[str] | None = None) -> dict:
         manifest_path = os.path.join(part, "manifest.json")
         model = args.model or (mf.read_json(manifest_path)["model"] if FileSystems.exists(manifest_path) else None)
         if model is None:
-            raise FileNotFoundError(f"--scores: {manifest_path} is missing; give --model MODEL_DIR")
+            raise UserError(f"--scores: {manifest_path} is missing; give --model MODEL_DIR")
         meta = load_metadata(model)
         keys = [c.name for c in meta.schema.keys if c.role == "id"] or [c.name for c in meta.schema.keys]
         label = meta.schema.label
         if not keys or label is None:
-            raise ValueError(f"{meta.path}: the schema needs an id column and a label to join scores with labels")
+            raise UserError(f"{meta.path}: the schema needs an id column and a label to join scores with labels")
         scores = read_scores(part)
         labels, invalid = read_labels([x.replace("{date}", date) for x in args.labels], keys, label.name,
                                       label.positive_values, label.negative_values)

@@ -12,6 +12,7 @@ transformed eval features, i.e. exactly what ``score_transformed`` serves.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 
@@ -68,8 +69,13 @@ def plot(report: dict, path: str) -> None:
     ax.barh(names, drops, xerr=errs, color="tab:blue")
     ax.set(xlabel="AUC drop when shuffled", title=f"Permutation importance (base AUC {report['base_auc']:.4f})")
     ax.axvline(0, color="grey", linewidth=1)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    buf = io.BytesIO()  # matplotlib writes local files only: through tf.io.gfile for gs:// too
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
+    import tensorflow as tf
+
+    with tf.io.gfile.GFile(path, "wb") as f:
+        f.write(buf.getvalue())
 
 
 def evaluate_importance(model_dir: str, data: str, split: str, out_dir: str, rows: int, repeats: int = 2) -> dict:
@@ -94,8 +100,8 @@ def evaluate_importance(model_dir: str, data: str, split: str, out_dir: str, row
         return predict_fn({k: tf.constant(v) for k, v in f.items()}).numpy().reshape(-1)
 
     report = permutation_importance(predict, features, y.numpy().reshape(-1), layout, repeats)
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "importance.json"), "w") as f:
-        json.dump(report, f, indent=2)
+    tf.io.gfile.makedirs(out_dir)
+    with tf.io.gfile.GFile(os.path.join(out_dir, "importance.json"), "w") as f:
+        f.write(json.dumps(report, indent=2))
     plot(report, os.path.join(out_dir, "importance.png"))
     return report

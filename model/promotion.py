@@ -23,6 +23,7 @@ from ctrflow.model import metrics as mt
 from ctrflow.model.config import ModelConfig
 from ctrflow.pipeline.layout import FeatureLayout
 from ctrflow.pipeline.transform import vocab_name
+from ctrflow.schemas.errors import UserError
 from ctrflow.schemas.types import Schema
 
 EXIT_NOT_PROMOTED = 3
@@ -58,7 +59,7 @@ def id_maps(schema: Schema, old: FeatureLayout, new: FeatureLayout, vocab_of) ->
             mapped[i] = index.get(t, -1)
         if unseen:
             if n_oov_old == 0:
-                raise ValueError(f"--baseline: {c.name} has new tokens and the baseline has no OOV bucket for them")
+                raise UserError(f"--baseline: {c.name} has new tokens and the baseline has no OOV bucket for them")
             buckets = tf.strings.to_hash_bucket_fast([new_tokens[i] for i in unseen], n_oov_old).numpy()
             mapped[unseen] = len(old_tokens) + buckets
         # the new OOV buckets hash the same way when both have the same number of them
@@ -102,7 +103,7 @@ def gate(model, layout: FeatureLayout, schema: Schema, data_dir: str, eval_ds, b
     check_compatible(meta.layout, layout, old_cfg, ModelConfig.from_dict(model.model_config.to_dict()),
                      baseline_dir)
     if layout.global_index is not None:
-        raise ValueError("--baseline: the global feat_index layout is not supported by the gate yet")
+        raise UserError("--baseline: the global feat_index layout is not supported by the gate yet")
     old_model = build_model(meta.layout, old_cfg)
     old_model.load_weights(weights_file(baseline_dir))
     old_data = [meta.info["data"]] if meta.info.get("data") else []
@@ -112,7 +113,7 @@ def gate(model, layout: FeatureLayout, schema: Schema, data_dir: str, eval_ds, b
             return read_vocabulary(os.path.join(data_dir, "transform_fn", "assets", name))
         tokens = model_vocabulary(meta.path, old_data, name)
         if tokens is None:
-            raise FileNotFoundError(f"--baseline {baseline_dir}: vocabulary {name} not found")
+            raise UserError(f"--baseline {baseline_dir}: vocabulary {name} not found")
         return tokens
 
     maps = id_maps(schema, meta.layout, layout, vocab_of)

@@ -29,12 +29,13 @@ from ctrflow.pipeline.global_index import GLOBAL_VOCAB
 from ctrflow.pipeline.layout import FeatureLayout
 from ctrflow.pipeline.transform import vocab_name
 from ctrflow.pipeline.vocab_extend import read_vocabulary
+from ctrflow.schemas.errors import UserError
 from ctrflow.schemas.types import Schema
 
 WEIGHT_FILES = ("final.weights.h5", "best.weights.h5")
 
 
-class IncompatibleModelError(ValueError):
+class IncompatibleModelError(UserError, ValueError):
     """The previous model's layout cannot seed the new one."""
 
 
@@ -52,14 +53,14 @@ def weights_file(model_dir: str) -> str:
         path = os.path.join(model_dir, "checkpoints", name)
         if tf.io.gfile.exists(path):
             return path
-    raise FileNotFoundError(f"--warm-start {model_dir}: no checkpoints/{WEIGHT_FILES[0]}; is it a `ctrflow train` "
+    raise UserError(f"--warm-start {model_dir}: no checkpoints/{WEIGHT_FILES[0]}; is it a `ctrflow train` "
                             "MODEL_DIR?")
 
 
 def previous_config(model_dir: str) -> ModelConfig:
     path = os.path.join(model_dir, "config.json")
     if not tf.io.gfile.exists(path):
-        raise FileNotFoundError(f"--warm-start {model_dir}: config.json is missing; is it a `ctrflow train` MODEL_DIR?")
+        raise UserError(f"--warm-start {model_dir}: config.json is missing; is it a `ctrflow train` MODEL_DIR?")
     with tf.io.gfile.GFile(path) as f:
         return ModelConfig.from_dict(json.loads(f.read())["model"])
 

@@ -6,6 +6,7 @@ bucket or a laptop alike; ``ctrflow monitor`` rewrites it every day.
 from __future__ import annotations
 
 import html
+import io
 import os
 
 from apache_beam.io.filesystems import FileSystems
@@ -22,7 +23,7 @@ COLUMNS = ("model_version", "matched_rows", "unmatched_score_rows", "unmatched_l
            "auc", "logloss", "calibration", "positive_rate", "mean_score", "psi")
 
 
-def _chart(path: str, dates: list[str], values: list, title: str, reference: float | None) -> None:
+def _chart(dates: list[str], values: list, title: str, reference: float | None) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -37,8 +38,10 @@ def _chart(path: str, dates: list[str], values: list, title: str, reference: flo
     ax.set_xticklabels(dates, rotation=45, ha="right", fontsize=7)
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-    fig.savefig(path, dpi=90, bbox_inches="tight")
+    buf = io.BytesIO()  # matplotlib writes local files only; the page may live on gs://
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     plt.close(fig)
+    return buf.getvalue()
 
 
 def _cell(v) -> str:
@@ -49,22 +52,17 @@ def _cell(v) -> str:
 
 def write_trend_page(output: str, trend: dict[str, dict], rules: list[str]) -> str:
     """Writes OUTPUT/index.html and its charts (local or gs://); returns the page path."""
-    import tempfile
-
     dates = list(trend)
     parts = ["<html><head><meta charset='utf-8'><title>ctrflow monitor</title></head><body>",
              f"<h1>ctrflow monitor: {len(dates)} date(s)</h1>",
              f"<p>Thresholds: {html.escape(', '.join(rules) or 'none')}</p>"]
-    with tempfile.TemporaryDirectory() as tmp:
-        for key, title, reference in CHARTS:
-            values = [trend[d].get(key) for d in dates]
-            if all(v is None for v in values):
-                continue
-            local = os.path.join(tmp, f"{key}.png")
-            _chart(local, dates, values, title, reference)
-            with open(local, "rb") as src, FileSystems.create(os.path.join(output, f"{key}.png")) as dst:
-                dst.write(src.read())
-            parts.append(f"<h3>{html.escape(title)}</h3><img src='{key}.png' alt='{key}'>")
+    for key, title, reference in CHARTS:
+        values = [trend[d].get(key) for d in dates]
+        if all(v is None for v in values):
+            continue
+        with FileSystems.create(os.path.join(output, f"{key}.png")) as f:
+            f.write(_chart(dates, values, title, reference))
+        parts.append(f"<h3>{html.escape(title)}</h3><img src='{key}.png' alt='{key}'>")
     parts.append("<h2>Per date</h2><table border='1' cellpadding='3'><tr><th>date</th>"
                  + "".join(f"<th>{c}</th>" for c in COLUMNS) + "</tr>")
     for d in dates:

@@ -26,6 +26,7 @@ import os
 from apache_beam.io.filesystems import FileSystems
 
 from ctrflow.schemas.types import Schema
+from ctrflow.schemas.errors import UserError
 
 ANALYSIS_FILE = "analysis.json"
 
@@ -70,7 +71,7 @@ def read_kept_boundaries(base: str, schema: Schema) -> dict[str, tuple[float, ..
         found = _boundaries_from_graph(base, schema)
     missing = [c.name for c in schema.numeric if c.numeric.bucketize is not None and c.name not in found]
     if missing:
-        raise ValueError(f"--base {base}: no bucket boundaries for {', '.join(missing)}; use --refit-buckets")
+        raise UserError(f"--base {base}: no bucket boundaries for {', '.join(missing)}; use --refit-buckets")
     return found
 
 
@@ -80,7 +81,7 @@ def _boundaries_from_graph(base: str, schema: Schema) -> dict[str, tuple[float, 
 
     path = os.path.join(base, "transform_fn", "saved_model.pb")
     if not FileSystems.exists(path):
-        raise FileNotFoundError(f"--base {base}: no transform_fn/saved_model.pb; is it a `ctrflow preprocess` output?")
+        raise UserError(f"--base {base}: no transform_fn/saved_model.pb; is it a `ctrflow preprocess` output?")
     saved = saved_model_pb2.SavedModel()
     with FileSystems.open(path) as f:
         saved.ParseFromString(f.read())
@@ -94,7 +95,7 @@ def _boundaries_from_graph(base: str, schema: Schema) -> dict[str, tuple[float, 
     for (num_buckets, _), columns in bucket_groups(schema).items():
         candidates = by_shape.get((len(columns), num_buckets - 1), [])
         if len(candidates) != 1:
-            raise ValueError(f"--base {base}: cannot tell the bucket boundaries of {', '.join(columns)} apart in "
+            raise UserError(f"--base {base}: cannot tell the bucket boundaries of {', '.join(columns)} apart in "
                              f"its transform graph ({len(candidates)} candidates); use --refit-buckets")
         for i, name in enumerate(columns):
             out[name] = tuple(float(v) for v in candidates[0][i])

@@ -21,6 +21,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
 
+from ctrflow.schemas.errors import UserError
+
 TRANSFORM_ASSETS = os.path.join("transform_fn", "assets")
 
 
@@ -49,7 +51,7 @@ def base_vocabulary_path(base: str, name: str) -> str:
                       os.path.join(base, "assets", name)):
         if FileSystems.exists(candidate):
             return candidate
-    raise FileNotFoundError(f"--base {base}: no vocabulary {name} in {os.path.join(base, TRANSFORM_ASSETS)}; "
+    raise UserError(f"--base {base}: no vocabulary {name} in {os.path.join(base, TRANSFORM_ASSETS)}; "
                             "is it a `ctrflow preprocess` output of the same schema?")
 
 
