@@ -16,10 +16,11 @@ import time
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+import ctrflow.beam_jobs.coders  # noqa: F401 - registers the Arrow coders every job relies on
 from ctrflow.beam_jobs import bigquery
 from ctrflow.beam_jobs.read_task import InputError, Read, ReadTask
 from ctrflow.beam_jobs.readers import read_task
-from ctrflow.beam_jobs.sources import check_first_rows
+from ctrflow.beam_jobs.sources import DEFAULT_BATCH_ROWS, check_first_rows
 from ctrflow.pipeline.parsing import BatchParser, RejectedRow
 from ctrflow.schemas.types import Schema
 
@@ -107,7 +108,8 @@ class ReadRows(beam.PTransform):
     """Planned reads -> clean RecordBatches, with rejected rows tagged ``REJECTED``."""
 
     def __init__(self, schema: Schema, tasks: list[Read], split: str, *, with_label: bool,
-                 keys: bool, extra: tuple[str, ...] = (), batch_rows: int = 65536, locator: bool = False):
+                 keys: bool, extra: tuple[str, ...] = (), batch_rows: int = DEFAULT_BATCH_ROWS,
+                 locator: bool = False):
         super().__init__()
         self.locator = locator  # add source_file/source_offset to the clean rows (pipeline.parsing)
         self.schema, self.tasks, self.split = schema, tasks, split

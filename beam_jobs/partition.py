@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 
 from apache_beam.io.filesystems import FileSystems
+
 from ctrflow.beam_jobs import publish as pub
 
 FAILED = "_failed"

@@ -11,18 +11,20 @@ failed rerun leaves the previous output as it was. A version folder holds::
     stats.json                   per-feature training profile (the drift baseline)
     schema.yaml                  a copy of the schema used
     rejected/{train,eval}-*.jsonl rows that could not be used, with reasons
-    manifest.json                counts per split, inputs, versions, durations
+    manifest.json                counts per split, inputs, versions, durations (+ base, vocabulary_growth,
+                                 analysis_cache with the daily-loop flags, see beam_jobs.daily)
+    analysis.json                bucket boundaries / scaling fixed up front (--base, --analysis-cache)
     _SUCCESS                     the list of files, written last (then _LATEST names this version)
 
-Readers (``ctrflow train/evaluate --data OUTPUT``) follow ``_LATEST``
-(``pipeline.artifacts.PreprocessArtifacts.live``).
+Readers (``ctrflow train/evaluate --data OUTPUT``, ``--base OUTPUT``) follow
+``_LATEST`` (``pipeline.artifacts.PreprocessArtifacts.live``).
 
 Analyzers see training rows only; eval rows are transformed with the graph
 learned on train.
 """
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import functools
 import logging
 import os
@@ -34,46 +36,33 @@ import tensorflow_transform.beam as tft_beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from ctrflow.beam_jobs import daily, publish
 from ctrflow.beam_jobs import manifest as mf
-from ctrflow.beam_jobs import publish
 from ctrflow.beam_jobs.io import COUNTER_NAMESPACE, REJECTED, ReadRows, WriteRejected, counter_name
+from ctrflow.beam_jobs.job_options import PreprocessOptions, job_parser, parse_dates, parse_job_options
+from ctrflow.beam_jobs.options import pipeline_options
 from ctrflow.beam_jobs.profiles import ProfileCombine
-from ctrflow.beam_jobs.options import add_common_args, beam_help_epilog, pipeline_options, setup_logging
 from ctrflow.beam_jobs.sources import ReadTask, plan_reads
-from ctrflow.beam_jobs.tfrecords import WriteTFRecordBatches
 from ctrflow.beam_jobs.splits import HashSplit
+from ctrflow.beam_jobs.tfrecords import WriteTFRecordBatches
 from ctrflow.pipeline import artifacts as af
 from ctrflow.pipeline import stats
 from ctrflow.pipeline.artifacts import PreprocessArtifacts
+from ctrflow.pipeline.logs import setup_logging
 from ctrflow.pipeline.parsing import BatchParser
+from ctrflow.pipeline.prior import AnalysisPrior, write_analysis
 from ctrflow.pipeline.transform import build_layout, make_preprocessing_fn, tensor_adapter_config, to_tft_batch
 from ctrflow.schemas import load_schema
+from ctrflow.schemas.flags import FlagParser
 from ctrflow.schemas.types import Schema
 
 SPLITS = ("train", "eval")
 
 
-def build_arg_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="ctrflow preprocess",
-        description="Analyze the training data (bucket boundaries, vocabularies) with tf.Transform, transform "
-                    "train and eval, and write gzip TFRecords, the transform graph and a manifest.",
-        epilog=beam_help_epilog())
-    p.add_argument("--schema", required=True, help="schema YAML file (see schemas/)")
-    p.add_argument("--train", required=True, action="append",
-                   help="training input (repeatable): a file pattern (local, glob or gs://; CSV/TSV, Parquet or "
-                        "TFRecord of tf.Example) or bigquery://PROJECT.DATASET.TABLE or bigquery://SELECT ...")
-    p.add_argument("--eval", action="append", default=[], help="eval input file pattern (repeatable)")
-    p.add_argument("--eval-fraction", type=float, default=0.0,
-                   help="instead of --eval: send this fraction of the --train rows to eval, chosen by a stable "
-                        "hash of --split-key (the same rows in every run and on every runner)")
-    p.add_argument("--split-key", help="column whose value decides a row's split with --eval-fraction, e.g. a "
-                                       "user or request id (rows sharing a key stay together)")
-    p.add_argument("--output", required=True, help="output directory (local or gs://)")
-    p.add_argument("--num-shards", type=int, default=0,
-                   help="TFRecord shards per split; 0 lets the runner choose (default)")
-    add_common_args(p)
-    return p
+def build_arg_parser() -> FlagParser:
+    return job_parser(PreprocessOptions, "ctrflow preprocess",
+                      "Analyze the training data (bucket boundaries, vocabularies) with tf.Transform, transform "
+                      "train and eval, and write gzip TFRecords, the transform graph and a manifest.")
 
 
 class _CountRows(beam.DoFn):
@@ -108,23 +97,29 @@ def _id_feature_names(schema: Schema) -> list[str]:
     return names
 
 
-def build_pipeline(p: beam.Pipeline, schema: Schema, tasks: dict[str, list], output: str, args) -> None:
-    """Wires read -> analyze/transform -> write for both splits into ``p``."""
+def build_pipeline(p: beam.Pipeline, schema: Schema, tasks: dict[str, list], output: str,
+                   options: PreprocessOptions, prior: AnalysisPrior | None = None, analyze_rows: bool = True) -> None:
+    """Wires read -> analyze/transform -> write for both splits into ``p``.
+
+    ``analyze_rows=False``: the analysis is all in ``prior`` (per-day cache), so no row is analyzed.
+    """
     artifacts = PreprocessArtifacts(output)
     adapter = tensor_adapter_config(schema)
-    preprocessing_fn = make_preprocessing_fn(schema)
+    preprocessing_fn = make_preprocessing_fn(schema, prior)
     clean = {}
     for split in SPLITS:
         if not tasks[split]:
             continue
         read = p | f"Read{split.title()}" >> ReadRows(schema, tasks[split], split, with_label=True, keys=False,
-                                                       extra=_split_columns(args), batch_rows=args.batch_rows)
+                                                       extra=options.split_columns, batch_rows=options.batch_rows)
         clean[split] = read.rows
         _ = read[REJECTED] | f"Rejected{split.title()}" >> WriteRejected(artifacts.rejected_prefix(split))
-    if args.eval_fraction:  # analyzers below see the kept training rows only
-        clean["train"], clean["eval"] = clean["train"] | "HashSplit" >> HashSplit(args.split_key, args.eval_fraction)
+    if options.eval_fraction:  # analyzers below see the kept training rows only
+        clean["train"], clean["eval"] = clean["train"] | "HashSplit" >> HashSplit(options.split_key,
+                                                                                   options.eval_fraction)
+    analyzed = clean["train"] if analyze_rows else p | "NothingToAnalyze" >> beam.Create([])
     transform_fn = (
-        (clean["train"] | "ToTftAnalyze" >> beam.Map(to_tft_batch, adapter), adapter)
+        (analyzed | "ToTftAnalyze" >> beam.Map(to_tft_batch, adapter), adapter)
         | "Analyze" >> tft_beam.AnalyzeDataset(preprocessing_fn))
     # The transform pass reads the training input again instead of letting the runner hold every clean
     # batch until the analysis ends: parsing again is cheaper than buffering, and memory stays flat (1M
@@ -132,9 +127,9 @@ def build_pipeline(p: beam.Pipeline, schema: Schema, tasks: dict[str, list], out
     # With --eval-fraction the split's counters must see each row once, and a bigquery:// query would run
     # (and be billed) twice and could change in between, so in those cases the batches are reused.
     to_transform = dict(clean)
-    if not args.eval_fraction and all(isinstance(t, ReadTask) for t in tasks["train"]):
+    if analyze_rows and not options.eval_fraction and all(isinstance(t, ReadTask) for t in tasks["train"]):
         to_transform["train"] = (p | "ReadTrainAgain" >> ReadRows(
-            schema, tasks["train"], "train_again", with_label=True, keys=False, batch_rows=args.batch_rows)).rows
+            schema, tasks["train"], "train_again", with_label=True, keys=False, batch_rows=options.batch_rows)).rows
     outputs = {}
     for split, batches in to_transform.items():
         outputs[split], _ = (((batches | f"ToTft{split.title()}" >> beam.Map(to_tft_batch, adapter), adapter),
@@ -147,7 +142,7 @@ def build_pipeline(p: beam.Pipeline, schema: Schema, tasks: dict[str, list], out
         _ = (out
              | f"Count{split.title()}" >> beam.ParDo(_CountRows(split))
              | f"Write{split.title()}" >> WriteTFRecordBatches(artifacts.split_prefix(split),
-                                                               num_shards=args.num_shards, ragged=ragged))
+                                                               num_shards=options.num_shards, ragged=ragged))
     profile = _train_profile(clean["train"], train_out, schema, _id_feature_names(schema))
     _ = (profile
          | "ProfileJson" >> beam.Map(lambda prof: stats_json(prof))
@@ -168,32 +163,43 @@ def _check_output(output: str) -> None:
                                   "refusing to write into it")
 
 
-def _split_columns(args) -> tuple[str, ...]:
-    """The hash split's key travels with the clean rows."""
-    return (args.split_key,) if args.eval_fraction else ()
-
-
 def run(argv: list[str] | None = None) -> dict:
+    """Parses the flags and runs the job; returns the manifest."""
+    return run_job(parse_job_options(PreprocessOptions, build_arg_parser(), argv))
+
+
+def run_job(options: PreprocessOptions) -> dict:
     """Runs the job; returns the manifest (also written to OUTPUT/manifest.json)."""
-    args, beam_args = build_arg_parser().parse_known_args(argv)
-    if args.eval_fraction and (args.eval or not args.split_key or not 0 < args.eval_fraction < 1):
-        raise ValueError("--eval-fraction F (0 < F < 1) splits the --train input by --split-key COLUMN; "
-                         "give --split-key, and no --eval")
     setup_logging()
     watch = mf.Stopwatch()
-    schema = load_schema(args.schema)
-    root = args.output.rstrip("/")
-    parser = BatchParser(schema, with_label=True, keys=False, extra=_split_columns(args))
+    schema = load_schema(options.schema)
+    dates = parse_dates(options.dates) if options.dates else None
+    window_patterns = options.train
+    expanded, train_by_date = daily.expand_dates(list(options.train), dates)
+    options = dataclasses.replace(options, train=tuple(expanded))
+    root = options.output.rstrip("/")
+    parser = BatchParser(schema, with_label=True, keys=False, extra=options.split_columns)
     tasks, files = {}, {}
-    for split, patterns in (("train", args.train), ("eval", args.eval)):
+    for split, patterns in (("train", options.train), ("eval", options.eval)):
         tasks[split], files[split] = (plan_reads(schema, patterns, parser.required_columns, parser=parser)
                                       if patterns else ([], []))
         logging.info("[%s] %d files, %d read tasks", split, len(files[split]), len(tasks[split]))
     watch.lap("plan")
+    base = af.live_dir(options.base) if options.base else None  # the published version of --base
+    prior = daily.base_prior(base, schema, options.refit_buckets) if base else None
+    cache_info = None
+    if options.analysis_cache:
+        with FileSystems.open(options.schema) as f:
+            schema_text = f.read().decode()
+        cached, cache_info = daily.run_cache(
+            options, schema, schema_text, list(window_patterns), dates,
+            lambda d: plan_reads(schema, train_by_date[d], parser.required_columns, parser=parser)[0])
+        prior = daily.combine(prior, cached)
+        watch.lap("analyze_new_days")
     _check_output(root)
     output = publish.new_version_dir(root)  # readers keep the live version until this one is published
     try:
-        manifest = _run_version(args, beam_args, schema, tasks, files, root, output, watch)
+        manifest = _run_version(options, schema, tasks, files, root, output, watch, prior, cache_info, dates)
     except mf.RejectedFractionError:
         logging.error("preprocess failed; its rows and rejected rows are kept, unpublished, in %s (the live "
                       "version of %s is unchanged)", output, root)
@@ -206,18 +212,17 @@ def run(argv: list[str] | None = None) -> dict:
     return manifest
 
 
-def _run_version(args, beam_args: list[str], schema: Schema, tasks: dict, files: dict, root: str, output: str,
-                 watch: mf.Stopwatch) -> dict:
+def _run_version(options: PreprocessOptions, schema: Schema, tasks: dict, files: dict, root: str, output: str,
+                 watch: mf.Stopwatch, prior, cache_info, dates) -> dict:
     """Runs the pipeline into the version folder ``output``, checks the counts, publishes it."""
     temp = os.path.join(output, "tmp") if "://" in output else tempfile.mkdtemp(prefix="ctrflow-tft-")
-    options = pipeline_options(beam_args)
     logging.info("running the preprocess pipeline (read, analyze, transform, write) into %s ...", output)
-    with beam.Pipeline(options=options) as p, tft_beam.Context(temp_dir=temp):
-        build_pipeline(p, schema, tasks, output, args)
+    with beam.Pipeline(options=pipeline_options(options.beam_args)) as p, tft_beam.Context(temp_dir=temp):
+        build_pipeline(p, schema, tasks, output, options, prior, analyze_rows=cache_info is None)
     result = p.result
     watch.lap("pipeline")
-    if "://" in output and FileSystems.exists(temp):
-        FileSystems.delete([temp])
+    if "://" in output:
+        publish.delete_folder(temp)
 
     found = mf.counters(result)
     splits = {}
@@ -225,28 +230,36 @@ def _run_version(args, beam_args: list[str], schema: Schema, tasks: dict, files:
         if tasks[split]:
             counts = mf.split_counts(found, split, "output_rows")
             splits[split] = {**counts, "input_files": files[split]}
-    if args.eval_fraction:
+    if options.eval_fraction:
         splits["eval"] = {**mf.split_counts(found, "eval", "output_rows"), "input_files": files["train"],
-                          "hash_split": {"of": "train", "key": args.split_key, "eval_fraction": args.eval_fraction}}
+                          "hash_split": {"of": "train", "key": options.split_key,
+                                         "eval_fraction": options.eval_fraction}}
     tft_output = tft.TFTransformOutput(output)
     artifacts = PreprocessArtifacts(output)
     artifacts.write_layout(build_layout(schema, tft_output.vocabulary_size_by_name).to_json())
-    artifacts.write_schema(af.read_text(args.schema))
+    artifacts.write_schema(af.read_text(options.schema))
+    write_analysis(output, prior)
     watch.lap("finalize")
+    daily_info = {"dates": dates, "analysis_cache": cache_info}
+    if options.base:
+        daily_info.update(base=options.base, refit_buckets=options.refit_buckets,
+                          vocabulary_growth=daily.vocabulary_growth(output, prior))
     manifest = {
         "job": "preprocess",
-        "schema": args.schema,
+        "schema": options.schema,
         "output": output,
         "root": root,
         "version": os.path.basename(output),
         "splits": splits,
         "durations_s": {**watch.stages, "total": watch.total()},
         "versions": mf.library_versions(),
-        "beam_options": beam_args,
+        "beam_options": list(options.beam_args),
+        "options": options.to_dict(),
+        **{k: v for k, v in daily_info.items() if v is not None},
     }
     artifacts.write_manifest(manifest)
     for split, counts in splits.items():
-        mf.check_counts(counts, split, "output_rows", args.max_rejected_fraction,
+        mf.check_counts(counts, split, "output_rows", options.max_rejected_fraction,
                         artifacts.rejected_prefix(split) + "-*.jsonl")
     for split, counts in splits.items():
         logging.info("[%s] %d rows in, %d written, %d rejected", split, counts["input_rows"],

@@ -28,16 +28,18 @@ import json
 import logging
 import os
 import uuid
-from collections.abc import Callable
 
 from apache_beam.io.filesystems import FileSystems
+
 from ctrflow.pipeline import artifacts as af
 
 log = logging.getLogger(__name__)
 
-# test seam: called with the step name ("success", "pointer") just before that step; a test raises in it to
-# show what a reader sees when a publish is killed half-way
-before_step: Callable[[str], None] = lambda step: None
+def before_step(step: str) -> None:
+    """Called with the step name ("success", "pointer") just before that step of ``publish``.
+
+    A test seam: a test replaces it to kill a publish half-way and show what a reader sees then.
+    """
 
 
 def new_version_dir(root: str) -> str:

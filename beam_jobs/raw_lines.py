@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+
 from ctrflow.pipeline.parsing import RejectedRow
 
 BOM = b"\xef\xbb\xbf"

@@ -8,9 +8,12 @@ from __future__ import annotations
 import dataclasses
 
 from ctrflow.beam_jobs.bigquery import BigQueryRead
+from ctrflow.schemas.errors import UserError
+
+DEFAULT_BATCH_ROWS = 65536  # rows per Arrow batch (--batch-rows)
 
 
-class InputError(ValueError):
+class InputError(UserError, ValueError):
     """Input that does not fit the schema (missing file, missing column, wrong schema)."""
 
 

@@ -17,8 +17,9 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
+
 from ctrflow.beam_jobs import raw_lines
-from ctrflow.beam_jobs.read_task import ReadTask
+from ctrflow.beam_jobs.read_task import DEFAULT_BATCH_ROWS, ReadTask
 from ctrflow.beam_jobs.tfrecords import read_tfrecord_task
 from ctrflow.pipeline.parsing import OFFSET_COLUMN, RejectedRow
 from ctrflow.schemas.types import Schema
@@ -164,7 +165,7 @@ def read_parquet_task(task: ReadTask, columns: list[str],
 
 
 def read_task(schema: Schema, task: ReadTask, columns: list[str],
-              batch_rows: int = 65536) -> Iterator[tuple[pa.Table, list[RejectedRow]]]:
+              batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[tuple[pa.Table, list[RejectedRow]]]:
     """Raw tables (and rows rejected while splitting or decoding them) of one read task."""
     logging.getLogger(__name__).debug("reading %s", task.describe())
     if task.kind == "parquet":

@@ -14,8 +14,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-OUTPUT_FORMATS = ("parquet", "csv", "tfrecord")
-
 
 def _table_to_csv(table: pa.Table) -> str:
     """Rows as CSV lines (no header, no trailing newline) for WriteToText."""

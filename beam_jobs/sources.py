@@ -28,13 +28,15 @@ import re
 import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
+
 from ctrflow.beam_jobs.bigquery import is_bigquery, plan_bigquery
-from ctrflow.beam_jobs.read_task import InputError, Read, ReadTask
+from ctrflow.beam_jobs.read_task import DEFAULT_BATCH_ROWS, InputError, Read, ReadTask
 from ctrflow.beam_jobs.readers import first_line, read_csv_bytes, read_head, read_task
 from ctrflow.pipeline.parsing import BatchParser, RejectedRow
 from ctrflow.schemas.types import Schema
 
 __all__ = [
+    "DEFAULT_BATCH_ROWS",
     "DEFAULT_RANGE_BYTES",
     "InputError",
     "Read",

@@ -27,10 +27,11 @@ from apache_beam.coders import coders
 from apache_beam.io.filebasedsink import FileBasedSink
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
+from tfx_bsl.coders import example_coder
+
 from ctrflow.beam_jobs.read_task import InputError, ReadTask
 from ctrflow.pipeline.parsing import OFFSET_COLUMN, RejectedRow
 from ctrflow.schemas.types import Schema
-from tfx_bsl.coders import example_coder
 
 _GZIP_WBITS = 31  # zlib wbits for a gzip container
 RAGGED_VALUES_SUFFIX = "$ragged_values"  # TFT's tf.io.RaggedFeature value_key for a ragged output

@@ -19,6 +19,7 @@ Tests feed both paths the same raw rows and compare scores to 1e-6.
 from __future__ import annotations
 
 import tensorflow as tf
+
 from ctrflow.schemas.types import Schema
 
 

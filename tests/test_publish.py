@@ -11,9 +11,9 @@ import sys
 import time
 
 import pytest
+
 from ctrflow.beam_jobs import publish
 from ctrflow.pipeline import artifacts as af
-
 from tests.conftest import CLICKS_SCHEMA, make_clicks, write_csv
 
 BUCKET = "ctrflow-test"
@@ -123,6 +123,7 @@ def test_score_job_publishes_on_gcs_and_a_killed_publish_keeps_the_old_partition
     import io
 
     import pyarrow.parquet as pq
+
     from ctrflow.beam_jobs import score
 
     days = []

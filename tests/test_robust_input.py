@@ -7,6 +7,7 @@ import gzip
 import numpy as np
 import pyarrow as pa
 import pytest
+
 from ctrflow.beam_jobs.readers import read_task
 from ctrflow.beam_jobs.sources import plan_reads
 from ctrflow.pipeline.parsing import OFFSET_COLUMN, BatchParser

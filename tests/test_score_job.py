@@ -39,6 +39,7 @@ def _parquet(path) -> pd.DataFrame:
 
 def _serving_scores(model_dir: str, raw: dict[str, np.ndarray]) -> np.ndarray:
     import tensorflow as tf
+
     from ctrflow.model.export import load
     fn = load(model_dir).signature("score_and_ids")  # typed values an independent parser produced
     return fn(**{k: tf.constant(v) for k, v in raw.items()})["score"].numpy()
@@ -182,8 +183,8 @@ def test_census_job_scores_equal_in_process_predictions(census_run, tmp_path):
 @pytest.fixture(scope="module")
 def criteo_run(tmp_path_factory):
     """schemas/criteo.yaml: a small generated file (benchmarks/criteo_gen.py), preprocess + 1 epoch."""
-    from ctrflow.beam_jobs import preprocess
     from benchmarks import criteo_gen
+    from ctrflow.beam_jobs import preprocess
     from ctrflow.model import train
 
     root = tmp_path_factory.mktemp("criteo")
