@@ -120,7 +120,8 @@ class MonitorOptions:
 
 
 def build_arg_parser() -> FlagParser:
-    return build_parser(MonitorOptions, "ctrflow monitor", __doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    return build_parser(MonitorOptions, "ctrflow monitor", __doc__,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def _read_table(path: str) -> pa.Table:
