@@ -24,7 +24,6 @@ learned on train.
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import os
@@ -176,11 +175,11 @@ def run_job(options: PreprocessOptions) -> dict:
     dates = parse_dates(options.dates) if options.dates else None
     window_patterns = options.train
     expanded, train_by_date = daily.expand_dates(list(options.train), dates)
-    options = dataclasses.replace(options, train=tuple(expanded))
+    # the options keep the {date} patterns (replacing them would fail the options' own --dates check)
     root = options.output.rstrip("/")
     parser = BatchParser(schema, with_label=True, keys=False, extra=options.split_columns)
     tasks, files = {}, {}
-    for split, patterns in (("train", options.train), ("eval", options.eval)):
+    for split, patterns in (("train", expanded), ("eval", options.eval)):
         tasks[split], files[split] = (plan_reads(schema, patterns, parser.required_columns, parser=parser)
                                       if patterns else ([], []))
         logging.info("[%s] %d files, %d read tasks", split, len(files[split]), len(tasks[split]))
