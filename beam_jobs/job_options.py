@@ -125,8 +125,8 @@ class ScoreOptions(BeamJobOptions):
              "columns become float32, the date a string)")
     output_table: str | None = option(
         None, metavar="PROJECT:DATASET.TABLE",
-        help="write the scores to this BigQuery table's date partition instead of files (WRITE_TRUNCATE of "
-             "table$YYYYMMDD; needs --temp_location gs://...); reports still go to OUTPUT/date=D/")
+        help="also load the scores into this BigQuery table's date partition, replacing table$YYYYMMDD in one "
+             "copy job only after the rejected-rows check passed; files and reports still go to OUTPUT/date=D/")
     inference_batch_size: int = option(
         0, help="rows per model call; larger --batch-rows batches are cut to this size (0: one call per batch)")
     model_threads: int = option(

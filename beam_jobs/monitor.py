@@ -39,6 +39,7 @@ from ctrflow.beam_jobs.sources import match_files
 from ctrflow.model import metrics as mt
 from ctrflow.model.export import load_metadata
 from ctrflow.pipeline import score_profile
+from ctrflow.pipeline.artifacts import live_dir
 from ctrflow.pipeline.logs import setup_logging
 from ctrflow.pipeline.monitor_html import write_trend_page
 from ctrflow.schemas.errors import OptionsError, UserError
@@ -119,7 +120,8 @@ class MonitorOptions:
 
 
 def build_arg_parser() -> FlagParser:
-    return build_parser(MonitorOptions, "ctrflow monitor", __doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    return build_parser(MonitorOptions, "ctrflow monitor", __doc__,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def _read_table(path: str) -> pa.Table:
@@ -197,7 +199,7 @@ def run_job(args: MonitorOptions) -> dict:
     trend_path = os.path.join(output, MONITOR_FILE)
     trend = mf.read_json(trend_path)["dates"] if FileSystems.exists(trend_path) else {}
     for date in parse_dates(args.date):
-        part = partition.partition_dir(args.scores.rstrip("/"), date)
+        part = live_dir(partition.partition_dir(args.scores.rstrip("/"), date))  # the published version
         manifest_path = os.path.join(part, "manifest.json")
         model = args.model or (mf.read_json(manifest_path)["model"] if FileSystems.exists(manifest_path) else None)
         if model is None:

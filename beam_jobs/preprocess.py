@@ -1,6 +1,8 @@
 """The preprocess job: analyze training data, transform train/eval, write TFRecords.
 
-Outputs under ``--output``::
+Each run writes a new version folder ``--output/v=<run id>/`` and publishes it
+last (``_SUCCESS``, then ``--output/_LATEST``; see ``beam_jobs.publish``), so a
+failed rerun leaves the previous output as it was. A version folder holds::
 
     train/part-*.tfrecord.gz     transformed training examples (gzip TFRecord)
     eval/part-*.tfrecord.gz      transformed eval examples (same transform graph)
@@ -12,6 +14,10 @@ Outputs under ``--output``::
     manifest.json                counts per split, inputs, versions, durations (+ base, vocabulary_growth,
                                  analysis_cache with the daily-loop flags, see beam_jobs.daily)
     analysis.json                bucket boundaries / scaling fixed up front (--base, --analysis-cache)
+    _SUCCESS                     the list of files, written last (then _LATEST names this version)
+
+Readers (``ctrflow train/evaluate --data OUTPUT``, ``--base OUTPUT``) follow
+``_LATEST`` (``pipeline.artifacts.PreprocessArtifacts.live``).
 
 Analyzers see training rows only; eval rows are transformed with the graph
 learned on train.
@@ -29,7 +35,7 @@ import tensorflow_transform.beam as tft_beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from ctrflow.beam_jobs import daily
+from ctrflow.beam_jobs import daily, publish
 from ctrflow.beam_jobs import manifest as mf
 from ctrflow.beam_jobs.io import COUNTER_NAMESPACE, REJECTED, ReadRows, WriteRejected, counter_name
 from ctrflow.beam_jobs.job_options import PreprocessOptions, job_parser, parse_dates, parse_job_options
@@ -38,7 +44,9 @@ from ctrflow.beam_jobs.profiles import ProfileCombine
 from ctrflow.beam_jobs.sources import ReadTask, plan_reads
 from ctrflow.beam_jobs.splits import HashSplit
 from ctrflow.beam_jobs.tfrecords import WriteTFRecordBatches
+from ctrflow.pipeline import artifacts as af
 from ctrflow.pipeline import stats
+from ctrflow.pipeline.artifacts import PreprocessArtifacts
 from ctrflow.pipeline.logs import setup_logging
 from ctrflow.pipeline.parsing import BatchParser
 from ctrflow.pipeline.prior import AnalysisPrior, write_analysis
@@ -94,6 +102,7 @@ def build_pipeline(p: beam.Pipeline, schema: Schema, tasks: dict[str, list], out
 
     ``analyze_rows=False``: the analysis is all in ``prior`` (per-day cache), so no row is analyzed.
     """
+    artifacts = PreprocessArtifacts(output)
     adapter = tensor_adapter_config(schema)
     preprocessing_fn = make_preprocessing_fn(schema, prior)
     clean = {}
@@ -103,7 +112,7 @@ def build_pipeline(p: beam.Pipeline, schema: Schema, tasks: dict[str, list], out
         read = p | f"Read{split.title()}" >> ReadRows(schema, tasks[split], split, with_label=True, keys=False,
                                                        extra=options.split_columns, batch_rows=options.batch_rows)
         clean[split] = read.rows
-        _ = read[REJECTED] | f"Rejected{split.title()}" >> WriteRejected(os.path.join(output, "rejected", split))
+        _ = read[REJECTED] | f"Rejected{split.title()}" >> WriteRejected(artifacts.rejected_prefix(split))
     if options.eval_fraction:  # analyzers below see the kept training rows only
         clean["train"], clean["eval"] = clean["train"] | "HashSplit" >> HashSplit(options.split_key,
                                                                                    options.eval_fraction)
@@ -131,28 +140,26 @@ def build_pipeline(p: beam.Pipeline, schema: Schema, tasks: dict[str, list], out
     for split, out in outputs.items():
         _ = (out
              | f"Count{split.title()}" >> beam.ParDo(_CountRows(split))
-             | f"Write{split.title()}" >> WriteTFRecordBatches(os.path.join(output, split, "part"),
+             | f"Write{split.title()}" >> WriteTFRecordBatches(artifacts.split_prefix(split),
                                                                num_shards=options.num_shards, ragged=ragged))
     profile = _train_profile(clean["train"], train_out, schema, _id_feature_names(schema))
     _ = (profile
          | "ProfileJson" >> beam.Map(lambda prof: stats_json(prof))
-         | "WriteStats" >> beam.Map(lambda doc: mf.write_json(os.path.join(output, "stats.json"), doc)))
+         | "WriteStats" >> beam.Map(lambda doc: artifacts.write_stats(doc)))
 
 
 def stats_json(profile: stats.Profile) -> dict:
     return {"train": profile.to_dict()}
 
 
-def _prepare_output(output: str) -> None:
-    """Replaces a previous preprocess output; refuses to delete anything else."""
+def _check_output(output: str) -> None:
+    """Refuses to publish into a folder that is not a ctrflow preprocess output. Deletes nothing."""
     if FileSystems.exists(output):
-        previous = [os.path.join(output, n) for n in ("manifest.json", "transform_fn", "layout.json")]
+        previous = [os.path.join(output, n) for n in (af.LATEST, af.MANIFEST, af.TRANSFORM_FN, af.LAYOUT)]
         listing = FileSystems.match([os.path.join(output, "*")])[0].metadata_list
         if listing and not any(FileSystems.exists(x) for x in previous):
             raise FileExistsError(f"--output {output} exists and is not a ctrflow preprocess output; "
-                                  "refusing to overwrite it")
-        FileSystems.delete([output])
-    FileSystems.mkdirs(output)
+                                  "refusing to write into it")
 
 
 def run(argv: list[str] | None = None) -> dict:
@@ -167,7 +174,7 @@ def run_job(options: PreprocessOptions) -> dict:
     schema = load_schema(options.schema)
     dates = parse_dates(options.dates) if options.dates else None
     train_patterns, train_by_date = daily.expand_dates(list(options.train), dates)
-    output = options.output.rstrip("/")
+    root = options.output.rstrip("/")
     parser = BatchParser(schema, with_label=True, keys=False, extra=options.split_columns)
     tasks, files = {}, {}
     for split, patterns in (("train", train_patterns), ("eval", options.eval)):
@@ -175,7 +182,8 @@ def run_job(options: PreprocessOptions) -> dict:
                                       if patterns else ([], []))
         logging.info("[%s] %d files, %d read tasks", split, len(files[split]), len(tasks[split]))
     watch.lap("plan")
-    prior = daily.base_prior(options.base, schema, options.refit_buckets) if options.base else None
+    base = af.live_dir(options.base) if options.base else None  # the published version of --base
+    prior = daily.base_prior(base, schema, options.refit_buckets) if base else None
     cache_info = None
     if options.analysis_cache:
         with FileSystems.open(options.schema) as f:
@@ -185,13 +193,33 @@ def run_job(options: PreprocessOptions) -> dict:
             lambda d: plan_reads(schema, train_by_date[d], parser.required_columns, parser=parser)[0])
         prior = daily.combine(prior, cached)
         watch.lap("analyze_new_days")
-    _prepare_output(output)
+    _check_output(root)
+    output = publish.new_version_dir(root)  # readers keep the live version until this one is published
+    try:
+        manifest = _run_version(options, schema, tasks, files, root, output, watch, prior, cache_info, dates)
+    except mf.RejectedFractionError:
+        logging.error("preprocess failed; its rows and rejected rows are kept, unpublished, in %s (the live "
+                      "version of %s is unchanged)", output, root)
+        raise
+    except BaseException:
+        publish.discard(output)
+        raise
+    logging.info("preprocess done in %.1fs; outputs in %s (published as the live version of %s)", watch.total(),
+                 output, root)
+    return manifest
+
+
+def _run_version(options: PreprocessOptions, schema: Schema, tasks: dict, files: dict, root: str, output: str,
+                 watch: mf.Stopwatch, prior, cache_info, dates) -> dict:
+    """Runs the pipeline into the version folder ``output``, checks the counts, publishes it."""
     temp = os.path.join(output, "tmp") if "://" in output else tempfile.mkdtemp(prefix="ctrflow-tft-")
-    logging.info("running the preprocess pipeline (read, analyze, transform, write) ...")
+    logging.info("running the preprocess pipeline (read, analyze, transform, write) into %s ...", output)
     with beam.Pipeline(options=pipeline_options(options.beam_args)) as p, tft_beam.Context(temp_dir=temp):
         build_pipeline(p, schema, tasks, output, options, prior, analyze_rows=cache_info is None)
     result = p.result
     watch.lap("pipeline")
+    if "://" in output:
+        publish.delete_folder(temp)
 
     found = mf.counters(result)
     splits = {}
@@ -204,11 +232,9 @@ def run_job(options: PreprocessOptions) -> dict:
                           "hash_split": {"of": "train", "key": options.split_key,
                                          "eval_fraction": options.eval_fraction}}
     tft_output = tft.TFTransformOutput(output)
-    layout = build_layout(schema, tft_output.vocabulary_size_by_name)
-    with FileSystems.create(os.path.join(output, "layout.json")) as f:
-        f.write(layout.to_json().encode())
-    with FileSystems.open(options.schema) as src, FileSystems.create(os.path.join(output, "schema.yaml")) as dst:
-        dst.write(src.read())
+    artifacts = PreprocessArtifacts(output)
+    artifacts.write_layout(build_layout(schema, tft_output.vocabulary_size_by_name).to_json())
+    artifacts.write_schema(af.read_text(options.schema))
     write_analysis(output, prior)
     watch.lap("finalize")
     daily_info = {"dates": dates, "analysis_cache": cache_info}
@@ -219,6 +245,8 @@ def run_job(options: PreprocessOptions) -> dict:
         "job": "preprocess",
         "schema": options.schema,
         "output": output,
+        "root": root,
+        "version": os.path.basename(output),
         "splits": splits,
         "durations_s": {**watch.stages, "total": watch.total()},
         "versions": mf.library_versions(),
@@ -226,14 +254,14 @@ def run_job(options: PreprocessOptions) -> dict:
         "options": options.to_dict(),
         **{k: v for k, v in daily_info.items() if v is not None},
     }
-    mf.write_json(os.path.join(output, "manifest.json"), manifest)
+    artifacts.write_manifest(manifest)
     for split, counts in splits.items():
         mf.check_counts(counts, split, "output_rows", options.max_rejected_fraction,
-                        os.path.join(output, "rejected", split + "-*.jsonl"))
+                        artifacts.rejected_prefix(split) + "-*.jsonl")
     for split, counts in splits.items():
         logging.info("[%s] %d rows in, %d written, %d rejected", split, counts["input_rows"],
                      counts["output_rows"], counts["rejected_rows"])
-    logging.info("preprocess done in %.1fs; outputs in %s", watch.total(), output)
+    publish.publish(output)
     return manifest
 
 

@@ -109,9 +109,11 @@ def run_job(opts: EvaluateOptions) -> dict:
 
     from ctrflow.model.export import load_metadata
     from ctrflow.model.inputs import split_files
+    from ctrflow.pipeline.artifacts import PreprocessArtifacts
 
     meta = load_metadata(opts.model)
-    labels, probs = score(opts.model, split_files(opts.data, opts.split), meta.layout.label, opts.batch_size)
+    data = PreprocessArtifacts.live(opts.data).dir  # the published version of a preprocess output
+    labels, probs = score(opts.model, split_files(data, opts.split), meta.layout.label, opts.batch_size)
     metrics = mt.summary(labels, probs)
     bins = mt.calibration_bins(labels, probs, opts.bins)
     out_dir = opts.output or os.path.join(os.path.dirname(meta.path.rstrip("/")), "evaluation", opts.split)
@@ -123,7 +125,7 @@ def run_job(opts: EvaluateOptions) -> dict:
         from ctrflow.model.importance import evaluate_importance
 
         model_dir = os.path.dirname(meta.path.rstrip("/"))
-        report = evaluate_importance(model_dir, opts.data, opts.split, out_dir, opts.importance_rows)
+        report = evaluate_importance(model_dir, data, opts.split, out_dir, opts.importance_rows)
         metrics["importance"] = {n: v["auc_drop"] for n, v in report["features"].items()}
         plots.append(os.path.join(out_dir, "importance.png"))
     with tf.io.gfile.GFile(os.path.join(out_dir, "metrics.json"), "w") as f:

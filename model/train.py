@@ -51,11 +51,11 @@ def _set_seed(seed: int, deterministic: bool) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def _train_dataset(opts: TrainerOptions, config: ModelConfig, spec: dict, layout):
+def _train_dataset(opts: TrainerOptions, config: ModelConfig, data: str, spec: dict, layout):
     """Pairs for the pairwise loss, else (downsampled) shuffled examples."""
     from ctrflow.model.inputs import make_dataset, make_pair_dataset, split_files
 
-    files, repeat = split_files(opts.data, "train"), opts.steps_per_epoch is not None
+    files, repeat = split_files(data, "train"), opts.steps_per_epoch is not None
     if config.loss == "pairwise":
         return make_pair_dataset(files, spec, layout, opts.batch_size, seed=opts.seed, repeat=repeat,
                                  cache=opts.cache, pair_window=opts.pair_window)
@@ -96,20 +96,20 @@ def run_job(opts: TrainerOptions, config: ModelConfig) -> dict:
     from ctrflow.model.callbacks import Throughput, make_callbacks
     from ctrflow.model.inputs import make_dataset, split_files
     from ctrflow.model.models import build_model, compile_model
+    from ctrflow.pipeline import artifacts as af
     from ctrflow.pipeline import score_profile
+    from ctrflow.pipeline.artifacts import PreprocessArtifacts
     from ctrflow.pipeline.layout import FeatureLayout
     from ctrflow.schemas import loads_schema
 
     _set_seed(opts.seed, opts.deterministic)
     t0 = time.time()
-    data = opts.data
-    with tf.io.gfile.GFile(os.path.join(data, "layout.json")) as f:
-        layout = FeatureLayout.from_json(f.read())
-    with tf.io.gfile.GFile(os.path.join(data, "schema.yaml")) as f:
-        schema_text = f.read()
-    schema = loads_schema(schema_text, os.path.join(data, "schema.yaml"))
-    stats_path = os.path.join(data, "stats.json")
-    train_stats = json.loads(tf.io.gfile.GFile(stats_path).read()) if tf.io.gfile.exists(stats_path) else None
+    artifacts = PreprocessArtifacts.live(opts.data)  # the published version of a preprocess output
+    data = artifacts.dir
+    layout = FeatureLayout.from_json(artifacts.layout_text())
+    schema_text = artifacts.schema_text()
+    schema = loads_schema(schema_text, artifacts.path(af.SCHEMA))
+    train_stats = artifacts.stats()
     tft_output = tft.TFTransformOutput(data)
     spec = tft_output.transformed_feature_spec()
 
@@ -117,7 +117,7 @@ def run_job(opts: TrainerOptions, config: ModelConfig) -> dict:
     eval_split = "eval" if has_eval else "train"
     if not has_eval:
         logging.warning("no eval split in %s: early stopping and metrics use the training data", data)
-    train_ds = _train_dataset(opts, config, spec, layout)
+    train_ds = _train_dataset(opts, config, data, spec, layout)
     eval_ds = make_dataset(split_files(data, eval_split), spec, layout, opts.eval_batch_size, shuffle=False,
                            cache=True)
 

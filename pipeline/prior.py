@@ -25,8 +25,8 @@ import os
 
 from apache_beam.io.filesystems import FileSystems
 
-from ctrflow.schemas.types import Schema
 from ctrflow.schemas.errors import UserError
+from ctrflow.schemas.types import Schema
 
 ANALYSIS_FILE = "analysis.json"
 

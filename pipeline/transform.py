@@ -19,6 +19,7 @@ numeric, bucketize              ``<name>``: quantile bucket id in          int64
 numeric, scale: zscore|minmax   ``<name>`` (or ``<name>__scaled`` beside a  float32
                                 bucket id): (v - mean) / std, or
                                 (v - min) / (max - min), of the value above
+                                clipped to its training [min, max]
 categorical, vocabulary         ``<name>``: vocabulary id (order: count    int64
   {top_k, frequency_threshold,  desc, token desc, as TFT); unseen values
   num_oov_buckets}              get id vocab_size + fingerprint % num_oov
@@ -185,12 +186,20 @@ def _fixed_scale(x: tf.Tensor, kind: str, params: list[tuple[float, float]]) -> 
 
 def _scale_fused(values: dict[str, tf.Tensor], cols: list[Column],
                  prior: AnalysisPrior | None = None) -> dict[str, tf.Tensor]:
-    """One elementwise mean/var (or min/max) analyzer per scale kind over the stacked columns."""
+    """One elementwise mean/var (or min/max) analyzer per scale kind over the stacked columns.
+
+    Present values are first clipped to the range seen in training, so a value
+    far outside it (a unit change upstream, 1e30) moves the scaled feature, and
+    the score, no further than the training extreme does. Bucket ids already
+    saturate; this gives the scaled path the same robustness.
+    """
     out: dict[str, tf.Tensor] = {}
     for kind, scale in (("zscore", tft.scale_to_z_score), ("minmax", tft.scale_to_0_1)):
         group = [c for c in cols if c.numeric.scale == kind]
         if group:
-            stacked = tf.stack([_filled(values[c.name], c) for c in group], axis=1)
+            raw = tf.stack([values[c.name] for c in group], axis=1)
+            clipped = _clip_to_training_range(raw, name=f"{kind}_range")
+            stacked = tf.stack([_filled(clipped[:, i], c) for i, c in enumerate(group)], axis=1)
             fixed = [prior.scaling_of(c.name) for c in group] if prior is not None else [None]
             if all(f is not None for f in fixed):
                 scaled = _fixed_scale(stacked, kind, fixed)
@@ -198,6 +207,17 @@ def _scale_fused(values: dict[str, tf.Tensor], cols: list[Column],
                 scaled = scale(stacked, elementwise=True, name=kind)
             out.update({c.name: scaled[:, i] for i, c in enumerate(group)})
     return out
+
+
+def _clip_to_training_range(x: tf.Tensor, name: str) -> tf.Tensor:
+    """``x`` [batch, columns] clipped per column to its training [min, max]; NaN (missing) stays NaN."""
+    missing = tf.math.is_nan(x)
+    inf = tf.constant(float("inf"), x.dtype)
+    lo = tft.min(tf.where(missing, inf, x), reduce_instance_dims=False, name=name + "_min")
+    hi = tft.max(tf.where(missing, -inf, x), reduce_instance_dims=False, name=name + "_max")
+    seen = lo <= hi  # a column with no present training value is left as it is
+    clipped = tf.where(seen, tf.minimum(tf.maximum(x, lo), hi), x)
+    return tf.where(missing, x, clipped)
 
 
 def _filled(x: tf.Tensor, col: Column) -> tf.Tensor:

@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+
+from ctrflow.pipeline.artifacts import live_dir
 
 DAILY_SCHEMA = """
 name: daily
@@ -18,6 +21,11 @@ columns:
   - {name: clicked, role: label, positive: ["1"], negative: ["0"]}
 """
 DATES = ["2026-11-01", "2026-11-02", "2026-11-03"]
+
+def _live(folder) -> Path:
+    """The published version of a preprocess output (what readers see)."""
+    return Path(live_dir(str(folder)))
+
 
 
 def day_frame(day: int, n: int = 300) -> pd.DataFrame:
@@ -44,7 +52,7 @@ def days(tmp_path_factory):
 
 
 def _vocab(data, name="vocab_city") -> list[str]:
-    return (data / "transform_fn" / "assets" / name).read_text().splitlines()
+    return (_live(data) / "transform_fn" / "assets" / name).read_text().splitlines()
 
 
 def _run(root, out, *extra) -> dict:
@@ -60,7 +68,7 @@ def _transform(data, frame: pd.DataFrame) -> dict[str, np.ndarray]:
 
     raw = {"age": tf.constant(frame["age"].to_numpy(np.float32)), "city": tf.constant(frame["city"].to_numpy(str)),
            "clicked": tf.constant(frame["clicked"].to_numpy(np.float32))}
-    out = tft.TFTransformOutput(str(data)).transform_raw_features(raw, drop_unused_features=True)
+    out = tft.TFTransformOutput(live_dir(str(data))).transform_raw_features(raw, drop_unused_features=True)
     return {k: v.numpy() for k, v in out.items()}
 
 
@@ -83,10 +91,10 @@ def test_base_keeps_ids_and_boundaries_and_appends_new_tokens(days):
     before, after = _transform(days / "d1", known), _transform(days / "d2", known)
     np.testing.assert_array_equal(before["city"], after["city"])
     np.testing.assert_array_equal(before["age"], after["age"])
-    kept = json.loads((days / "d2" / "analysis.json").read_text())["boundaries"]["age"]
+    kept = json.loads((_live(days / "d2") / "analysis.json").read_text())["boundaries"]["age"]
     assert len(kept) == 3
     refit = _run(days, "d2r", "--dates", DATES[1], "--base", str(days / "d1"), "--refit-buckets")
-    assert refit["refit_buckets"] and not (days / "d2r" / "analysis.json").exists()
+    assert refit["refit_buckets"] and not (_live(days / "d2r") / "analysis.json").exists()
 
 
 @pytest.mark.slow
@@ -101,7 +109,8 @@ def test_analysis_cache_reads_only_new_days_and_matches_a_fresh_cache(days):
     scratch = _run(days, "w123_fresh", "--dates", f"{DATES[0]}:{DATES[2]}", "--analysis-cache", fresh)
     assert scratch["analysis_cache"]["analyzed_dates"] == DATES
     assert _vocab(days / "w123") == _vocab(days / "w123_fresh")
-    assert (days / "w123" / "analysis.json").read_text() == (days / "w123_fresh" / "analysis.json").read_text()
+    assert ((_live(days / "w123") / "analysis.json").read_text()
+            == (_live(days / "w123_fresh") / "analysis.json").read_text())
     # the vocabulary equals the one tf.Transform's full pass builds, token for token
     full = _run(days, "w123_tft", "--dates", f"{DATES[0]}:{DATES[2]}")
     assert "analysis_cache" not in full

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from ctrflow.pipeline.layout import DenseFeature, FeatureLayout, SparseFeature
-
 from tests.test_warm_start_and_gate import rank_auc
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -102,7 +103,8 @@ def test_score_job_profiles_the_score_distribution_into_drift_json(clicks_run, t
 
     score.run(["--model", clicks_run["model"], "--input", clicks_run["eval_csv"], "--date", "2026-11-21",
                "--output", str(tmp_path / "scores")])
-    part = tmp_path / "scores" / "date=2026-11-21"
+    from ctrflow.pipeline.artifacts import live_dir
+    part = Path(live_dir(str(tmp_path / "scores" / "date=2026-11-21")))
     prediction = json.loads((part / "drift.json").read_text())["prediction"]
     scores = pq.read_table(sorted(part.glob("part-*.parquet"))).column("score").to_numpy().astype(np.float64)
     with open(clicks_run["model"] + "/export/assets.extra/model_info.json") as f:

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from ctrflow.pipeline.artifacts import live_dir
 from tests.test_daily_preprocess import day_frame
 
 # no scaled numeric: the kept bucket boundaries make the whole transform of old rows identical
@@ -22,6 +24,11 @@ columns:
 """
 TRAIN = ["--epochs", "1", "--batch-size", "64", "--embedding-dim", "4", "--hidden-units", "8", "--verbose", "0",
          "--model", "deepfm"]
+
+def _live(folder) -> Path:
+    """The published version of a preprocess output (what readers see)."""
+    return Path(live_dir(str(folder)))
+
 
 
 def rank_auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -54,13 +61,13 @@ def _transform(data, frame: pd.DataFrame):
     import tensorflow_transform as tft
 
     raw = {"age": tf.constant(frame["age"].to_numpy(np.float32)), "city": tf.constant(frame["city"].to_numpy(str))}
-    return tft.TFTransformOutput(str(data)).transform_raw_features(raw, drop_unused_features=True)
+    return tft.TFTransformOutput(live_dir(str(data))).transform_raw_features(raw, drop_unused_features=True)
 
 
 def _layout(data):
     from ctrflow.pipeline.layout import FeatureLayout
 
-    return FeatureLayout.from_json((data / "layout.json").read_text())
+    return FeatureLayout.from_json((_live(data) / "layout.json").read_text())
 
 
 @pytest.mark.slow
@@ -76,15 +83,15 @@ def test_warm_model_scores_old_rows_exactly_like_the_previous_model(loop):
     old = build_model(old_layout, config)
     old.load_weights(weights_file(str(loop / "m0")))
     new = build_model(new_layout, config)
-    report = warm_start(new, new_layout, config, schema, str(loop / "d1"), str(loop / "m0"))
+    report = warm_start(new, new_layout, config, schema, live_dir(str(loop / "d1")), str(loop / "m0"))
 
     rows = day_frame(0)  # yesterday's rows, including its once-seen city (OOV in both)
     before = old.probabilities(model_features(_transform(loop / "d0", rows), old_layout)).numpy()
     after = new.probabilities(model_features(_transform(loop / "d1", rows), new_layout)).numpy()
     np.testing.assert_array_equal(before, after)
 
-    old_vocab = (loop / "d0" / "transform_fn" / "assets" / "vocab_city").read_text().splitlines()
-    new_vocab = (loop / "d1" / "transform_fn" / "assets" / "vocab_city").read_text().splitlines()
+    old_vocab = (_live(loop / "d0") / "transform_fn" / "assets" / "vocab_city").read_text().splitlines()
+    new_vocab = (_live(loop / "d1") / "transform_fn" / "assets" / "vocab_city").read_text().splitlines()
     gained = len(new_vocab) - len(old_vocab)
     assert new_vocab[:len(old_vocab)] == old_vocab and gained > 0
     assert report["fresh_rows"] == gained and report["fresh_weights"] == []
@@ -106,21 +113,20 @@ def test_incompatible_layout_is_refused(loop):
     config = ModelConfig(model="deepfm", embedding_dim=6, hidden_units=(8,))
     with pytest.raises(IncompatibleModelError, match="embedding_dim 4 != 6"):
         warm_start(build_model(layout, config), layout, config, load_schema(str(loop / "warm.yaml")),
-                   str(loop / "d1"), str(loop / "m0"))
+                   live_dir(str(loop / "d1")), str(loop / "m0"))
 
 
 @pytest.mark.slow
 def test_gate_scores_the_baseline_like_its_own_export_and_sets_the_exit_code(loop):
-    from ctrflow.model import export
-
     from ctrflow import cli
+    from ctrflow.model import export
 
     args = ["train", "--data", str(loop / "d1"), "--output", str(loop / "m1"), *TRAIN,
             "--warm-start", str(loop / "m0"), "--baseline", str(loop / "m0")]
     assert cli.main(args + ["--require-better", "1.0"]) == 0
-    doc = json.loads((loop / "m1" / "promotion.json").read_text())
+    doc = json.loads(((loop / "m1") / "promotion.json").read_text())
     assert doc["promote"] is True and doc["tolerance"] == 1.0
-    metrics = json.loads((loop / "m1" / "metrics.json").read_text())
+    metrics = json.loads(((loop / "m1") / "metrics.json").read_text())
     assert doc["new"]["auc"] == pytest.approx(metrics["auc"], abs=1e-12)
     # the baseline's AUC on today's rows through its OWN export (raw features in), ranked independently
     rows = day_frame(1)
@@ -132,5 +138,5 @@ def test_gate_scores_the_baseline_like_its_own_export_and_sets_the_exit_code(loo
     assert doc["baseline"]["auc"] == pytest.approx(rank_auc(rows["clicked"].to_numpy(), scores), abs=1e-9)
     # demanding a 1.0 AUC gain can never pass: exit status 3, promotion.json still written
     assert cli.main(args + ["--output", str(loop / "m2"), "--require-better", "-1.0"]) == 3
-    assert json.loads((loop / "m2" / "promotion.json").read_text())["promote"] is False
-    assert os.path.exists(loop / "m2" / "export" / "saved_model.pb")
+    assert json.loads(((loop / "m2") / "promotion.json").read_text())["promote"] is False
+    assert os.path.exists((loop / "m2") / "export" / "saved_model.pb")
