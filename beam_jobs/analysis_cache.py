@@ -5,7 +5,7 @@ analyzers, not ctrflow's fused vocabulary analyzer, so a 28-day window would
 re-read 28 days every day. Here every day's analysis state is stored once::
 
     DIR/<key>/date=YYYY-MM-DD/vocab_<col>.arrow   (token, count) of the day
-    DIR/<key>/date=YYYY-MM-DD/numeric.json        per column: quantile sketch, count/sum/sum^2/min/max
+    DIR/<key>/date=YYYY-MM-DD/numeric.json        per column: quantile summary, count/sum/sum^2/min/max
     DIR/<key>/date=YYYY-MM-DD/_SUCCESS            written last: a day is cached only when complete
 
 ``key`` hashes the schema and the ``--train`` patterns, so a changed schema

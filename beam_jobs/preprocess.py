@@ -173,13 +173,11 @@ def run_job(options: PreprocessOptions) -> dict:
     watch = mf.Stopwatch()
     schema = load_schema(options.schema)
     dates = parse_dates(options.dates) if options.dates else None
-    window_patterns = options.train
-    expanded, train_by_date = daily.expand_dates(list(options.train), dates)
-    # the options keep the {date} patterns (replacing them would fail the options' own --dates check)
+    train_patterns, train_by_date = daily.expand_dates(list(options.train), dates)
     root = options.output.rstrip("/")
     parser = BatchParser(schema, with_label=True, keys=False, extra=options.split_columns)
     tasks, files = {}, {}
-    for split, patterns in (("train", expanded), ("eval", options.eval)):
+    for split, patterns in (("train", train_patterns), ("eval", options.eval)):
         tasks[split], files[split] = (plan_reads(schema, patterns, parser.required_columns, parser=parser)
                                       if patterns else ([], []))
         logging.info("[%s] %d files, %d read tasks", split, len(files[split]), len(tasks[split]))
@@ -191,7 +189,7 @@ def run_job(options: PreprocessOptions) -> dict:
         with FileSystems.open(options.schema) as f:
             schema_text = f.read().decode()
         cached, cache_info = daily.run_cache(
-            options, schema, schema_text, list(window_patterns), dates,
+            options, schema, schema_text, list(options.train), dates,
             lambda d: plan_reads(schema, train_by_date[d], parser.required_columns, parser=parser)[0])
         prior = daily.combine(prior, cached)
         watch.lap("analyze_new_days")

@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.report import ROOT, machine_line, markdown_table, update_section
+from ctrflow.pipeline.artifacts import live_dir
 
 DATA = os.path.join(ROOT, "..", "shared", "data", "movielens", "ml-100k")
 SECTION = "daily_loop"
@@ -96,7 +97,7 @@ def ctrflow(*args: str) -> tuple[float, int]:
 def preprocess(work: str, out: str, dates: str, *extra: str) -> tuple[float, dict]:
     seconds, _ = ctrflow("preprocess", "--schema", os.path.join(work, "schema.yaml"), "--train",
                          os.path.join(work, "events", "{date}", "*.csv"), "--dates", dates, "--output", out, *extra)
-    with open(os.path.join(out, "manifest.json")) as f:
+    with open(os.path.join(live_dir(out), "manifest.json")) as f:  # the published version folder
         return seconds, json.load(f)
 
 
@@ -128,8 +129,10 @@ def cache_benchmark(work: str) -> list[list]:
     scratch_s, _ = preprocess(work, os.path.join(work, "bench_scratch"), window, "--analysis-cache", empty)
     tft_s, manifest = preprocess(work, os.path.join(work, "bench_tft"), window)
     rows = manifest["splits"]["train"]["input_rows"]
-    same = open(os.path.join(work, "bench_cached", "transform_fn", "assets", "vocab_item_id")).read() == \
-        open(os.path.join(work, "bench_tft", "transform_fn", "assets", "vocab_item_id")).read()
+    vocab = [os.path.join(live_dir(os.path.join(work, d)), "transform_fn", "assets", "vocab_item_id")
+             for d in ("bench_cached", "bench_tft")]
+    with open(vocab[0]) as a, open(vocab[1]) as b:
+        same = a.read() == b.read()
     return [["6 of 7 weeks cached", cached["analysis_cache"]["analyzed_dates"].__len__(), rows, f"{cached_s:.1f}",
              f"{scratch_s / cached_s:.2f}x", "yes" if same else "no"],
             ["empty cache (all 7 analyzed)", 7, rows, f"{scratch_s:.1f}", "1.00x", "yes"],

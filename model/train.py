@@ -138,7 +138,6 @@ def run_job(opts: TrainerOptions, config: ModelConfig) -> dict:
                         steps_per_epoch=opts.steps_per_epoch, callbacks=callbacks,
                         verbose=opts.verbose)
     train_seconds = time.time() - t0
-    model.save_weights(os.path.join(out, "checkpoints", "final.weights.h5"))  # what --warm-start reads
 
     labels, probs = predict_split(model, eval_ds)
     metrics = {**mt.summary(labels, probs), "split": eval_split, "epochs_run": len(history.history["loss"]),
@@ -148,6 +147,7 @@ def run_job(opts: TrainerOptions, config: ModelConfig) -> dict:
     export_dir = os.path.join(out, "export")
     if tf.io.gfile.exists(export_dir):
         tf.io.gfile.rmtree(export_dir)
+    model.save_weights(os.path.join(out, "checkpoints", "final.weights.h5"))  # the exported weights: --warm-start
     info = exporter.export(model, tft_output, schema, layout, export_dir, schema_text=schema_text,
                            train_stats=train_stats,
                            extra_info={"model": config.model, "data": data, "eval_auc": metrics["auc"],

@@ -134,7 +134,7 @@ def test_gate_scores_the_baseline_like_its_own_export_and_sets_the_exit_code(loo
     import tensorflow as tf
 
     scores = loaded.signature("score_and_ids")(age=tf.constant(rows["age"].to_numpy(np.float32)),
-                                                city=tf.constant(rows["city"].to_numpy(str)))["score"].numpy()
+                                               city=tf.constant(rows["city"].to_numpy(str)))["score"].numpy()
     assert doc["baseline"]["auc"] == pytest.approx(rank_auc(rows["clicked"].to_numpy(), scores), abs=1e-9)
     # demanding a 1.0 AUC gain can never pass: exit status 3, promotion.json still written
     assert cli.main(args + ["--output", str(loop / "m2"), "--require-better", "-1.0"]) == 3
