@@ -3,9 +3,16 @@
 Outputs under ``--output`` (MODEL_DIR)::
 
     export/             the serving SavedModel (transform graph + model), see model.export
-    checkpoints/        best weights (by eval AUC) and a backup to resume from
+    checkpoints/        best weights (by validation AUC) and a backup to resume from
     logs/               TensorBoard logs
-    metrics.json        eval metrics of the exported model (exact AUC, log loss, calibration)
+    metrics.json        eval metrics of the exported (selected) model (exact AUC, log loss, calibration),
+                        its validation metrics and the selected epoch
+
+Model selection is honest by default: early stopping and the best-epoch
+choice use a validation holdout of the *training* records (``--valid-fraction``,
+a stable hash of each record), so the eval split only measures the selected
+model. ``--valid-fraction 0`` selects on eval, as earlier versions did: that
+reported AUC is optimistic.
     config.json         the model and trainer options used
 """
 from __future__ import annotations
@@ -39,6 +46,10 @@ def build_arg_parser() -> argparse.ArgumentParser:
                    help="maximum epochs (early stopping may end sooner) (default: %(default)s)")
     t.add_argument("--patience", type=int, default=2,
                    help="epochs without eval AUC improvement before stopping (default: %(default)s)")
+    t.add_argument("--valid-fraction", type=float, default=0.1,
+                   help="share of the training records (by a stable hash of each record) held out for early "
+                        "stopping and model selection, so the eval split is only reported; 0 selects on eval "
+                        "(optimistic) (default: %(default)s)")
     t.add_argument("--steps-per-epoch", type=int, default=None,
                    help="batches per epoch (default: one pass over the training data)")
     t.add_argument("--seed", type=int, default=42,
@@ -72,16 +83,18 @@ def _set_seed(seed: int, deterministic: bool) -> None:
 
 
 def _train_dataset(args: argparse.Namespace, config: ModelConfig, data: str, spec: dict, layout):
-    """Pairs for the pairwise loss, else (downsampled) shuffled examples."""
+    """Pairs for the pairwise loss, else (downsampled) shuffled examples; never the validation holdout."""
     from ctrflow.model.inputs import make_dataset, make_pair_dataset, split_files
 
     files, repeat = split_files(data, "train"), args.steps_per_epoch is not None
+    holdout = (args.valid_fraction, False)
     if config.loss == "pairwise":
         return make_pair_dataset(files, spec, layout, args.batch_size, seed=args.seed, repeat=repeat,
-                                 cache=args.cache, pair_window=args.pair_window)
+                                 cache=args.cache, pair_window=args.pair_window, holdout=holdout)
     return make_dataset(files, spec, layout, args.batch_size, shuffle=True, seed=args.seed, cache=args.cache,
                         shuffle_buffer=args.shuffle_buffer, repeat=repeat,
-                        negative_keep_rate=config.negative_keep_rate, positive_weight=config.positive_weight)
+                        negative_keep_rate=config.negative_keep_rate, positive_weight=config.positive_weight,
+                        holdout=holdout)
 
 
 def predict_split(model, dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -100,7 +113,10 @@ def predict_split(model, dataset) -> tuple[np.ndarray, np.ndarray]:
 
 def run(argv: list[str] | None = None) -> dict:
     """Trains, evaluates and exports; returns the metrics (also in MODEL_DIR/metrics.json)."""
-    args = build_arg_parser().parse_args(argv)
+    parser = build_arg_parser()
+    args = parser.parse_args(argv)
+    if not 0.0 <= args.valid_fraction < 1.0:
+        parser.error(f"--valid-fraction must be in [0, 1), got {args.valid_fraction}")
     from ctrflow.beam_jobs.options import setup_logging
 
     setup_logging()
@@ -134,10 +150,17 @@ def run(argv: list[str] | None = None) -> dict:
     has_eval = bool(tf.io.gfile.glob(split_files(data, "eval")))
     eval_split = "eval" if has_eval else "train"
     if not has_eval:
-        logging.warning("no eval split in %s: early stopping and metrics use the training data", data)
+        logging.warning("no eval split in %s: metrics use the training data", data)
     train_ds = _train_dataset(args, config, data, spec, layout)
     eval_ds = make_dataset(split_files(data, eval_split), spec, layout, args.eval_batch_size, shuffle=False,
                            cache=True)
+    if args.valid_fraction > 0:
+        valid_ds = make_dataset(split_files(data, "train"), spec, layout, args.eval_batch_size, shuffle=False,
+                                cache=True, holdout=(args.valid_fraction, True))
+    else:
+        logging.warning("--valid-fraction 0: early stopping selects on the %s split, so its reported metrics "
+                        "are optimistic", eval_split)
+        valid_ds = eval_ds
 
     model = compile_model(build_model(layout, config), config)
     out = args.output.rstrip("/")
@@ -145,13 +168,18 @@ def run(argv: list[str] | None = None) -> dict:
     callbacks = make_callbacks(out, patience=args.patience, resume=args.resume) + [throughput]
     logging.info("training %s on %s (%d sparse, %d dense features)", config.model, data, len(layout.sparse),
                  len(layout.dense))
-    history = model.fit(train_ds, validation_data=eval_ds, epochs=args.epochs,
+    history = model.fit(train_ds, validation_data=valid_ds, epochs=args.epochs,
                         steps_per_epoch=args.steps_per_epoch, callbacks=callbacks,
                         verbose=args.verbose)
     train_seconds = time.time() - t0
 
     labels, probs = predict_split(model, eval_ds)
-    metrics = {**mt.summary(labels, probs), "split": eval_split, "epochs_run": len(history.history["loss"]),
+    valid_aucs = history.history.get("val_auc", [])
+    metrics = {**mt.summary(labels, probs), "split": eval_split,
+               "selected_on": "valid" if args.valid_fraction > 0 else eval_split,
+               "valid": mt.summary(*predict_split(model, valid_ds)) if args.valid_fraction > 0 else None,
+               "selected_epoch": int(np.argmax(valid_aucs)) + 1 if valid_aucs else None,
+               "epochs_run": len(history.history["loss"]),
                "train_seconds": round(train_seconds, 2),
                "train_examples_per_second": round(throughput.examples_per_second, 1),
                "history": {k: [float(v) for v in vals] for k, vals in history.history.items()}}
@@ -166,7 +194,8 @@ def run(argv: list[str] | None = None) -> dict:
         f.write(json.dumps(metrics, indent=2))
     with tf.io.gfile.GFile(os.path.join(out, "config.json"), "w") as f:
         trainer = {k: v for k, v in vars(args).items() if k in
-                   ("data", "batch_size", "epochs", "patience", "steps_per_epoch", "seed", "deterministic",
+                   ("data", "batch_size", "epochs", "patience", "valid_fraction", "steps_per_epoch", "seed",
+                    "deterministic",
                     "shuffle_buffer", "pair_window", "cache")}
         f.write(json.dumps({"model": config.to_dict(), "trainer": trainer}, indent=2, default=list))
     logging.info("eval AUC %.4f, log loss %.4f on %d rows; exported %s to %s", metrics["auc"], metrics["logloss"],
