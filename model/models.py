@@ -62,6 +62,9 @@ class CTRModel(keras.Model):
         self.embedding = self.fm = self.hadamard = self.dnn = self.deep_head = None
         if config.model != "lr":
             self._build_deep_part(layout, config)
+        # Platt scaling (a, b) of the serving log-odds, fitted after training (model.calibration)
+        self.platt = self.add_weight(shape=(2,), initializer=keras.initializers.Constant([1.0, 0.0]),
+                                     trainable=False, name="platt")
         self.wide_optimizer: keras.optimizers.Optimizer | None = None
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.auc = keras.metrics.AUC(num_thresholds=config.auc_num_thresholds, from_logits=True,
@@ -109,15 +112,25 @@ class CTRModel(keras.Model):
         return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=1)
 
     def probabilities(self, features: Mapping[str, Any]):
-        """Serving probabilities: sigmoid, corrected for negative downsampling and class weights.
+        """Serving probabilities: sigmoid, corrected for negative downsampling and class weights,
+        then Platt-scaled when ``config.calibration == 'platt'``.
 
         Keeping negatives at rate r multiplies the training odds by 1/r and
         weighting positives by w multiplies them by w: one correction with
-        the effective rate r / w undoes both.
+        the effective rate r / w undoes both (in log-odds: + log(r / w)).
         """
-        p = ops.sigmoid(self(features, training=False))
         rate = self.model_config.negative_keep_rate / self.model_config.positive_weight
+        if self.model_config.calibration == "platt":
+            log_odds = self.log_odds(features)
+            return ops.sigmoid(self.platt[0] * log_odds + self.platt[1])
+        p = ops.sigmoid(self(features, training=False))
         return p if rate == 1.0 else calibrate_downsampled(p, rate)
+
+    def log_odds(self, features: Mapping[str, Any]):
+        """Log-odds before Platt scaling, corrected for downsampling and class weights."""
+        rate = self.model_config.negative_keep_rate / self.model_config.positive_weight
+        logits = self(features, training=False)
+        return logits if rate == 1.0 else logits + float(np.log(rate))
 
     # ----------------------------------------------------------------- training
 

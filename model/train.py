@@ -111,6 +111,24 @@ def predict_split(model, dataset) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(labels), np.concatenate(probs)
 
 
+def fit_calibration(model, valid_ds) -> dict | None:
+    """Platt-scales ``model`` on the validation holdout (``config.calibration == 'platt'``); returns (a, b)."""
+    import tensorflow as tf
+
+    from ctrflow.model.calibration import fit_platt
+
+    if model.model_config.calibration != "platt":
+        return None
+    log_odds = tf.function(lambda x: model.log_odds(x))
+    z, y = [], []
+    for x, labels in valid_ds:
+        z.append(log_odds(x).numpy().reshape(-1))
+        y.append(labels.numpy().reshape(-1))
+    a, b = fit_platt(np.concatenate(z), np.concatenate(y))
+    model.platt.assign([a, b])
+    return {"scale": a, "bias": b}
+
+
 def run(argv: list[str] | None = None) -> dict:
     """Trains, evaluates and exports; returns the metrics (also in MODEL_DIR/metrics.json)."""
     parser = build_arg_parser()
@@ -173,12 +191,13 @@ def run(argv: list[str] | None = None) -> dict:
                         verbose=args.verbose)
     train_seconds = time.time() - t0
 
+    platt = fit_calibration(model, valid_ds) if args.valid_fraction > 0 else None
     labels, probs = predict_split(model, eval_ds)
     valid_aucs = history.history.get("val_auc", [])
     metrics = {**mt.summary(labels, probs), "split": eval_split,
                "selected_on": "valid" if args.valid_fraction > 0 else eval_split,
                "valid": mt.summary(*predict_split(model, valid_ds)) if args.valid_fraction > 0 else None,
-               "selected_epoch": int(np.argmax(valid_aucs)) + 1 if valid_aucs else None,
+               "selected_epoch": int(np.argmax(valid_aucs)) + 1 if valid_aucs else None, "platt": platt,
                "epochs_run": len(history.history["loss"]),
                "train_seconds": round(train_seconds, 2),
                "train_examples_per_second": round(throughput.examples_per_second, 1),

@@ -51,5 +51,21 @@ def test_trainer_selects_on_the_validation_holdout_and_reports_eval(clicks_run) 
                for r in tf.data.TFRecordDataset(f, compression_type="GZIP")]
     in_valid = int((tf.strings.to_hash_bucket_fast(records, 1_000_000_000).numpy() < 100_000_000).sum())
     assert metrics["valid"]["eval_rows"] == in_valid > 0
+    assert metrics["platt"]["scale"] > 0
+    assert metrics["valid"]["calibration"] == pytest.approx(1.0, abs=2e-3)  # Platt: mean p = base rate on valid
     saved = json.loads(Path(clicks_run["model"], "metrics.json").read_text())
     assert saved["valid"] == metrics["valid"] and saved["selected_epoch"] == 1
+
+
+def test_fit_platt_meets_the_likelihood_equations_and_recovers_known_parameters() -> None:
+    from ctrflow.model.calibration import fit_platt
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=20_000)
+    y = (rng.random(z.size) < 1 / (1 + np.exp(-(0.6 * z - 0.8)))).astype(float)
+    a, b = fit_platt(z, y)
+    p = 1 / (1 + np.exp(-(a * z + b)))
+    assert abs((y - p).sum()) < 1e-3 and abs(((y - p) * z).sum()) < 1e-3  # score equations at the optimum
+    assert abs(a - 0.6) < 0.05 and abs(b + 0.8) < 0.05
+    assert fit_platt(-z, y)[0] == 1.0  # would reverse the order: identity
+    assert fit_platt(z, np.ones_like(z)) == (1.0, 0.0)
