@@ -47,22 +47,21 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from benchmarks.report import machine_line, markdown_table, update_section  # noqa: E402
+from benchmarks.report import machine_line, markdown_table, update_section
 
 SHARED = os.path.join(ROOT, "..", "shared", "data")
+LOG = logging.getLogger("benchmarks.quality")
 WORK = os.path.join(ROOT, "benchmarks", "_work", "quality")
 SCHEMAS = os.path.join(ROOT, "schemas")
 DEFAULT_FLAGS = ["--cache", "--verbose", "0"]
 LR_FLAGS = ["--model", "lr", "--optimizer", "adagrad", "--learning-rate", "0.1"]
 # "ctrflow best": a few settings; the one with the best validation AUC is reported
 BEST_SETTINGS = {
+    "lr 3e-3, row decay 2": ["--learning-rate", "0.003", "--row-weight-decay", "2"],
     "wide_deep": ["--model", "wide_deep"],
-    "lr 3e-3": ["--learning-rate", "0.003"],
-    "emb 8, dropout 0.3": ["--embedding-dim", "8", "--dropout", "0.3"],
-    "row decay x4": ["--row-weight-decay", "{decay4}"],
 }
-LGB_SETTINGS = [dict(num_leaves=nl, min_child_samples=mc, learning_rate=0.05, feature_fraction=0.8,
-                     bagging_fraction=0.8, bagging_freq=1, lambda_l2=1.0, cat_smooth=10)
+LGB_SETTINGS = [{"num_leaves": nl, "min_child_samples": mc, "learning_rate": 0.05, "feature_fraction": 0.8,
+                 "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0, "cat_smooth": 10}
                 for nl in (7, 15, 31, 63) for mc in (20, 100)]
 
 
@@ -104,27 +103,30 @@ def _avazu(work: str) -> tuple[list[str], list[str]]:
 def _movielens(work: str) -> tuple[list[str], list[str]]:
     """u.data joined with u.user / u.item; a (user, item) pair goes to eval when crc32 % 5 == 0."""
     d = os.path.join(SHARED, "movielens", "ml-100k")
-    genres = [line.split("|")[0] for line in open(os.path.join(d, "u.genre")) if line.strip()]
+    def lines(name: str, encoding: str = "utf-8") -> list[str]:
+        with open(os.path.join(d, name), encoding=encoding) as f:
+            return [line.rstrip("\n") for line in f if line.strip()]
+
+    genres = [line.split("|")[0] for line in lines("u.genre")]
     users = {}
-    for line in open(os.path.join(d, "u.user")):
-        uid, age, gender, occupation, zipcode = line.rstrip("\n").split("|")
+    for line in lines("u.user"):
+        uid, age, gender, occupation, zipcode = line.split("|")
         users[uid] = [age, gender, occupation, zipcode[:3]]
     items = {}
-    for line in open(os.path.join(d, "u.item"), encoding="latin-1"):
-        f = line.rstrip("\n").split("|")
+    for line in lines("u.item", "latin-1"):
+        f = line.split("|")
         year = f[2][-4:] if f[2] else ""
         items[f[0]] = [year, "|".join(g for g, flag in zip(genres, f[5:]) if flag == "1")]
     header = "user_id\titem_id\trating\tage\tgender\toccupation\tzip3\trelease_year\tgenres\n"
     paths = {s: os.path.join(work, f"movielens_{s}.tsv") for s in ("train", "eval")}
-    files = {s: open(p, "w") for s, p in paths.items()}
-    for f in files.values():
-        f.write(header)
-    for line in open(os.path.join(d, "u.data")):
+    out: dict[str, list[str]] = {s: [header] for s in paths}
+    for line in lines("u.data"):
         uid, iid, rating, _ = line.split("\t")
         split = "eval" if zlib.crc32(f"{uid}:{iid}".encode()) % 5 == 0 else "train"
-        files[split].write("\t".join([uid, iid, rating] + users[uid] + items[iid]) + "\n")
-    for f in files.values():
-        f.close()
+        out[split].append("\t".join([uid, iid, rating] + users[uid] + items[iid]) + "\n")
+    for split, path in paths.items():
+        with open(path, "w") as f:
+            f.writelines(out[split])
     return [paths["train"]], [paths["eval"]]
 
 
@@ -164,7 +166,6 @@ def preprocess(ds: Dataset) -> str:
 
 def train_ctrflow(data: str, out: str, flags: list[str]) -> dict:
     import keras
-
     from ctrflow.model import train
 
     keras.backend.clear_session()
@@ -184,11 +185,11 @@ def _read_split(data: str, split: str, valid_fraction: float):
     import pandas as pd
     import tensorflow as tf
     import tensorflow_transform as tft
-
     from ctrflow.model.inputs import in_holdout, split_files
     from ctrflow.pipeline.layout import FeatureLayout
 
-    layout = FeatureLayout.from_json(open(os.path.join(data, "layout.json")).read())
+    with open(os.path.join(data, "layout.json")) as f:
+        layout = FeatureLayout.from_json(f.read())
     spec = tft.TFTransformOutput(data).transformed_feature_spec()
     files = sorted(glob.glob(split_files(data, split)))
     cols: dict[str, list] = {}
@@ -223,7 +224,6 @@ def lightgbm_tuned(data: str, valid_fraction: float) -> dict:
     """LightGBM tuned on the validation holdout (early stopping + a small grid); eval metrics of the best."""
     import lightgbm as lgb
     import pandas as pd
-
     from ctrflow.model import metrics as mt
 
     x, y, hold = _read_split(data, "train", valid_fraction)
@@ -256,18 +256,14 @@ def lightgbm_tuned(data: str, valid_fraction: float) -> dict:
 def run_dataset(ds: Dataset, best: bool) -> dict:
     data = preprocess(ds)
     models = os.path.join(WORK, ds.name, "models")
-    from ctrflow.model.config import ModelConfig
-
-    decay4 = str(4 * ModelConfig().row_weight_decay or 1.0)
     rows = {"default": train_ctrflow(data, os.path.join(models, "default"), [])}
-    logging.warning("%s default: eval AUC %.4f", ds.name, rows["default"]["auc"])
+    LOG.warning("%s default: eval AUC %.4f", ds.name, rows["default"]["auc"])
     candidates = {"default": rows["default"]}
     if best:
         for name, flags in BEST_SETTINGS.items():
-            flags = [f.format(decay4=decay4) for f in flags]
             candidates[name] = train_ctrflow(data, os.path.join(models, name.replace(" ", "_")), flags)
             candidates[name]["flags"] = " ".join(flags)
-            logging.warning("%s %s: valid AUC %.4f eval AUC %.4f", ds.name, name,
+            LOG.warning("%s %s: valid AUC %.4f eval AUC %.4f", ds.name, name,
                             candidates[name]["valid"]["auc"], candidates[name]["auc"])
     pick = max(candidates, key=lambda k: candidates[k]["valid"]["auc"])
     rows["best"] = {**candidates[pick], "setting": pick}
@@ -276,7 +272,8 @@ def run_dataset(ds: Dataset, best: bool) -> dict:
 
     rows["lightgbm"] = lightgbm_tuned(data, build_arg_parser().get_default("valid_fraction"))
     rows["candidates"] = {k: {"valid_auc": v["valid"]["auc"], "eval_auc": v["auc"]} for k, v in candidates.items()}
-    manifest = json.load(open(os.path.join(data, "manifest.json")))
+    with open(os.path.join(data, "manifest.json")) as f:
+        manifest = json.load(f)
     rows["rows"] = {s: v.get("output_rows") for s, v in manifest.get("splits", {}).items()}
     return rows
 
@@ -318,6 +315,8 @@ def main() -> None:
     p.add_argument("--only", nargs="*", choices=list(DATASETS), default=list(DATASETS))
     p.add_argument("--no-best", action="store_true", help="skip the 'ctrflow best' settings search")
     p.add_argument("--no-write", action="store_true", help="print, do not write BENCHMARKS.md")
+    p.add_argument("--render-only", action="store_true",
+                   help="write the table from the per-dataset results saved in benchmarks/_work/quality/")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     results = {}
@@ -325,6 +324,12 @@ def main() -> None:
         ds = DATASETS[name]
         if ds.needs and not os.path.exists(os.path.join(SHARED, ds.needs)):
             print(f"skipping {name}: {os.path.join(SHARED, ds.needs)} is absent (shared data not present)")
+            continue
+        saved = os.path.join(WORK, f"{name}.json")
+        if args.render_only:
+            if os.path.exists(saved):
+                with open(saved) as f:
+                    results[name] = json.load(f)
             continue
         results[name] = run_dataset(ds, best=not args.no_best)
         os.makedirs(WORK, exist_ok=True)
