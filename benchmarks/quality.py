@@ -47,7 +47,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from benchmarks.report import machine_line, markdown_table, update_section
+from benchmarks.report import machine_line, markdown_table, update_section  # noqa: E402
 
 SHARED = os.path.join(ROOT, "..", "shared", "data")
 LOG = logging.getLogger("benchmarks.quality")
@@ -166,6 +166,7 @@ def preprocess(ds: Dataset) -> str:
 
 def train_ctrflow(data: str, out: str, flags: list[str]) -> dict:
     import keras
+
     from ctrflow.model import train
 
     keras.backend.clear_session()
@@ -185,6 +186,7 @@ def _read_split(data: str, split: str, valid_fraction: float):
     import pandas as pd
     import tensorflow as tf
     import tensorflow_transform as tft
+
     from ctrflow.model.inputs import in_holdout, split_files
     from ctrflow.pipeline.layout import FeatureLayout
 
@@ -224,6 +226,7 @@ def lightgbm_tuned(data: str, valid_fraction: float) -> dict:
     """LightGBM tuned on the validation holdout (early stopping + a small grid); eval metrics of the best."""
     import lightgbm as lgb
     import pandas as pd
+
     from ctrflow.model import metrics as mt
 
     x, y, hold = _read_split(data, "train", valid_fraction)
@@ -297,6 +300,10 @@ def render(results: dict[str, dict]) -> str:
             table.append([name, f"{r['rows'].get('train')} / {r['rows'].get('eval')}", label, *_cell(m),
                           f"{m['auc'] - ref:+.4f}", setting])
     splits = "; ".join(f"{n}: {DATASETS[n].split}" for n in results)
+    settings = [[name, k, f"{v['valid_auc']:.4f}", f"{v['eval_auc']:.4f}"]
+                for name, r in results.items() for k, v in r["candidates"].items()]
+    verdict = ", ".join(f"{n} {'yes' if r['default']['auc'] >= r['lightgbm']['auc'] - 0.002 else 'no'} "
+                        f"({r['default']['auc'] - r['lightgbm']['auc']:+.4f})" for n, r in results.items())
     return "\n\n".join([
         "## Model quality across datasets (default flags vs LightGBM)",
         machine_line(),
@@ -307,6 +314,9 @@ def render(results: dict[str, dict]) -> str:
         "Calibration = mean prediction / eval base rate. ctrflow rows use `--cache` (memory, not model). "
         "Timings are not reported: the machine was shared. Splits: " + splits + ".",
         markdown_table(header, table),
+        f"Default flags within 0.002 eval AUC of LightGBM: {verdict}.",
+        "### ctrflow settings tried for \"best\" (picked by validation AUC)",
+        markdown_table(["dataset", "setting", "valid AUC", "eval AUC"], settings),
     ])
 
 
