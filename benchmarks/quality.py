@@ -57,8 +57,9 @@ DEFAULT_FLAGS = ["--cache", "--verbose", "0"]
 LR_FLAGS = ["--model", "lr", "--optimizer", "adagrad", "--learning-rate", "0.1"]
 # "ctrflow best": a few settings; the one with the best validation AUC is reported
 BEST_SETTINGS = {
-    "lr 3e-3, row decay 2": ["--learning-rate", "0.003", "--row-weight-decay", "2"],
-    "wide_deep": ["--model", "wide_deep"],
+    "lr 1e-3, no row decay (old default)": ["--learning-rate", "0.001", "--row-weight-decay", "0"],
+    "wide_deep, lr 1e-3, no row decay": ["--model", "wide_deep", "--learning-rate", "0.001",
+                                         "--row-weight-decay", "0"],
 }
 LGB_SETTINGS = [{"num_leaves": nl, "min_child_samples": mc, "learning_rate": 0.05, "feature_fraction": 0.8,
                  "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0, "cat_smooth": 10}
@@ -271,9 +272,9 @@ def run_dataset(ds: Dataset, best: bool) -> dict:
     pick = max(candidates, key=lambda k: candidates[k]["valid"]["auc"])
     rows["best"] = {**candidates[pick], "setting": pick}
     rows["lr"] = train_ctrflow(data, os.path.join(models, "lr"), LR_FLAGS)
-    from ctrflow.model.train import build_arg_parser
+    from ctrflow.model.options import TrainerOptions
 
-    rows["lightgbm"] = lightgbm_tuned(data, build_arg_parser().get_default("valid_fraction"))
+    rows["lightgbm"] = lightgbm_tuned(data, TrainerOptions.__dataclass_fields__["valid_fraction"].default)
     rows["candidates"] = {k: {"valid_auc": v["valid"]["auc"], "eval_auc": v["auc"]} for k, v in candidates.items()}
     with open(os.path.join(data, "manifest.json")) as f:
         manifest = json.load(f)

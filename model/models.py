@@ -8,6 +8,7 @@ loss and a separate optimiser (e.g. FTRL) for the wide weights.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -254,13 +255,17 @@ def make_optimizer(name: str, lr: Any, config: ModelConfig) -> keras.optimizers.
     """Optimiser ``name``; with ``config.sparse_updates`` the row-sparse variant (model.optimizers)."""
     common = {"learning_rate": lr, "clipnorm": config.clipnorm}
     sparse = config.sparse_updates and not config.jit_compile  # XLA needs the static shapes of dense updates
-    decay = {"row_weight_decay": config.row_weight_decay} if sparse else {}
+    if config.row_weight_decay and not (name == "adam" and sparse):
+        logging.getLogger(__name__).info(
+            "row_weight_decay %g is ignored by %s (it needs adam with sparse updates, no jit_compile)",
+            config.row_weight_decay, name if sparse else f"dense {name}")
     if name == "adam":
-        return LazyAdam(**common, **decay) if sparse else keras.optimizers.Adam(**common)
+        return LazyAdam(**common, row_weight_decay=config.row_weight_decay) if sparse else \
+            keras.optimizers.Adam(**common)
     if name == "adamw":  # decoupled weight decay touches every row each step: dense by nature
         return keras.optimizers.AdamW(weight_decay=config.weight_decay, **common)
     if name == "adagrad":
-        return SparseAdagrad(**common, **decay) if sparse else keras.optimizers.Adagrad(**common)
+        return (SparseAdagrad if sparse else keras.optimizers.Adagrad)(**common)
     if name == "sgd":  # Keras' SGD already applies IndexedSlices as a scatter
         return keras.optimizers.SGD(**common)
     if name == "ftrl":
