@@ -4,12 +4,17 @@
 object and our models are Keras 3, so both live in a plain ``tf.Module`` whose
 ``tf.function`` signatures are saved with ``tf.saved_model.save``:
 
-- ``serving_default``: raw feature columns (float32 numeric with NaN for
-  missing, string categorical with "" for missing), each ``[batch]`` ->
-  ``{"score": probability [batch]}``.
-- ``serve_tf_examples``: serialized raw ``tf.Example``s (``examples``) ->
-  ``{"score"}``; what TF Serving and tfx_bsl's RunInference call.
-- ``score_and_ids``: like ``serving_default`` plus the transformed ids of every
+- ``serving_default``: every raw feature as the text of the input file
+  (``tf.string [batch]``, e.g. ``" Private"``, ``"?"``, ``"39"``) ->
+  ``{"score": probability [batch]}``. Strip, null markers and number parsing
+  happen inside the graph (``pipeline.raw_values``), exactly as the batch job's
+  parser does them, so a client never re-implements them.
+- ``serve_tf_examples``: serialized raw ``tf.Example``s (``examples``), each
+  feature a bytes_list with the field's text (absent = missing) -> ``{"score"}``;
+  what TF Serving and tfx_bsl's RunInference call.
+- ``score_and_ids``: typed, already normalized raw features (float32 numeric
+  with NaN for missing, string categorical with "" for missing; what the batch
+  job's parser produces) -> the score plus the transformed ids of every
   bucketized/categorical feature, which scoring profiles for the drift report.
 - ``score_transformed``: serialized *transformed* ``tf.Example``s (the
   preprocess job's TFRecords, ``examples``) -> ``{"score"}``; skips the
@@ -30,12 +35,14 @@ import os
 import tensorflow as tf
 
 from ctrflow.model.inputs import model_features
+from ctrflow.pipeline import artifacts as af
+from ctrflow.pipeline import raw_values
 from ctrflow.pipeline.layout import FeatureLayout
 from ctrflow.pipeline.transform import raw_feature_spec
 from ctrflow.schemas import Schema, loads_schema
 
-EXTRA = "assets.extra"
-SCHEMA_FILE, LAYOUT_FILE, STATS_FILE, INFO_FILE = "schema.yaml", "layout.json", "stats.json", "model_info.json"
+EXTRA = af.ASSETS_EXTRA
+SCHEMA_FILE, LAYOUT_FILE, STATS_FILE, INFO_FILE = af.SCHEMA, af.LAYOUT, af.STATS, af.MODEL_INFO
 
 
 class ServingModule(tf.Module):
@@ -46,6 +53,7 @@ class ServingModule(tf.Module):
         self.model = model
         self.tft_layer = tft_output.transform_features_layer()
         self._layout = layout
+        self._schema = schema
         self._raw_spec = raw_feature_spec(schema, with_label=False)
         self._id_names = [f.name for f in layout.sparse if not f.wide_only]
         not_inputs = {layout.label, layout.group_key}
@@ -59,9 +67,11 @@ class ServingModule(tf.Module):
 
     def signatures(self) -> dict:
         raw_sig = {name: tf.TensorSpec([None], f.dtype, name=name) for name, f in self._raw_spec.items()}
+        text_sig = {name: tf.TensorSpec([None], tf.string, name=name) for name in self._raw_spec}
 
-        @tf.function(input_signature=[raw_sig])
-        def serving_default(raw):
+        @tf.function(input_signature=[text_sig])
+        def serving_default(text):
+            raw = raw_values.normalize(self._schema, text)
             return {"score": self._score_and_transformed(raw)[0]}
 
         @tf.function(input_signature=[raw_sig])
@@ -75,7 +85,7 @@ class ServingModule(tf.Module):
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
         def serve_tf_examples(examples):
-            raw = tf.io.parse_example(examples, self._raw_spec)
+            raw = raw_values.parse_examples(self._schema, examples)
             return {"score": self._score_and_transformed(raw)[0]}
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
@@ -101,14 +111,10 @@ def export(model, tft_output, schema: Schema, layout: FeatureLayout, export_dir:
         "raw_features": list(module._raw_spec),
         **(extra_info or {}),
     }
-    extra = os.path.join(export_dir, EXTRA)
-    tf.io.gfile.makedirs(extra)
     files = {SCHEMA_FILE: schema_text, LAYOUT_FILE: layout.to_json(), INFO_FILE: json.dumps(info, indent=2)}
     if train_stats is not None:
         files[STATS_FILE] = json.dumps(train_stats)
-    for name, text in files.items():
-        with tf.io.gfile.GFile(os.path.join(extra, name), "w") as f:
-            f.write(text)
+    af.ExportArtifacts(export_dir).write_extra(files)
     return info
 
 
@@ -144,18 +150,11 @@ class ExportedModel:
 
 def find_export_dir(model_path: str) -> str:
     """Accepts a trainer output dir (MODEL_DIR) or the export dir itself."""
-    for candidate in (model_path, os.path.join(model_path, "export")):
-        if tf.io.gfile.exists(os.path.join(candidate, "saved_model.pb")):
-            return candidate
-    raise FileNotFoundError(f"--model {model_path}: no saved_model.pb there or in its export/ folder")
+    return af.ExportArtifacts.find(model_path).dir
 
 
 def read_extra(export_dir: str, name: str) -> str | None:
-    path = os.path.join(export_dir, EXTRA, name)
-    if not tf.io.gfile.exists(path):
-        return None
-    with tf.io.gfile.GFile(path) as f:
-        return f.read()
+    return af.ExportArtifacts(export_dir).read_extra(name)
 
 
 def load_metadata(model_path: str) -> ModelMetadata:

@@ -8,6 +8,7 @@ Outputs under ``--output`` (MODEL_DIR)::
     metrics.json        eval metrics of the exported (selected) model (exact AUC, log loss, calibration),
                         its validation metrics, the selected epoch and the Platt parameters
     config.json         the model and trainer options used
+    promotion.json      with --baseline: both models on the same eval rows, and promote true/false
 
 Model selection is honest by default: early stopping, the best-epoch choice
 and Platt calibration use a validation holdout of the *training* records
@@ -57,11 +58,11 @@ def _set_seed(seed: int, deterministic: bool) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def _train_dataset(opts: TrainerOptions, config: ModelConfig, spec: dict, layout):
+def _train_dataset(opts: TrainerOptions, config: ModelConfig, data: str, spec: dict, layout):
     """Pairs for the pairwise loss, else (downsampled) shuffled examples; never the validation holdout."""
     from ctrflow.model.inputs import make_dataset, make_pair_dataset, split_files
 
-    files, repeat = split_files(opts.data, "train"), opts.steps_per_epoch is not None
+    files, repeat = split_files(data, "train"), opts.steps_per_epoch is not None
     holdout = (opts.valid_fraction, False)
     if config.loss == "pairwise":
         return make_pair_dataset(files, spec, layout, opts.batch_size, seed=opts.seed, repeat=repeat,
@@ -122,19 +123,20 @@ def run_job(opts: TrainerOptions, config: ModelConfig) -> dict:
     from ctrflow.model.callbacks import Throughput, make_callbacks
     from ctrflow.model.inputs import make_dataset, split_files
     from ctrflow.model.models import build_model, compile_model
+    from ctrflow.pipeline import artifacts as af
+    from ctrflow.pipeline import score_profile
+    from ctrflow.pipeline.artifacts import PreprocessArtifacts
     from ctrflow.pipeline.layout import FeatureLayout
     from ctrflow.schemas import loads_schema
 
     _set_seed(opts.seed, opts.deterministic)
     t0 = time.time()
-    data = opts.data
-    with tf.io.gfile.GFile(os.path.join(data, "layout.json")) as f:
-        layout = FeatureLayout.from_json(f.read())
-    with tf.io.gfile.GFile(os.path.join(data, "schema.yaml")) as f:
-        schema_text = f.read()
-    schema = loads_schema(schema_text, os.path.join(data, "schema.yaml"))
-    stats_path = os.path.join(data, "stats.json")
-    train_stats = json.loads(tf.io.gfile.GFile(stats_path).read()) if tf.io.gfile.exists(stats_path) else None
+    artifacts = PreprocessArtifacts.live(opts.data)  # the published version of a preprocess output
+    data = artifacts.dir
+    layout = FeatureLayout.from_json(artifacts.layout_text())
+    schema_text = artifacts.schema_text()
+    schema = loads_schema(schema_text, artifacts.path(af.SCHEMA))
+    train_stats = artifacts.stats()
     tft_output = tft.TFTransformOutput(data)
     spec = tft_output.transformed_feature_spec()
 
@@ -142,7 +144,7 @@ def run_job(opts: TrainerOptions, config: ModelConfig) -> dict:
     eval_split = "eval" if has_eval else "train"
     if not has_eval:
         logging.warning("no eval split in %s: metrics use the training data", data)
-    train_ds = _train_dataset(opts, config, spec, layout)
+    train_ds = _train_dataset(opts, config, data, spec, layout)
     eval_ds = make_dataset(split_files(data, eval_split), spec, layout, opts.eval_batch_size, shuffle=False,
                            cache=True)
     if opts.valid_fraction > 0:
@@ -154,6 +156,13 @@ def run_job(opts: TrainerOptions, config: ModelConfig) -> dict:
         valid_ds = eval_ds
 
     model = compile_model(build_model(layout, config), config)
+    warm = None
+    if opts.warm_start:
+        from ctrflow.model.warm_start import warm_start
+
+        warm = warm_start(model, layout, config, schema, data, opts.warm_start)
+        logging.info("warm start from %s: %d weights copied, %d embedding rows copied, %d fresh", opts.warm_start,
+                     warm["copied_weights"], warm["copied_rows"], warm["fresh_rows"])
     out = opts.output.rstrip("/")
     throughput = Throughput(opts.batch_size)
     callbacks = make_callbacks(out, patience=opts.patience, resume=opts.resume) + [throughput]
@@ -163,6 +172,7 @@ def run_job(opts: TrainerOptions, config: ModelConfig) -> dict:
                         steps_per_epoch=opts.steps_per_epoch, callbacks=callbacks,
                         verbose=opts.verbose)
     train_seconds = time.time() - t0
+    model.save_weights(os.path.join(out, "checkpoints", "final.weights.h5"))  # what --warm-start reads
 
     platt = fit_calibration(model, valid_ds) if opts.valid_fraction > 0 else None
     labels, probs = predict_split(model, eval_ds)
@@ -180,14 +190,34 @@ def run_job(opts: TrainerOptions, config: ModelConfig) -> dict:
         tf.io.gfile.rmtree(export_dir)
     info = exporter.export(model, tft_output, schema, layout, export_dir, schema_text=schema_text,
                            train_stats=train_stats,
-                           extra_info={"model": config.model, "data": data, "eval_auc": metrics["auc"]})
+                           extra_info={"model": config.model, "data": data, "eval_auc": metrics["auc"],
+                                       "eval_score_profile": score_profile.profile(probs)})
     metrics["model_version"] = info["version"]
+    if warm is not None:
+        metrics["warm_start"] = warm
+    promotion = None
+    if opts.baseline:
+        from ctrflow.model.promotion import gate
+
+        promotion = gate(model, layout, schema, data, eval_ds, opts.baseline, opts.require_better or 0.0, out,
+                         predict_split)
+        metrics["promotion"] = {k: promotion[k] for k in ("promote", "auc_delta")}
     with tf.io.gfile.GFile(os.path.join(out, "metrics.json"), "w") as f:
         f.write(json.dumps(metrics, indent=2))
     with tf.io.gfile.GFile(os.path.join(out, "config.json"), "w") as f:
         f.write(json.dumps({"model": config.to_dict(), "trainer": opts.to_dict()}, indent=2))
     logging.info("eval AUC %.4f, log loss %.4f on %d rows; exported %s to %s", metrics["auc"], metrics["logloss"],
                  metrics["eval_rows"], info["version"], export_dir)
+    if promotion is not None:
+        from ctrflow.model.promotion import NotPromoted
+
+        logging.info("promotion gate: new AUC %.4f vs baseline %.4f -> promote=%s (%s)", promotion["new"]["auc"],
+                     promotion["baseline"]["auc"], promotion["promote"], os.path.join(out, "promotion.json"))
+        if opts.require_better is not None and not promotion["promote"]:
+            refused = NotPromoted(f"new model AUC {promotion['new']['auc']:.4f} is below the baseline's "
+                                  f"{promotion['baseline']['auc']:.4f} by more than {opts.require_better}")
+            logging.error("not promoted: %s (exit status %d)", refused, refused.code)
+            raise refused
     return metrics
 
 

@@ -285,7 +285,8 @@ def test_pairwise_training_from_a_grouped_schema(clicks_run, tmp_path: Path) -> 
     data = tmp_path / "data"
     preprocess.run(["--schema", str(schema), "--train", clicks_run["train_csv"], "--eval", clicks_run["eval_csv"],
                     "--output", str(data)])
-    layout = FeatureLayout.from_json((data / "layout.json").read_text())
+    from ctrflow.pipeline.artifacts import PreprocessArtifacts
+    layout = FeatureLayout.from_json(PreprocessArtifacts.live(str(data)).layout_text())
     assert layout.group_key == "__group__"
     metrics = train.run(["--data", str(data), "--output", str(tmp_path / "model"), "--loss", "pairwise",
                          "--epochs", "2", "--batch-size", "128", "--verbose", "0"])
