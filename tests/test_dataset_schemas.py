@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from benchmarks import quality
-from ctrflow.beam_jobs.sources import _head, _read_csv_bytes, plan_reads
+from ctrflow.beam_jobs.readers import read_csv_bytes, read_head
+from ctrflow.beam_jobs.sources import plan_reads
 from ctrflow.pipeline.parsing import BatchParser
 from ctrflow.schemas import bundled_schema_path, load_schema
 
@@ -22,7 +23,7 @@ def test_schema_parses_the_first_rows_of_every_file(name: str, tmp_path: Path) -
     parser = BatchParser(schema, with_label=True, keys=False)
     for path in train + evals:
         reads, _ = plan_reads(schema, [path], parser.required_columns)
-        [(raw, bad)] = list(_read_csv_bytes(schema, reads[0], _head(reads[0]), 500))[:1]
+        [(raw, bad)] = list(read_csv_bytes(schema, reads[0], read_head(reads[0], 1 << 20), 500))[:1]
         result = parser.parse(raw, path)
         assert raw.num_rows >= 100 and not bad and not result.rejected, (path, bad[:1], result.rejected[:1])
         labels = result.batch.column(schema.label.name).to_numpy()
