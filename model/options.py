@@ -23,7 +23,10 @@ class TrainerOptions:
     batch_size: int = option(512, help="training batch size (pairs for the pairwise loss)")
     eval_batch_size: int = option(8192, help="batch size of evaluation passes")
     epochs: int = option(10, help="maximum epochs (early stopping may end sooner)")
-    patience: int = option(2, help="epochs without eval AUC improvement before stopping")
+    patience: int = option(2, help="epochs without validation AUC improvement before stopping")
+    valid_fraction: float = option(0.1, help="share of the training records (by a stable hash of each record) held "
+                                             "out for early stopping, model selection and Platt calibration, so "
+                                             "the eval split is only reported; 0 selects on eval (optimistic)")
     steps_per_epoch: int | None = option(None, help="batches per epoch (default: one pass over the training data)")
     seed: int = option(42, help="seed for init, shuffling, sampling and dropout")
     deterministic: bool = option(False, help="deterministic TF ops: same metrics on every run with the same seed "
@@ -51,6 +54,8 @@ class TrainerOptions:
         for name in ("batch_size", "eval_batch_size", "epochs", "shuffle_buffer", "pair_window"):
             if getattr(self, name) <= 0:
                 raise OptionsError(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
+        if not 0.0 <= self.valid_fraction < 1.0:
+            raise OptionsError(f"--valid-fraction must be in [0, 1), got {self.valid_fraction}")
         if self.patience < 0:
             raise OptionsError(f"--patience must be >= 0, got {self.patience}")
         if self.steps_per_epoch is not None and self.steps_per_epoch <= 0:

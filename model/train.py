@@ -3,11 +3,18 @@
 Outputs under ``--output`` (MODEL_DIR)::
 
     export/             the serving SavedModel (transform graph + model), see model.export
-    checkpoints/        best weights (by eval AUC) and a backup to resume from
+    checkpoints/        best weights (by validation AUC) and a backup to resume from
     logs/               TensorBoard logs
-    metrics.json        eval metrics of the exported model (exact AUC, log loss, calibration)
+    metrics.json        eval metrics of the exported (selected) model (exact AUC, log loss, calibration),
+                        its validation metrics, the selected epoch and the Platt parameters
     config.json         the model and trainer options used
     promotion.json      with --baseline: both models on the same eval rows, and promote true/false
+
+Model selection is honest by default: early stopping, the best-epoch choice
+and Platt calibration use a validation holdout of the *training* records
+(``--valid-fraction``, a stable hash of each record), so the eval split only
+measures the selected model. ``--valid-fraction 0`` selects on eval, as
+earlier versions did: that reported AUC is optimistic.
 """
 from __future__ import annotations
 
@@ -52,16 +59,18 @@ def _set_seed(seed: int, deterministic: bool) -> None:
 
 
 def _train_dataset(opts: TrainerOptions, config: ModelConfig, data: str, spec: dict, layout):
-    """Pairs for the pairwise loss, else (downsampled) shuffled examples."""
+    """Pairs for the pairwise loss, else (downsampled) shuffled examples; never the validation holdout."""
     from ctrflow.model.inputs import make_dataset, make_pair_dataset, split_files
 
     files, repeat = split_files(data, "train"), opts.steps_per_epoch is not None
+    holdout = (opts.valid_fraction, False)
     if config.loss == "pairwise":
         return make_pair_dataset(files, spec, layout, opts.batch_size, seed=opts.seed, repeat=repeat,
-                                 cache=opts.cache, pair_window=opts.pair_window)
+                                 cache=opts.cache, pair_window=opts.pair_window, holdout=holdout)
     return make_dataset(files, spec, layout, opts.batch_size, shuffle=True, seed=opts.seed, cache=opts.cache,
                         shuffle_buffer=opts.shuffle_buffer, repeat=repeat,
-                        negative_keep_rate=config.negative_keep_rate, positive_weight=config.positive_weight)
+                        negative_keep_rate=config.negative_keep_rate, positive_weight=config.positive_weight,
+                        holdout=holdout)
 
 
 def predict_split(model, dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -76,6 +85,24 @@ def predict_split(model, dataset) -> tuple[np.ndarray, np.ndarray]:
     if not labels:
         return np.zeros(0), np.zeros(0)
     return np.concatenate(labels), np.concatenate(probs)
+
+
+def fit_calibration(model, valid_ds) -> dict | None:
+    """Platt-scales ``model`` on the validation holdout (``config.calibration == 'platt'``); returns (a, b)."""
+    import tensorflow as tf
+
+    from ctrflow.model.calibration import fit_platt
+
+    if model.model_config.calibration != "platt":
+        return None
+    log_odds = tf.function(lambda x: model.log_odds(x))
+    z, y = [], []
+    for x, labels in valid_ds:
+        z.append(log_odds(x).numpy().reshape(-1))
+        y.append(labels.numpy().reshape(-1))
+    a, b = fit_platt(np.concatenate(z), np.concatenate(y))
+    model.platt.assign([a, b])
+    return {"scale": a, "bias": b}
 
 
 def run(argv: list[str] | None = None) -> dict:
@@ -116,10 +143,17 @@ def run_job(opts: TrainerOptions, config: ModelConfig) -> dict:
     has_eval = bool(tf.io.gfile.glob(split_files(data, "eval")))
     eval_split = "eval" if has_eval else "train"
     if not has_eval:
-        logging.warning("no eval split in %s: early stopping and metrics use the training data", data)
+        logging.warning("no eval split in %s: metrics use the training data", data)
     train_ds = _train_dataset(opts, config, data, spec, layout)
     eval_ds = make_dataset(split_files(data, eval_split), spec, layout, opts.eval_batch_size, shuffle=False,
                            cache=True)
+    if opts.valid_fraction > 0:
+        valid_ds = make_dataset(split_files(data, "train"), spec, layout, opts.eval_batch_size, shuffle=False,
+                                cache=True, holdout=(opts.valid_fraction, True))
+    else:
+        logging.warning("--valid-fraction 0: early stopping selects on the %s split, so its reported metrics "
+                        "are optimistic", eval_split)
+        valid_ds = eval_ds
 
     model = compile_model(build_model(layout, config), config)
     warm = None
@@ -134,13 +168,19 @@ def run_job(opts: TrainerOptions, config: ModelConfig) -> dict:
     callbacks = make_callbacks(out, patience=opts.patience, resume=opts.resume) + [throughput]
     logging.info("training %s on %s (%d sparse, %d dense features)", config.model, data, len(layout.sparse),
                  len(layout.dense))
-    history = model.fit(train_ds, validation_data=eval_ds, epochs=opts.epochs,
+    history = model.fit(train_ds, validation_data=valid_ds, epochs=opts.epochs,
                         steps_per_epoch=opts.steps_per_epoch, callbacks=callbacks,
                         verbose=opts.verbose)
     train_seconds = time.time() - t0
 
+    platt = fit_calibration(model, valid_ds) if opts.valid_fraction > 0 else None
     labels, probs = predict_split(model, eval_ds)
-    metrics = {**mt.summary(labels, probs), "split": eval_split, "epochs_run": len(history.history["loss"]),
+    valid_aucs = history.history.get("val_auc", [])
+    metrics = {**mt.summary(labels, probs), "split": eval_split,
+               "selected_on": "valid" if opts.valid_fraction > 0 else eval_split,
+               "valid": mt.summary(*predict_split(model, valid_ds)) if opts.valid_fraction > 0 else None,
+               "selected_epoch": int(np.argmax(valid_aucs)) + 1 if valid_aucs else None, "platt": platt,
+               "epochs_run": len(history.history["loss"]),
                "train_seconds": round(train_seconds, 2),
                "train_examples_per_second": round(throughput.examples_per_second, 1),
                "history": {k: [float(v) for v in vals] for k, vals in history.history.items()}}
