@@ -30,25 +30,29 @@ import datetime
 import io
 import logging
 import os
+import time
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import PredictionResult, RunInference
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from ctrflow.beam_jobs import manifest as mf
 from ctrflow.beam_jobs import partition
 from ctrflow.beam_jobs.io import COUNTER_NAMESPACE, REJECTED, ReadRows, WriteRejected, counter_name
-from ctrflow.beam_jobs.model_handler import ServingModelHandler
-from ctrflow.beam_jobs.options import add_common_args, beam_help_epilog, pipeline_options, setup_logging
+from ctrflow.beam_jobs.model_handler import ServingModelHandler, preload
+from ctrflow.beam_jobs.options import (add_common_args, beam_help_epilog, pipeline_options, setup_logging,
+                                       with_local_parallelism)
 from ctrflow.beam_jobs.profiles import ProfileCombine
 from ctrflow.beam_jobs.bigquery import is_bigquery
 from ctrflow.beam_jobs.sources import DEFAULT_RANGE_BYTES, match_files, plan_reads
-from ctrflow.model.export import ModelMetadata, load_metadata
+from ctrflow.model.artifact import ModelMetadata, load_metadata
 from ctrflow.pipeline import stats
 from ctrflow.pipeline.drift import DEFAULT_PSI_THRESHOLD, drift_report
 from ctrflow.pipeline.drift_html import write_drift_html
@@ -282,8 +286,13 @@ def _range_bytes(patterns: list[str]) -> int:
     return int(min(DEFAULT_RANGE_BYTES, max(MIN_RANGE_BYTES, total // 8)))
 
 
-def score_date(args, beam_args: list[str], meta: ModelMetadata, date: str) -> dict:
-    """Scores one date into a staging folder, then publishes it; returns the manifest."""
+def score_date(args, beam_args: list[str], meta: ModelMetadata, date: str, startup: dict | None = None) -> dict:
+    """Scores one date into a staging folder, then publishes it; returns the manifest.
+
+    ``startup``: for the first date's manifest, the seconds from process start to the job's start
+    (interpreter and imports) and of the model load in the background (a callable: read once scored).
+    """
+    startup = startup or {}
     watch = mf.Stopwatch()
     patterns = [pattern.replace("{date}", date) for pattern in args.input]
     extra = tuple(c for c in args.passthrough.split(",") if c)
@@ -294,11 +303,14 @@ def score_date(args, beam_args: list[str], meta: ModelMetadata, date: str) -> di
     staging = partition.staging_dir(output, date)
     final = partition.partition_dir(output, date)
     logging.info("[%s] scoring %d files (%d read tasks) with model %s", date, len(files), len(tasks), meta.version)
+    watch.lap("plan")
     try:
+        began = time.time()
         with beam.Pipeline(options=pipeline_options(beam_args)) as p:
             build_pipeline(p, meta, tasks, parser, staging, date, args.batch_rows, args.output_format,
                            args.output_table, args.inference_batch_size, args.model_threads)
         watch.lap("pipeline")
+        parts = mf.pipeline_parts(p.result, SPLIT, began, time.time())
         counts = mf.split_counts(mf.counters(p.result), SPLIT, "output_rows")
         counts = {"input_rows": counts["input_rows"], "scored_rows": counts["output_rows"],
                   "rejected_rows": counts["rejected_rows"]}
@@ -311,7 +323,8 @@ def score_date(args, beam_args: list[str], meta: ModelMetadata, date: str) -> di
             "psi_threshold": args.psi_threshold,
             "output": final, "output_format": "bigquery" if args.output_table else args.output_format,
             "output_table": bigquery_partition(args.output_table, date) if args.output_table else None,
-            "durations_s": {**watch.stages, "total": watch.total()},
+            "durations_s": {**watch.stages, "pipeline_parts": parts, "total": watch.total(),
+                            **{k: v() if callable(v) else v for k, v in startup.items()}},
             "versions": mf.library_versions(), "beam_options": beam_args,
         }
         mf.write_json(os.path.join(staging, "manifest.json"), manifest)
@@ -368,6 +381,22 @@ def _write_drift(meta: ModelMetadata, staging: str, threshold: float, date: str)
     return report
 
 
+def _read_text(path: str) -> str | None:
+    """A model file's text through Beam's filesystems (local or gs://), None if absent."""
+    if not FileSystems.exists(path):
+        return None
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        return f.read().decode("utf-8")
+
+
+def _in_process(beam_args: list[str]) -> bool:
+    """True when the pipeline's workers run in this process (DirectRunner, not multi_processing)."""
+    options = PipelineOptions(beam_args)
+    runner = options.view_as(StandardOptions).runner or "DirectRunner"
+    direct = options.view_as(DirectOptions)
+    return runner in ("DirectRunner", "direct") and direct.direct_running_mode != "multi_processing"
+
+
 def run(argv: list[str] | None = None) -> list[dict]:
     """Scores every requested date; returns their manifests."""
     args, beam_args = build_arg_parser().parse_known_args(argv)
@@ -376,9 +405,19 @@ def run(argv: list[str] | None = None) -> list[dict]:
         raise ValueError("--batch-rows must be > 0 and --inference-batch-size >= 0")
     if args.output_table:
         bigquery_partition(args.output_table, "2000-01-01")  # checks the form early
-    meta = load_metadata(args.model)
+    beam_args = with_local_parallelism(beam_args)
+    startup = {"process_start": mf.process_seconds()}
+    meta = load_metadata(args.model, _read_text, FileSystems.exists)
+    loading = preload(meta, args.model_threads) if _in_process(beam_args) else None
+    # ^ the TF import and model load overlap planning and the Beam start
     check_output_location(args.output, args.input, os.path.dirname(meta.path.rstrip("/")))
-    manifests = [score_date(args, beam_args, meta, d) for d in parse_dates(args.date)]
+    manifests = []
+    for d in parse_dates(args.date):
+        if loading is not None and not manifests:
+            startup["model_load_background"] = lambda: (getattr(loading, "load_seconds", None)
+                                                        if loading.done() and not loading.exception() else None)
+        manifests.append(score_date(args, beam_args, meta, d, startup))
+        startup = {}
     drifted = {m["date"]: m["drifted_features"] for m in manifests if m["drifted_features"]}
     if args.fail_on_drift and drifted:
         raise DriftError(f"drift over PSI {args.psi_threshold}: {drifted} (the output was written; see "
