@@ -143,7 +143,7 @@ _PRELOAD_LOCK = threading.Lock()
 def _set_threads(threads: int) -> None:
     if not threads:
         return
-    import tensorflow as tf
+    tf = artifact.import_tensorflow()
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
@@ -155,8 +155,7 @@ def _load_and_warm(meta: artifact.ModelMetadata, threads: int, signature: str) -
     """Imports TensorFlow, loads the SavedModel and calls ``signature`` once on a one-row batch."""
     _set_threads(threads)
     model = artifact.load(meta.path, meta)
-    import tensorflow as tf
-
+    tf = artifact.import_tensorflow()
     fn = model.signature(signature)
     specs = fn.structured_input_signature[1]
     fn(**{n: tf.constant([""] if s.dtype == tf.string else [float("nan")], s.dtype) for n, s in specs.items()})

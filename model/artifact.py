@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 from typing import Callable, Optional
 
 from ctrflow.pipeline.layout import FeatureLayout
@@ -54,9 +55,33 @@ class ExportedModel:
         return self.loaded.signatures[name]
 
 
+def import_tensorflow():
+    """``import tensorflow``, skipping its eager import of Keras when Keras is not loaded yet.
+
+    TensorFlow's ``__init__`` imports ``keras.src.optimizers`` (all of Keras 3,
+    matplotlib included) inside ``try/except ImportError`` only to register
+    optimizers for SavedModels that hold them; a serving export holds none.
+    Marking that module absent for the duration of the import saves about a
+    third of the import's CPU time (2.2 of 7.8 s measured on a busy 2-core
+    machine); the mark is removed afterwards, so a later ``import keras`` in
+    the same process works as usual.
+    """
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    block = "keras.src.optimizers" not in sys.modules
+    if block:
+        sys.modules["keras.src.optimizers"] = None  # type: ignore[assignment]
+    try:
+        import tensorflow as tf
+    finally:
+        if block and "keras.src.optimizers" in sys.modules and sys.modules["keras.src.optimizers"] is None:
+            del sys.modules["keras.src.optimizers"]
+    return tf
+
+
 def gfile_read_text(path: str) -> str | None:
     """Reads a local or ``gs://`` file through tf.io.gfile (imports TensorFlow)."""
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     if not tf.io.gfile.exists(path):
         return None
@@ -65,9 +90,7 @@ def gfile_read_text(path: str) -> str | None:
 
 
 def gfile_exists(path: str) -> bool:
-    import tensorflow as tf
-
-    return tf.io.gfile.exists(path)
+    return import_tensorflow().io.gfile.exists(path)
 
 
 def find_export_dir(model_path: str, exists: Exists = gfile_exists) -> str:
@@ -105,7 +128,6 @@ def load_metadata(model_path: str, read_text: ReadText = gfile_read_text,
 
 def load(model_path: str, meta: ModelMetadata | None = None) -> ExportedModel:
     """Loads the SavedModel (``tf.saved_model.load``) with its metadata."""
-    import tensorflow as tf
-
+    tf = import_tensorflow()
     meta = meta or load_metadata(model_path)
     return ExportedModel(meta=meta, loaded=tf.saved_model.load(meta.path))

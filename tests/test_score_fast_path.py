@@ -119,11 +119,12 @@ def test_score_job_never_imports_tf_transform_and_reports_its_fixed_costs(clicks
     code = ("import sys, json; from ctrflow.beam_jobs import score; "
             f"score.run(['--model', {clicks_run['model']!r}, '--input', {csv!r}, '--date', '2026-11-21', "
             f"'--output', {str(out)!r}]); "
-            "print(json.dumps({m: m in sys.modules for m in ('tensorflow_transform', 'tf_keras')}))")
+            "print(json.dumps({m: m in sys.modules for m in ('tensorflow_transform', 'tf_keras', 'keras')}))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"tensorflow_transform": False, "tf_keras": False}
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"tensorflow_transform": False, "tf_keras": False,
+                                                                  "keras": False}
     assert "rows/s" in proc.stderr
     manifest = json.loads((out / "date=2026-11-21" / "manifest.json").read_text())
     assert (manifest["input_rows"], manifest["scored_rows"], manifest["rejected_rows"]) == (700, 700, 0)
