@@ -19,8 +19,9 @@ import uuid
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+import ctrflow.beam_jobs.coders  # noqa: F401 - registers the Arrow coders every job relies on
 from ctrflow.beam_jobs import bigquery
-from ctrflow.beam_jobs.sources import InputError, Read, ReadTask, check_first_rows, read_task
+from ctrflow.beam_jobs.sources import DEFAULT_BATCH_ROWS, InputError, Read, ReadTask, check_first_rows, read_task
 from ctrflow.pipeline.parsing import BatchParser, RejectedRow
 from ctrflow.schemas.types import Schema
 
@@ -145,7 +146,7 @@ class ReadRows(beam.PTransform):
     """Planned reads -> clean RecordBatches, with rejected rows tagged ``REJECTED``."""
 
     def __init__(self, schema: Schema, tasks: list[Read], split: str, *, with_label: bool,
-                 keys: bool, extra: tuple[str, ...] = (), batch_rows: int = 65536):
+                 keys: bool, extra: tuple[str, ...] = (), batch_rows: int = DEFAULT_BATCH_ROWS):
         super().__init__()
         self.schema, self.tasks, self.split = schema, tasks, split
         self.with_label, self.keys, self.extra, self.batch_rows = with_label, keys, tuple(extra), batch_rows

@@ -17,12 +17,13 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 
 from ctrflow.beam_jobs.io import COUNTER_NAMESPACE, TASK_END_MS, TASK_START_MS
+from ctrflow.schemas.errors import UserError
 
 _PACKAGES = ("ctrflow", "apache-beam", "tensorflow", "tensorflow-transform", "tfx-bsl", "keras", "pyarrow",
              "numpy", "pandas")
 
 
-class RejectedFractionError(RuntimeError):
+class RejectedFractionError(UserError, RuntimeError):
     """More rows were rejected than the job allows (--max-rejected-fraction)."""
 
 

@@ -17,17 +17,16 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
-import pickle
 import threading
 import time
 from typing import Any, Iterable, Sequence
 
-import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
+import ctrflow.beam_jobs.coders  # noqa: F401 - registers the Arrow/PredictionResult coders
 from ctrflow.model import artifact
 
 
@@ -69,63 +68,6 @@ def batch_to_tensors(batch: pa.RecordBatch, raw_spec_names: Sequence[str], dtype
             values = col.to_numpy(zero_copy_only=False)
             out[name] = tf.constant(values.astype(dtypes[name].as_numpy_dtype, copy=False))
     return out
-
-
-class _SizedPickleCoder(beam.coders.Coder):
-    """Pickles like Beam's fallback coder, but estimates sizes without encoding.
-
-    Beam samples the byte size of the first elements of every PCollection
-    through its coder; with the fallback coder that pickles each (large)
-    Arrow batch or prediction once more just to measure it.
-    """
-
-    def encode(self, value) -> bytes:
-        return pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
-
-    def decode(self, encoded: bytes):
-        return pickle.loads(encoded)
-
-    def is_deterministic(self) -> bool:
-        return False
-
-    def estimate_size(self, value) -> int:
-        return _nbytes(value)
-
-    def __eq__(self, other):
-        return type(self) is type(other)
-
-    def __hash__(self):
-        return hash(type(self))
-
-
-class ArrowBatchCoder(_SizedPickleCoder):
-    def to_type_hint(self):
-        return pa.RecordBatch
-
-
-class ArrowTableCoder(_SizedPickleCoder):
-    def to_type_hint(self):
-        return pa.Table
-
-
-class PredictionResultCoder(_SizedPickleCoder):
-    def to_type_hint(self):
-        return PredictionResult
-
-
-def _nbytes(value) -> int:
-    if isinstance(value, (pa.RecordBatch, pa.Table)):
-        return value.nbytes
-    if isinstance(value, PredictionResult):
-        return _nbytes(value.example) + sum(getattr(v, "nbytes", 8) for v in value.inference.values())
-    if isinstance(value, (list, tuple)):
-        return sum(_nbytes(v) for v in value)
-    return getattr(value, "nbytes", 64)
-
-
-beam.coders.registry.register_coder(pa.RecordBatch, ArrowBatchCoder)
-beam.coders.registry.register_coder(pa.Table, ArrowTableCoder)
-beam.coders.registry.register_coder(PredictionResult, PredictionResultCoder)
 
 
 def _concat(arrays: list[np.ndarray]) -> np.ndarray:

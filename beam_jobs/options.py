@@ -1,19 +1,31 @@
-"""Command-line plumbing shared by the Beam jobs.
+"""Beam pipeline options of the jobs, and how a remote runner gets ctrflow onto its workers.
 
-Each job parses its own flags and hands every flag it does not know to Beam's
-``PipelineOptions`` unchanged, so ``--runner DataflowRunner --project ...``
-works on any job. On Dataflow the job stages this project through its
-``setup.py`` unless the user named a ``--setup_file`` already.
+The jobs pass on to Beam only flags Beam recognizes (``job_options``). On a
+remote runner (Dataflow, Flink, ...) the workers need ctrflow itself, staged
+in the first way that applies:
+
+1. the user chose: ``--setup_file``, ``--sdk_container_image`` (a container built
+   from the project's ``Dockerfile`` already holds ctrflow) or an ``--extra_package``
+   named ``ctrflow-*`` (other extra packages are staged as well as ctrflow);
+2. from a checkout or an editable install: the checkout's ``setup.py``;
+3. from an installed wheel: a wheel rebuilt from the installed files (``staging.py``),
+   passed as ``--extra_package``.
+
+Local runners (Direct, Prism) stage nothing.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import os
+from typing import Sequence
 
-from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions, WorkerOptions
+
+from ctrflow.beam_jobs.staging import installed_wheel
+from ctrflow.pipeline.logs import setup_logging  # noqa: F401 - re-exported for older imports
 
 _PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_LOCAL_RUNNERS = ("Direct", "Prism", "Interactive")
 
 
 def project_setup_file() -> str | None:
@@ -22,38 +34,37 @@ def project_setup_file() -> str | None:
     return path if os.path.exists(path) else None
 
 
-def pipeline_options(beam_args: list[str]) -> PipelineOptions:
-    """Beam options from the pass-through flags, with remote runners staging the project."""
-    options = PipelineOptions(beam_args)
+def is_remote(options: PipelineOptions) -> bool:
     runner = options.view_as(StandardOptions).runner or "DirectRunner"
-    setup = options.view_as(SetupOptions)
-    if "Direct" not in runner and "Prism" not in runner and not setup.setup_file:
-        setup.setup_file = project_setup_file()
-        logging.info("staging the project to workers with %s", setup.setup_file)
+    runner = runner if isinstance(runner, str) else type(runner).__name__
+    return not any(local.lower() in runner.lower() for local in _LOCAL_RUNNERS)
+
+
+def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
+    """Beam options from the pass-through flags, with remote runners staging ctrflow."""
+    options = PipelineOptions(list(beam_args))
+    if is_remote(options):
+        stage_ctrflow(options)
     return options
 
 
-def add_common_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--max-rejected-fraction", type=float, default=0.001,
-                        help="fail (after writing the rejected rows) if more than this fraction of any "
-                             "split's rows is rejected (default: %(default)s)")
-    parser.add_argument("--batch-rows", type=int, default=65536,
-                        help="rows per Arrow batch inside the pipeline (default: %(default)s)")
-
-
-def beam_help_epilog() -> str:
-    return ("Any other flag is a Beam pipeline option, passed through unchanged, e.g. --runner DataflowRunner "
-            "--project P --region R --temp_location gs://b/tmp, or --direct_num_workers 2 "
-            "--direct_running_mode multi_processing.")
-
-
-def setup_logging(verbose: bool = False) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    logging.getLogger().setLevel(logging.DEBUG if verbose else logging.INFO)
-    for noisy in ("absl", "tensorflow", "apache_beam", "h5py", "tensorflow_transform"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    logging.getLogger("apache_beam.ml").setLevel(logging.ERROR)  # "resource module not available"
+def stage_ctrflow(options: PipelineOptions) -> None:
+    """Adds what ships ctrflow to remote workers, unless the user named it; logs what it is."""
+    setup = options.view_as(SetupOptions)
+    image = options.view_as(WorkerOptions).sdk_container_image
+    own = [p for p in setup.extra_packages or [] if os.path.basename(p).startswith("ctrflow-")]
+    if setup.setup_file or image or own:
+        logging.info("workers get ctrflow from %s", setup.setup_file or image or own[0])
+        return
+    setup_file = project_setup_file()
+    if setup_file:
+        setup.setup_file = setup_file
+        logging.info("staging ctrflow to workers with the checkout's %s", setup_file)
+        return
+    wheel = installed_wheel()
+    setup.extra_packages = [*(setup.extra_packages or []), wheel]  # the user's own packages stay
+    logging.info("staging ctrflow to workers as --extra_package %s (built from the installed distribution)",
+                 wheel)
 
 
 def with_local_parallelism(beam_args: list[str]) -> list[str]:

@@ -16,7 +16,6 @@ learned on train.
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import logging
 import os
@@ -30,41 +29,27 @@ from apache_beam.metrics import Metrics
 
 from ctrflow.beam_jobs import manifest as mf
 from ctrflow.beam_jobs.io import COUNTER_NAMESPACE, REJECTED, ReadRows, WriteRejected, counter_name
+from ctrflow.beam_jobs.job_options import PreprocessOptions, job_parser, parse_job_options
+from ctrflow.beam_jobs.options import pipeline_options
 from ctrflow.beam_jobs.profiles import ProfileCombine
-from ctrflow.beam_jobs.options import add_common_args, beam_help_epilog, pipeline_options, setup_logging
 from ctrflow.beam_jobs.sources import ReadTask, plan_reads
-from ctrflow.beam_jobs.tfrecords import WriteTFRecordBatches
 from ctrflow.beam_jobs.splits import HashSplit
+from ctrflow.beam_jobs.tfrecords import WriteTFRecordBatches
 from ctrflow.pipeline import stats
+from ctrflow.pipeline.logs import setup_logging
 from ctrflow.pipeline.parsing import BatchParser
 from ctrflow.pipeline.transform import build_layout, make_preprocessing_fn, tensor_adapter_config, to_tft_batch
 from ctrflow.schemas import load_schema
+from ctrflow.schemas.flags import FlagParser
 from ctrflow.schemas.types import Schema
 
 SPLITS = ("train", "eval")
 
 
-def build_arg_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="ctrflow preprocess",
-        description="Analyze the training data (bucket boundaries, vocabularies) with tf.Transform, transform "
-                    "train and eval, and write gzip TFRecords, the transform graph and a manifest.",
-        epilog=beam_help_epilog())
-    p.add_argument("--schema", required=True, help="schema YAML file (see schemas/)")
-    p.add_argument("--train", required=True, action="append",
-                   help="training input (repeatable): a file pattern (local, glob or gs://; CSV/TSV, Parquet or "
-                        "TFRecord of tf.Example) or bigquery://PROJECT.DATASET.TABLE or bigquery://SELECT ...")
-    p.add_argument("--eval", action="append", default=[], help="eval input file pattern (repeatable)")
-    p.add_argument("--eval-fraction", type=float, default=0.0,
-                   help="instead of --eval: send this fraction of the --train rows to eval, chosen by a stable "
-                        "hash of --split-key (the same rows in every run and on every runner)")
-    p.add_argument("--split-key", help="column whose value decides a row's split with --eval-fraction, e.g. a "
-                                       "user or request id (rows sharing a key stay together)")
-    p.add_argument("--output", required=True, help="output directory (local or gs://)")
-    p.add_argument("--num-shards", type=int, default=0,
-                   help="TFRecord shards per split; 0 lets the runner choose (default)")
-    add_common_args(p)
-    return p
+def build_arg_parser() -> FlagParser:
+    return job_parser(PreprocessOptions, "ctrflow preprocess",
+                      "Analyze the training data (bucket boundaries, vocabularies) with tf.Transform, transform "
+                      "train and eval, and write gzip TFRecords, the transform graph and a manifest.")
 
 
 class _CountRows(beam.DoFn):
@@ -99,7 +84,8 @@ def _id_feature_names(schema: Schema) -> list[str]:
     return names
 
 
-def build_pipeline(p: beam.Pipeline, schema: Schema, tasks: dict[str, list], output: str, args) -> None:
+def build_pipeline(p: beam.Pipeline, schema: Schema, tasks: dict[str, list], output: str,
+                   options: PreprocessOptions) -> None:
     """Wires read -> analyze/transform -> write for both splits into ``p``."""
     adapter = tensor_adapter_config(schema)
     preprocessing_fn = make_preprocessing_fn(schema)
@@ -108,11 +94,12 @@ def build_pipeline(p: beam.Pipeline, schema: Schema, tasks: dict[str, list], out
         if not tasks[split]:
             continue
         read = p | f"Read{split.title()}" >> ReadRows(schema, tasks[split], split, with_label=True, keys=False,
-                                                       extra=_split_columns(args), batch_rows=args.batch_rows)
+                                                       extra=options.split_columns, batch_rows=options.batch_rows)
         clean[split] = read.rows
         _ = read[REJECTED] | f"Rejected{split.title()}" >> WriteRejected(os.path.join(output, "rejected", split))
-    if args.eval_fraction:  # analyzers below see the kept training rows only
-        clean["train"], clean["eval"] = clean["train"] | "HashSplit" >> HashSplit(args.split_key, args.eval_fraction)
+    if options.eval_fraction:  # analyzers below see the kept training rows only
+        clean["train"], clean["eval"] = clean["train"] | "HashSplit" >> HashSplit(options.split_key,
+                                                                                   options.eval_fraction)
     transform_fn = (
         (clean["train"] | "ToTftAnalyze" >> beam.Map(to_tft_batch, adapter), adapter)
         | "Analyze" >> tft_beam.AnalyzeDataset(preprocessing_fn))
@@ -122,9 +109,9 @@ def build_pipeline(p: beam.Pipeline, schema: Schema, tasks: dict[str, list], out
     # With --eval-fraction the split's counters must see each row once, and a bigquery:// query would run
     # (and be billed) twice and could change in between, so in those cases the batches are reused.
     to_transform = dict(clean)
-    if not args.eval_fraction and all(isinstance(t, ReadTask) for t in tasks["train"]):
+    if not options.eval_fraction and all(isinstance(t, ReadTask) for t in tasks["train"]):
         to_transform["train"] = (p | "ReadTrainAgain" >> ReadRows(
-            schema, tasks["train"], "train_again", with_label=True, keys=False, batch_rows=args.batch_rows)).rows
+            schema, tasks["train"], "train_again", with_label=True, keys=False, batch_rows=options.batch_rows)).rows
     outputs = {}
     for split, batches in to_transform.items():
         outputs[split], _ = (((batches | f"ToTft{split.title()}" >> beam.Map(to_tft_batch, adapter), adapter),
@@ -137,7 +124,7 @@ def build_pipeline(p: beam.Pipeline, schema: Schema, tasks: dict[str, list], out
         _ = (out
              | f"Count{split.title()}" >> beam.ParDo(_CountRows(split))
              | f"Write{split.title()}" >> WriteTFRecordBatches(os.path.join(output, split, "part"),
-                                                               num_shards=args.num_shards, ragged=ragged))
+                                                               num_shards=options.num_shards, ragged=ragged))
     profile = _train_profile(clean["train"], train_out, schema, _id_feature_names(schema))
     _ = (profile
          | "ProfileJson" >> beam.Map(lambda prof: stats_json(prof))
@@ -160,34 +147,29 @@ def _prepare_output(output: str) -> None:
     FileSystems.mkdirs(output)
 
 
-def _split_columns(args) -> tuple[str, ...]:
-    """The hash split's key travels with the clean rows."""
-    return (args.split_key,) if args.eval_fraction else ()
-
-
 def run(argv: list[str] | None = None) -> dict:
+    """Parses the flags and runs the job; returns the manifest."""
+    return run_job(parse_job_options(PreprocessOptions, build_arg_parser(), argv))
+
+
+def run_job(options: PreprocessOptions) -> dict:
     """Runs the job; returns the manifest (also written to OUTPUT/manifest.json)."""
-    args, beam_args = build_arg_parser().parse_known_args(argv)
-    if args.eval_fraction and (args.eval or not args.split_key or not 0 < args.eval_fraction < 1):
-        raise ValueError("--eval-fraction F (0 < F < 1) splits the --train input by --split-key COLUMN; "
-                         "give --split-key, and no --eval")
     setup_logging()
     watch = mf.Stopwatch()
-    schema = load_schema(args.schema)
-    output = args.output.rstrip("/")
-    parser = BatchParser(schema, with_label=True, keys=False, extra=_split_columns(args))
+    schema = load_schema(options.schema)
+    output = options.output.rstrip("/")
+    parser = BatchParser(schema, with_label=True, keys=False, extra=options.split_columns)
     tasks, files = {}, {}
-    for split, patterns in (("train", args.train), ("eval", args.eval)):
+    for split, patterns in (("train", options.train), ("eval", options.eval)):
         tasks[split], files[split] = (plan_reads(schema, patterns, parser.required_columns, parser=parser)
                                       if patterns else ([], []))
         logging.info("[%s] %d files, %d read tasks", split, len(files[split]), len(tasks[split]))
     watch.lap("plan")
     _prepare_output(output)
     temp = os.path.join(output, "tmp") if "://" in output else tempfile.mkdtemp(prefix="ctrflow-tft-")
-    options = pipeline_options(beam_args)
     logging.info("running the preprocess pipeline (read, analyze, transform, write) ...")
-    with beam.Pipeline(options=options) as p, tft_beam.Context(temp_dir=temp):
-        build_pipeline(p, schema, tasks, output, args)
+    with beam.Pipeline(options=pipeline_options(options.beam_args)) as p, tft_beam.Context(temp_dir=temp):
+        build_pipeline(p, schema, tasks, output, options)
     result = p.result
     watch.lap("pipeline")
 
@@ -197,28 +179,30 @@ def run(argv: list[str] | None = None) -> dict:
         if tasks[split]:
             counts = mf.split_counts(found, split, "output_rows")
             splits[split] = {**counts, "input_files": files[split]}
-    if args.eval_fraction:
+    if options.eval_fraction:
         splits["eval"] = {**mf.split_counts(found, "eval", "output_rows"), "input_files": files["train"],
-                          "hash_split": {"of": "train", "key": args.split_key, "eval_fraction": args.eval_fraction}}
+                          "hash_split": {"of": "train", "key": options.split_key,
+                                         "eval_fraction": options.eval_fraction}}
     tft_output = tft.TFTransformOutput(output)
     layout = build_layout(schema, tft_output.vocabulary_size_by_name)
     with FileSystems.create(os.path.join(output, "layout.json")) as f:
         f.write(layout.to_json().encode())
-    with FileSystems.open(args.schema) as src, FileSystems.create(os.path.join(output, "schema.yaml")) as dst:
+    with FileSystems.open(options.schema) as src, FileSystems.create(os.path.join(output, "schema.yaml")) as dst:
         dst.write(src.read())
     watch.lap("finalize")
     manifest = {
         "job": "preprocess",
-        "schema": args.schema,
+        "schema": options.schema,
         "output": output,
         "splits": splits,
         "durations_s": {**watch.stages, "total": watch.total()},
         "versions": mf.library_versions(),
-        "beam_options": beam_args,
+        "beam_options": list(options.beam_args),
+        "options": options.to_dict(),
     }
     mf.write_json(os.path.join(output, "manifest.json"), manifest)
     for split, counts in splits.items():
-        mf.check_counts(counts, split, "output_rows", args.max_rejected_fraction,
+        mf.check_counts(counts, split, "output_rows", options.max_rejected_fraction,
                         os.path.join(output, "rejected", split + "-*.jsonl"))
     for split, counts in splits.items():
         logging.info("[%s] %d rows in, %d written, %d rejected", split, counts["input_rows"],

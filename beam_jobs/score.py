@@ -25,7 +25,7 @@ rows were rejected keeps its rejected rows and manifest under
 """
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import datetime
 import io
 import logging
@@ -45,74 +45,34 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 
 from ctrflow.beam_jobs import manifest as mf
 from ctrflow.beam_jobs import partition
-from ctrflow.beam_jobs.io import COUNTER_NAMESPACE, REJECTED, ReadRows, WriteRejected, counter_name
-from ctrflow.beam_jobs.model_handler import ServingModelHandler, preload
-from ctrflow.beam_jobs.options import (add_common_args, beam_help_epilog, pipeline_options, setup_logging,
-                                       with_local_parallelism)
-from ctrflow.beam_jobs.profiles import ProfileCombine
 from ctrflow.beam_jobs.bigquery import is_bigquery
+from ctrflow.beam_jobs.io import COUNTER_NAMESPACE, REJECTED, ReadRows, WriteRejected, counter_name
+from ctrflow.beam_jobs.job_options import ScoreOptions, job_parser, parse_job_options
+from ctrflow.beam_jobs.model_handler import ServingModelHandler, preload
+from ctrflow.beam_jobs.options import pipeline_options, with_local_parallelism
+from ctrflow.beam_jobs.profiles import ProfileCombine
 from ctrflow.beam_jobs.sources import DEFAULT_RANGE_BYTES, match_files, plan_reads
 from ctrflow.model.artifact import ModelMetadata, load_metadata
 from ctrflow.pipeline import stats
-from ctrflow.pipeline.drift import DEFAULT_PSI_THRESHOLD, drift_report
+from ctrflow.pipeline.drift import drift_report
 from ctrflow.pipeline.drift_html import write_drift_html
+from ctrflow.pipeline.logs import setup_logging
 from ctrflow.pipeline.parsing import BatchParser
+from ctrflow.schemas.errors import OptionsError, UserError
+from ctrflow.schemas.flags import FlagParser
 
 SPLIT = "score"
-OUTPUT_FORMATS = ("parquet", "csv", "tfrecord")
 MIN_RANGE_BYTES = 4 << 20
 
 
-class DriftError(RuntimeError):
+class DriftError(UserError, RuntimeError):
     """Features drifted over the threshold and --fail-on-drift was given."""
 
 
-def build_arg_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="ctrflow score",
-        description="Score one daily table (or a range of dates) with a model exported by `ctrflow train`; "
-                    "write scores keyed by id per date partition, rejected rows, a manifest and a drift report.",
-        epilog=beam_help_epilog())
-    p.add_argument("--model", required=True, help="MODEL_DIR of `ctrflow train` (or its export/ folder)")
-    p.add_argument("--input", required=True, action="append",
-                   help="input file pattern; '{date}' is replaced by each date (repeatable)")
-    p.add_argument("--date", required=True,
-                   help="scoring date YYYY-MM-DD, or a range FIRST:LAST (one partition per date)")
-    p.add_argument("--output", required=True, help="output folder; each date goes to OUTPUT/date=YYYY-MM-DD/")
-    p.add_argument("--passthrough", default="",
-                   help="comma-separated extra input columns to copy into the output (the schema's id and "
-                        "passthrough columns are always copied)")
-    p.add_argument("--psi-threshold", type=float, default=DEFAULT_PSI_THRESHOLD,
-                   help="features with PSI above this are reported as drifted (default: %(default)s)")
-    p.add_argument("--fail-on-drift", action="store_true",
-                   help="exit non-zero when any feature drifts over the threshold (after writing the output)")
-    p.add_argument("--output-format", choices=OUTPUT_FORMATS, default="parquet",
-                   help="score file format under OUTPUT/date=D/ (default: %(default)s); tfrecord writes gzip "
-                        "tf.Examples (float64 passthrough columns become float32, the date a string)")
-    p.add_argument("--output-table", metavar="PROJECT:DATASET.TABLE",
-                   help="write the scores to this BigQuery table's date partition instead of files "
-                        "(WRITE_TRUNCATE of table$YYYYMMDD; needs --temp_location gs://...); reports still go "
-                        "to OUTPUT/date=D/")
-    p.add_argument("--inference-batch-size", type=int, default=0,
-                   help="rows per model call; larger --batch-rows batches are cut to this size "
-                        "(default: one call per batch)")
-    p.add_argument("--model-threads", type=int, default=0,
-                   help="TensorFlow intra/inter-op threads per worker process (default: TensorFlow's choice)")
-    add_common_args(p)
-    return p
-
-
-def parse_dates(spec: str) -> list[str]:
-    """'2026-11-21' or '2026-11-01:2026-11-07' -> ISO dates."""
-    try:
-        parts = [datetime.date.fromisoformat(s.strip()) for s in spec.split(":")]
-    except ValueError as e:
-        raise ValueError(f"--date {spec!r}: expected YYYY-MM-DD or FIRST:LAST ({e})") from None
-    if len(parts) == 1:
-        return [parts[0].isoformat()]
-    if len(parts) != 2 or parts[1] < parts[0]:
-        raise ValueError(f"--date {spec!r}: a range is FIRST:LAST with FIRST <= LAST")
-    return [(parts[0] + datetime.timedelta(days=i)).isoformat() for i in range((parts[1] - parts[0]).days + 1)]
+def build_arg_parser() -> FlagParser:
+    return job_parser(ScoreOptions, "ctrflow score",
+                      "Score one daily table (or a range of dates) with a model exported by `ctrflow train`; write "
+                      "scores keyed by id per date partition, rejected rows, a manifest and a drift report.")
 
 
 def _base_dir(pattern: str) -> str:
@@ -125,7 +85,9 @@ def _base_dir(pattern: str) -> str:
 def _inside(path: str, folder: str) -> bool:
     if not folder:
         return False
-    norm = (lambda p: p if "://" in p else os.path.abspath(p))
+    def norm(p: str) -> str:
+        return p if "://" in p else os.path.abspath(p)
+
     p, f = norm(path).rstrip("/") + "/", norm(folder).rstrip("/") + "/"
     return p.startswith(f)
 
@@ -135,12 +97,12 @@ def check_output_location(output: str, inputs: list[str], model_dir: str) -> Non
     for pattern in (p for p in inputs if not is_bigquery(p)):
         base = _base_dir(pattern)
         if _inside(output, base) and base not in ("", "."):
-            raise ValueError(f"--output {output} is inside the input location {base}: refusing (scores would "
+            raise OptionsError(f"--output {output} is inside the input location {base}: refusing (scores would "
                              "be mixed into the input)")
         if _inside(base, output):
-            raise ValueError(f"--output {output} contains the input location {base}: refusing")
+            raise OptionsError(f"--output {output} contains the input location {base}: refusing")
     if _inside(output, model_dir) or _inside(model_dir, output):
-        raise ValueError(f"--output {output} overlaps the model directory {model_dir}: refusing")
+        raise OptionsError(f"--output {output} overlaps the model directory {model_dir}: refusing")
 
 
 def output_arrow_schema(parser: BatchParser) -> pa.Schema:
@@ -255,20 +217,19 @@ class WriteScores(beam.PTransform):
 
 
 def build_pipeline(p: beam.Pipeline, meta: ModelMetadata, tasks, parser: BatchParser, staging: str, date: str,
-                   batch_rows: int, output_format: str = "parquet", output_table: str | None = None,
-                   inference_batch_size: int = 0, model_threads: int = 0) -> None:
+                   options: ScoreOptions) -> None:
     schema = meta.schema
     read = p | "Read" >> ReadRows(schema, tasks, SPLIT, with_label=False, keys=True, extra=parser.extra,
-                                  batch_rows=batch_rows)
+                                  batch_rows=options.batch_rows)
     _ = read[REJECTED] | "Rejected" >> WriteRejected(os.path.join(staging, "rejected"))
-    handler = ServingModelHandler(meta.path, inference_batch_size=inference_batch_size,
-                                  intra_op_threads=model_threads)
+    handler = ServingModelHandler(meta.path, inference_batch_size=options.inference_batch_size,
+                                  intra_op_threads=options.model_threads)
     read.rows.element_type = pa.RecordBatch  # coders that size Arrow data without pickling it
     results = read.rows | "Score" >> RunInference(handler).with_output_types(PredictionResult)
     out_schema = output_arrow_schema(parser)
     _ = (results
          | "ToTable" >> beam.ParDo(_ToOutputTable(out_schema, meta.version, date)).with_output_types(pa.Table)
-         | "Write" >> WriteScores(out_schema, staging, output_format, output_table, date))
+         | "Write" >> WriteScores(out_schema, staging, options.output_format, options.output_table, date))
     baseline = stats.Profile.from_dict(meta.train_stats["train"]) if meta.train_stats else stats.Profile()
     id_names = [f.name for f in meta.layout.sparse if not f.wide_only]
     _ = (results
@@ -286,7 +247,7 @@ def _range_bytes(patterns: list[str]) -> int:
     return int(min(DEFAULT_RANGE_BYTES, max(MIN_RANGE_BYTES, total // 8)))
 
 
-def score_date(args, beam_args: list[str], meta: ModelMetadata, date: str, startup: dict | None = None) -> dict:
+def score_date(options: ScoreOptions, meta: ModelMetadata, date: str, startup: dict | None = None) -> dict:
     """Scores one date into a staging folder, then publishes it; returns the manifest.
 
     ``startup``: for the first date's manifest, the seconds from process start to the job's start
@@ -294,42 +255,41 @@ def score_date(args, beam_args: list[str], meta: ModelMetadata, date: str, start
     """
     startup = startup or {}
     watch = mf.Stopwatch()
-    patterns = [pattern.replace("{date}", date) for pattern in args.input]
-    extra = tuple(c for c in args.passthrough.split(",") if c)
-    parser = BatchParser(meta.schema, with_label=False, keys=True, extra=extra)
+    patterns = [pattern.replace("{date}", date) for pattern in options.input]
+    parser = BatchParser(meta.schema, with_label=False, keys=True, extra=options.passthrough)
     tasks, files = plan_reads(meta.schema, patterns, parser.required_columns, range_bytes=_range_bytes(patterns),
                               parser=parser)
-    output = args.output.rstrip("/")
+    output = options.output.rstrip("/")
     staging = partition.staging_dir(output, date)
     final = partition.partition_dir(output, date)
     logging.info("[%s] scoring %d files (%d read tasks) with model %s", date, len(files), len(tasks), meta.version)
     watch.lap("plan")
     try:
         began = time.time()
-        with beam.Pipeline(options=pipeline_options(beam_args)) as p:
-            build_pipeline(p, meta, tasks, parser, staging, date, args.batch_rows, args.output_format,
-                           args.output_table, args.inference_batch_size, args.model_threads)
+        with beam.Pipeline(options=pipeline_options(options.beam_args)) as p:
+            build_pipeline(p, meta, tasks, parser, staging, date, options)
         watch.lap("pipeline")
         parts = mf.pipeline_parts(p.result, SPLIT, began, time.time())
         counts = mf.split_counts(mf.counters(p.result), SPLIT, "output_rows")
         counts = {"input_rows": counts["input_rows"], "scored_rows": counts["output_rows"],
                   "rejected_rows": counts["rejected_rows"]}
-        drift = _write_drift(meta, staging, args.psi_threshold, date)
+        drift = _write_drift(meta, staging, options.psi_threshold, date)
         watch.lap("drift_report")
         manifest = {
             "job": "score", "date": date, "model": meta.path, "model_version": meta.version,
             "inputs": patterns, "input_files": files, **counts,
             "drifted_features": drift["features_over_threshold"] if drift else [],
-            "psi_threshold": args.psi_threshold,
-            "output": final, "output_format": "bigquery" if args.output_table else args.output_format,
-            "output_table": bigquery_partition(args.output_table, date) if args.output_table else None,
+            "psi_threshold": options.psi_threshold,
+            "output": final, "output_format": "bigquery" if options.output_table else options.output_format,
+            "output_table": bigquery_partition(options.output_table, date) if options.output_table else None,
             "durations_s": {**watch.stages, "pipeline_parts": parts, "total": watch.total(),
                             **{k: v() if callable(v) else v for k, v in startup.items()}},
-            "versions": mf.library_versions(), "beam_options": beam_args,
+            "versions": mf.library_versions(), "beam_options": list(options.beam_args),
+            "options": options.to_dict(),
         }
         mf.write_json(os.path.join(staging, "manifest.json"), manifest)
         try:
-            mf.check_counts(counts, date, "scored_rows", args.max_rejected_fraction,
+            mf.check_counts(counts, date, "scored_rows", options.max_rejected_fraction,
                             os.path.join(partition.failed_dir(staging), "rejected-*.jsonl"))
         except mf.RejectedFractionError:
             manifest["status"] = "failed: too many rejected rows"
@@ -344,7 +304,7 @@ def score_date(args, beam_args: list[str], meta: ModelMetadata, date: str, start
         raise
     logging.info("[%s] %d rows in, %d scored, %d rejected -> %s", date, counts["input_rows"],
                  counts["scored_rows"], counts["rejected_rows"], final)
-    _print_summary(manifest, drift, args.psi_threshold)
+    _print_summary(manifest, drift, options.psi_threshold)
     return manifest
 
 
@@ -375,7 +335,8 @@ def _write_drift(meta: ModelMetadata, staging: str, threshold: float, date: str)
                           threshold)
     mf.write_json(os.path.join(staging, "drift.json"), report)
     try:
-        write_drift_html(os.path.join(staging, "drift.html"), report, meta, date)
+        write_drift_html(os.path.join(staging, "drift.html"), report, meta.schema, meta.layout,
+                         model_version=meta.version, export_dir=meta.path, date=date)
     except Exception:  # noqa: BLE001 - the page is a convenience: never fail a scoring run over it
         logging.exception("[%s] could not write drift.html", date)
     return report
@@ -398,32 +359,31 @@ def _in_process(beam_args: list[str]) -> bool:
 
 
 def run(argv: list[str] | None = None) -> list[dict]:
+    """Parses the flags and scores every requested date; returns their manifests."""
+    return run_job(parse_job_options(ScoreOptions, build_arg_parser(), argv))
+
+
+def run_job(options: ScoreOptions) -> list[dict]:
     """Scores every requested date; returns their manifests."""
-    args, beam_args = build_arg_parser().parse_known_args(argv)
     setup_logging()
-    if args.inference_batch_size < 0 or args.batch_rows <= 0:
-        raise ValueError("--batch-rows must be > 0 and --inference-batch-size >= 0")
-    if args.output_table:
-        bigquery_partition(args.output_table, "2000-01-01")  # checks the form early
-    beam_args = with_local_parallelism(beam_args)
+    options = dataclasses.replace(options, beam_args=tuple(with_local_parallelism(list(options.beam_args))))
     startup = {"process_start": mf.process_seconds()}
-    meta = load_metadata(args.model, _read_text, FileSystems.exists)
-    loading = preload(meta, args.model_threads) if _in_process(beam_args) else None
+    meta = load_metadata(options.model, _read_text, FileSystems.exists)
+    loading = preload(meta, options.model_threads) if _in_process(list(options.beam_args)) else None
     # ^ the TF import and model load overlap planning and the Beam start
-    check_output_location(args.output, args.input, os.path.dirname(meta.path.rstrip("/")))
+    check_output_location(options.output, list(options.input), os.path.dirname(meta.path.rstrip("/")))
     manifests = []
-    for d in parse_dates(args.date):
+    for d in options.dates:
         if loading is not None and not manifests:
             startup["model_load_background"] = lambda: (getattr(loading, "load_seconds", None)
                                                         if loading.done() and not loading.exception() else None)
-        manifests.append(score_date(args, beam_args, meta, d, startup))
+        manifests.append(score_date(options, meta, d, startup))
         startup = {}
     drifted = {m["date"]: m["drifted_features"] for m in manifests if m["drifted_features"]}
-    if args.fail_on_drift and drifted:
-        raise DriftError(f"drift over PSI {args.psi_threshold}: {drifted} (the output was written; see "
+    if options.fail_on_drift and drifted:
+        raise DriftError(f"drift over PSI {options.psi_threshold}: {drifted} (the output was written; see "
                          f"drift.html beside the scores)")
     return manifests
-
 
 if __name__ == "__main__":
     run()

@@ -41,9 +41,11 @@ from tfx_bsl.coders import example_coder
 
 from ctrflow.beam_jobs.bigquery import BigQueryRead, is_bigquery, plan_bigquery
 from ctrflow.pipeline.parsing import BatchParser, RejectedRow
+from ctrflow.schemas.errors import UserError
 from ctrflow.schemas.types import Schema
 
 DEFAULT_RANGE_BYTES = 64 << 20
+DEFAULT_BATCH_ROWS = 65536  # rows per Arrow batch (--batch-rows)
 _BLOCK = 1 << 16
 _SAMPLE_FILES = 32  # files whose first rows the driver parses; workers check every file the same way
 _SAMPLE_BYTES = 1 << 16
@@ -52,7 +54,7 @@ _EXTENSIONS = {".parquet": "parquet", ".pq": "parquet", ".tfrecord": "tfrecord",
                ".csv": "csv", ".tsv": "csv", ".txt": "csv"}
 
 
-class InputError(ValueError):
+class InputError(UserError, ValueError):
     """Input that does not fit the schema (missing file, missing column, wrong schema)."""
 
 
@@ -429,7 +431,7 @@ def _example_row(rb: pa.RecordBatch, i: int) -> dict:
 
 
 def read_task(schema: Schema, task: ReadTask, columns: list[str],
-              batch_rows: int = 65536) -> Iterator[tuple[pa.Table, list[RejectedRow]]]:
+              batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[tuple[pa.Table, list[RejectedRow]]]:
     """Raw tables (and rows rejected while splitting or decoding them) of one read task."""
     logging.debug("reading %s", task.describe())
     if task.kind == "parquet":

@@ -1,7 +1,9 @@
 """``ctrflow``: the command-line entry point.
 
-Each subcommand is a job module's ``run(argv)``; flags a job does not know are
-Beam pipeline options and pass through unchanged.
+Each subcommand is a job module's ``run(argv)``. Unknown flags stop a job
+with one line and exit 2 (``preprocess`` and ``score`` pass Beam's own
+pipeline options through); a ``UserError`` (bad schema, input or options)
+prints as one line; ``--debug`` shows tracebacks.
 """
 from __future__ import annotations
 
@@ -10,8 +12,11 @@ import logging
 import os
 import sys
 
+from ctrflow.schemas.errors import UserError, user_error_names
+
 COMMANDS = {
-    "preprocess": ("ctrflow.beam_jobs.preprocess", "analyze + transform train/eval data into TFRecords (Beam + tf.Transform)"),
+    "preprocess": ("ctrflow.beam_jobs.preprocess",
+                   "analyze + transform train/eval data into TFRecords (Beam + tf.Transform)"),
     "train": ("ctrflow.model.train", "train DeepFM / Wide&Deep / LR and export one raw-feature SavedModel"),
     "evaluate": ("ctrflow.model.evaluate", "evaluate an exported model on preprocessed data (AUC, log loss, plots)"),
     "score": ("ctrflow.beam_jobs.score", "batch-score a daily table with an exported model (Beam), with drift report"),
@@ -32,36 +37,50 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
-        print(f"ctrflow: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
+        print(f"ctrflow: error: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    debug = "--debug" in rest  # ours, not the job's: full tracebacks
+    rest = [a for a in rest if a != "--debug"]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
     module = importlib.import_module(COMMANDS[command][0])
     try:
         module.run(rest)
     except KeyboardInterrupt:
         return 130
+    except SystemExit as e:  # argparse: --help (0) or a usage error (2), already printed
+        return e.code if isinstance(e.code, int) else 1
     except Exception as e:  # noqa: BLE001 - one clear line for the user, details with --debug
-        if "--debug" in rest or logging.getLogger().isEnabledFor(logging.DEBUG):
+        if debug or logging.getLogger().isEnabledFor(logging.DEBUG):
             raise
-        print(f"ctrflow {command}: error: {_root_message(e)}", file=sys.stderr)
+        user = _user_error(e)
+        if user is not None:
+            print(f"ctrflow {command}: error: {user[0]}", file=sys.stderr)
+            return user[1]
+        print(f"ctrflow {command}: error: {type(e).__name__}: {e} (run again with --debug for the traceback)",
+              file=sys.stderr)
         return 1
     return 0
 
 
-def _root_message(e: BaseException) -> str:
-    """Our own error message, even when Beam wrapped it in its runner errors."""
-    from ctrflow.beam_jobs.sources import InputError
-
-    seen = e
+def _user_error(e: BaseException) -> tuple[str, int] | None:
+    """(message, exit code) of our own ``UserError``, even when Beam wrapped it in its runner errors."""
+    seen: BaseException | None = e
     while seen is not None:
-        if isinstance(seen, InputError):
-            return str(seen)
+        if isinstance(seen, UserError):
+            return str(seen), seen.exit_code
         seen = seen.__cause__ or seen.__context__
     text = str(e)
-    marker = "InputError: "
-    if marker in text:  # raised on a worker: Beam re-raises it as text
-        return text[text.rindex(marker) + len(marker):].split("\n")[0].split(" [while running")[0]
-    return text
+    for name in sorted(user_error_names()):  # raised on a worker: Beam re-raises it as text
+        marker = f"{name}: "
+        if marker in text:
+            return text[text.rindex(marker) + len(marker):].split("\n")[0].split(" [while running")[0], 1
+    return None
+
+
+def _root_message(e: BaseException) -> str:
+    """Our own error message, even when Beam wrapped it; else the exception's text."""
+    found = _user_error(e)
+    return found[0] if found else str(e)
 
 
 if __name__ == "__main__":

@@ -7,11 +7,18 @@ everything went.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
 import time
 from importlib import resources
+
+from apache_beam.io.filesystems import FileSystems
+
+from ctrflow.model.config import MODELS
+from ctrflow.schemas.errors import OptionsError
+from ctrflow.schemas.flags import FlagParser, build_parser, from_namespace, option, to_dict
 
 
 def bundled_census_dir() -> str:
@@ -19,38 +26,50 @@ def bundled_census_dir() -> str:
     return str(resources.files("ctrflow.data") / "census")
 
 
-def build_arg_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ctrflow demo", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--output", default="runs/demo", help="where the demo writes (default: %(default)s)")
-    p.add_argument("--model", default="deepfm", choices=("deepfm", "wide_deep", "lr"))
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--data-dir", default=None,
-                   help="folder with adult.data and adult.test (default: the copy bundled with ctrflow)")
-    p.add_argument("--schema", default=None, help="schema YAML (default: the bundled census.yaml)")
-    return p
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DemoOptions:
+    """``ctrflow demo``: where it writes, which model, and optionally other census files."""
+
+    output: str = option("runs/demo", help="where the demo writes")
+    model: str = option("deepfm", choices=MODELS, help="model family")
+    epochs: int = option(10, help="maximum training epochs")
+    data_dir: str | None = option(None, help="folder with adult.data and adult.test (default: the copy bundled "
+                                             "with ctrflow)")
+    schema: str | None = option(None, help="schema YAML (default: the bundled census.yaml)")
+
+    def __post_init__(self) -> None:
+        if self.epochs <= 0:
+            raise OptionsError(f"--epochs must be > 0, got {self.epochs}")
+
+
+def build_arg_parser() -> FlagParser:
+    return build_parser(DemoOptions, "ctrflow demo", __doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def run(argv: list[str] | None = None) -> dict:
-    args = build_arg_parser().parse_args(argv)
-    from ctrflow.schemas import bundled_schema_path
+    """Parses the flags and runs the demo; returns its summary."""
+    return run_demo(from_namespace(DemoOptions, build_arg_parser().parse_args(argv)))
 
-    args.data_dir = args.data_dir or bundled_census_dir()
-    args.schema = args.schema or bundled_schema_path("census")
+
+def run_demo(opts: DemoOptions) -> dict:
+    """preprocess -> train -> score on census; prints the AUCs and where everything went."""
     from ctrflow.beam_jobs import preprocess, score
     from ctrflow.model import train
     from ctrflow.model.metrics import roc_auc
+    from ctrflow.schemas import bundled_schema_path
 
-    out = os.path.abspath(args.output)
+    data_dir = opts.data_dir or bundled_census_dir()
+    schema = opts.schema or bundled_schema_path("census")
+    out = opts.output if "://" in opts.output else os.path.abspath(opts.output)
     data, model_dir, scores = (os.path.join(out, d) for d in ("data", "model", "scores"))
-    train_file, test_file = (os.path.join(args.data_dir, f) for f in ("adult.data", "adult.test"))
+    train_file, test_file = (os.path.join(data_dir, f) for f in ("adult.data", "adult.test"))
     date = datetime.date.today().isoformat()
     times = {}
     t = time.time()
-    pre = preprocess.run(["--schema", args.schema, "--train", train_file, "--eval", test_file, "--output", data])
+    pre = preprocess.run(["--schema", schema, "--train", train_file, "--eval", test_file, "--output", data])
     times["preprocess"] = time.time() - t
     t = time.time()
-    metrics = train.run(["--data", data, "--output", model_dir, "--model", args.model, "--epochs", str(args.epochs),
+    metrics = train.run(["--data", data, "--output", model_dir, "--model", opts.model, "--epochs", str(opts.epochs),
                          "--cache", "--verbose", "2"])
     times["train"] = time.time() - t
     t = time.time()
@@ -72,9 +91,10 @@ def run(argv: list[str] | None = None) -> dict:
                   "metrics": os.path.join(model_dir, "metrics.json"), "scores": manifest["output"],
                   "drift": os.path.join(manifest["output"], "drift.json")},
     }
-    with open(os.path.join(out, "demo_summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
-    print("\n==== ctrflow demo: census income, " + args.model + " ====")
+    summary["options"] = to_dict(opts)
+    with FileSystems.create(os.path.join(out, "demo_summary.json")) as f:
+        f.write(json.dumps(summary, indent=2).encode("utf-8"))
+    print("\n==== ctrflow demo: census income, " + opts.model + " ====")
     print(f"eval AUC on adult.test : {metrics['auc']:.4f}  (log loss {metrics['logloss']:.4f}, "
           f"{metrics['eval_rows']} rows)")
     print(f"AUC of the scoring job : {scored_auc:.4f}  ({manifest['scored_rows']} scored, "

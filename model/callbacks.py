@@ -15,8 +15,10 @@ def make_callbacks(model_dir: str, *, patience: int, resume: bool) -> list[keras
     finished epoch; Keras deletes it once training ends normally.
     Early-stopping patience and the best-so-far AUC start afresh on resume.
     """
+    import tensorflow as tf
+
     ckpt_dir = os.path.join(model_dir, "checkpoints")
-    os.makedirs(ckpt_dir, exist_ok=True)
+    tf.io.gfile.makedirs(ckpt_dir)  # gs:// too
     callbacks = [
         keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=patience,
                                       restore_best_weights=True, verbose=1),

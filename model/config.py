@@ -2,7 +2,7 @@
 
 One dataclass feeds YAML files, the CLI and the saved run metadata, so an
 option added here is automatically a flag (``add_argparse_args``) and a YAML key.
-Kept free of TensorFlow imports: reading a config must stay cheap.
+Kept free of module-level TensorFlow imports: building a config must stay cheap.
 """
 from __future__ import annotations
 
@@ -100,8 +100,11 @@ class ModelConfig:
 
     @classmethod
     def from_yaml(cls, path: str) -> "ModelConfig":
-        with open(path, encoding="utf-8") as f:
-            return cls.from_dict(yaml.safe_load(f) or {})
+        """Reads a local or gs:// YAML file (TensorFlow is imported only here)."""
+        import tensorflow as tf
+
+        with tf.io.gfile.GFile(path) as f:
+            return cls.from_dict(yaml.safe_load(f.read()) or {})
 
     def to_dict(self) -> dict[str, Any]:
         """Plain YAML/JSON-friendly values (tuples become lists)."""

@@ -13,6 +13,7 @@ training used. Writes to ``--output`` (default ``MODEL/evaluation/<split>``)::
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import os
@@ -20,18 +21,14 @@ import os
 import numpy as np
 
 from ctrflow.model import metrics as mt
+from ctrflow.model.options import EvaluateOptions
+from ctrflow.pipeline.logs import setup_logging
+from ctrflow.schemas.flags import FlagParser, build_parser, from_namespace
 
 
-def build_arg_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ctrflow evaluate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="model directory of `ctrflow train` (or its export/)")
-    p.add_argument("--data", required=True, help="output directory of `ctrflow preprocess`")
-    p.add_argument("--split", default="eval", choices=("eval", "train"), help="split to evaluate (default: eval)")
-    p.add_argument("--output", help="where metrics.json and the plots go (default: MODEL/evaluation/SPLIT)")
-    p.add_argument("--batch-size", type=int, default=8192, help="examples per scoring call (default: 8192)")
-    p.add_argument("--bins", type=int, default=20, help="calibration bins (default: 20)")
-    return p
+def build_arg_parser() -> FlagParser:
+    return build_parser(EvaluateOptions, "ctrflow evaluate", __doc__,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def score(model_path: str, file_pattern: str, label: str, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -57,6 +54,16 @@ def score(model_path: str, file_pattern: str, label: str, batch_size: int) -> tu
     return np.concatenate(labels), np.concatenate(probs)
 
 
+def _save_png(fig, path: str) -> None:
+    """matplotlib writes local files only: render to memory, write through tf.io.gfile (gs:// too)."""
+    import tensorflow as tf
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    with tf.io.gfile.GFile(path, "wb") as f:
+        f.write(buf.getvalue())
+
+
 def plot(labels: np.ndarray, probs: np.ndarray, bins: list[dict], auc: float, out_dir: str) -> list[str]:
     """roc.png and calibration.png in ``out_dir``; returns their paths."""
     import matplotlib
@@ -71,7 +78,7 @@ def plot(labels: np.ndarray, probs: np.ndarray, bins: list[dict], auc: float, ou
     ax.plot([0, 1], [0, 1], "--", color="grey", label="random")
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC")
     ax.legend(loc="lower right")
-    fig.savefig(roc_path, dpi=100, bbox_inches="tight")
+    _save_png(fig, roc_path)
     plt.close(fig)
     pred = [b["mean_prediction"] for b in bins]
     seen = [b["observed_rate"] for b in bins]
@@ -82,31 +89,36 @@ def plot(labels: np.ndarray, probs: np.ndarray, bins: list[dict], auc: float, ou
     ax.set(xlabel="mean prediction", ylabel="observed positive rate", title="Calibration (equal-count bins)",
            xlim=(0, top), ylim=(0, top))
     ax.legend(loc="upper left")
-    fig.savefig(cal_path, dpi=100, bbox_inches="tight")
+    _save_png(fig, cal_path)
     plt.close(fig)
     return [roc_path, cal_path]
 
 
 def run(argv: list[str] | None = None) -> dict:
+    """Parses the flags and evaluates; returns the metrics."""
+    opts = from_namespace(EvaluateOptions, build_arg_parser().parse_args(argv))
+    setup_logging()
+    return run_job(opts)
+
+
+def run_job(opts: EvaluateOptions) -> dict:
     """Evaluates; returns the metrics (also written to OUTPUT/metrics.json)."""
-    args = build_arg_parser().parse_args(argv)
-    from ctrflow.beam_jobs.options import setup_logging
+    import tensorflow as tf
 
     from ctrflow.model.export import load_metadata
     from ctrflow.model.inputs import split_files
 
-    setup_logging()
-    meta = load_metadata(args.model)
-    labels, probs = score(args.model, split_files(args.data, args.split), meta.layout.label, args.batch_size)
+    meta = load_metadata(opts.model)
+    labels, probs = score(opts.model, split_files(opts.data, opts.split), meta.layout.label, opts.batch_size)
     metrics = mt.summary(labels, probs)
-    bins = mt.calibration_bins(labels, probs, args.bins)
-    out_dir = args.output or os.path.join(os.path.dirname(meta.path.rstrip("/")), "evaluation", args.split)
-    os.makedirs(out_dir, exist_ok=True)
+    bins = mt.calibration_bins(labels, probs, opts.bins)
+    out_dir = opts.output or os.path.join(os.path.dirname(meta.path.rstrip("/")), "evaluation", opts.split)
+    tf.io.gfile.makedirs(out_dir)
     plots = plot(labels, probs, bins, metrics["auc"], out_dir)
-    metrics.update(model_version=meta.version, data=args.data, split=args.split, calibration_bins=bins,
-                   plots=plots)
-    with open(os.path.join(out_dir, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2)
+    metrics.update(model_version=meta.version, data=opts.data, split=opts.split, calibration_bins=bins,
+                   plots=plots, options=opts.to_dict())
+    with tf.io.gfile.GFile(os.path.join(out_dir, "metrics.json"), "w") as f:
+        f.write(json.dumps(metrics, indent=2))
     logging.info("AUC %.4f, log loss %.4f, calibration %.3f on %d rows; wrote %s", metrics["auc"],
                  metrics["logloss"], metrics["calibration"], metrics["eval_rows"], out_dir)
     return metrics

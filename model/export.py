@@ -29,8 +29,18 @@ import os
 import tensorflow as tf
 
 from ctrflow.model import artifact
-from ctrflow.model.artifact import (EXTRA, INFO_FILE, LAYOUT_FILE, SCHEMA_FILE, STATS_FILE,  # noqa: F401
-                                    ExportedModel, ModelMetadata, find_export_dir, load_metadata, read_extra)
+from ctrflow.model.artifact import (  # noqa: F401
+    EXTRA,
+    INFO_FILE,
+    LAYOUT_FILE,
+    SCHEMA_FILE,
+    STATS_FILE,
+    ExportedModel,
+    ModelMetadata,
+    find_export_dir,
+    load_metadata,
+    read_extra,
+)
 from ctrflow.model.inputs import model_features
 from ctrflow.pipeline.layout import FeatureLayout
 from ctrflow.pipeline.transform import raw_feature_spec

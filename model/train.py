@@ -10,7 +10,6 @@ Outputs under ``--output`` (MODEL_DIR)::
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -19,47 +18,27 @@ import time
 import numpy as np
 
 from ctrflow.model.config import ModelConfig
+from ctrflow.model.options import TrainerOptions
+from ctrflow.pipeline.logs import setup_logging
+from ctrflow.schemas.flags import FlagParser, add_flags, from_namespace
 
 
-def build_arg_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def build_arg_parser() -> FlagParser:
+    p = FlagParser(
         prog="ctrflow train",
         description="Train a DeepFM / Wide&Deep / LR model on the TFRecords written by `ctrflow preprocess` and "
                     "export ONE SavedModel that takes raw features (transform graph inside).")
-    p.add_argument("--data", required=True, help="output directory of `ctrflow preprocess`")
-    p.add_argument("--output", required=True, help="model directory (MODEL_DIR)")
-    p.add_argument("--config", help="model config YAML (keys: the model options below, with underscores); "
-                                     "command-line flags override it")
-    t = p.add_argument_group("trainer")
-    t.add_argument("--batch-size", type=int, default=512,
-                   help="training batch size (pairs for the pairwise loss) (default: %(default)s)")
-    t.add_argument("--eval-batch-size", type=int, default=8192,
-                   help="batch size of evaluation passes (default: %(default)s)")
-    t.add_argument("--epochs", type=int, default=10,
-                   help="maximum epochs (early stopping may end sooner) (default: %(default)s)")
-    t.add_argument("--patience", type=int, default=2,
-                   help="epochs without eval AUC improvement before stopping (default: %(default)s)")
-    t.add_argument("--steps-per-epoch", type=int, default=None,
-                   help="batches per epoch (default: one pass over the training data)")
-    t.add_argument("--seed", type=int, default=42,
-                   help="seed for init, shuffling, sampling and dropout (default: %(default)s)")
-    t.add_argument("--deterministic", action="store_true",
-                   help="deterministic TF ops: same metrics on every run with the same seed (slower)")
-    t.add_argument("--cache", action="store_true",
-                   help="parse the training data once and keep its features in memory (much less CPU per epoch; "
-                        "~8 bytes per id)")
-    t.add_argument("--shuffle-buffer", type=int, default=100_000,
-                   help="records in the shuffle buffer without --cache (default: %(default)s)")
-    t.add_argument("--pair-window", type=int, default=65_536,
-                   help="pairwise loss: records per window within which (positive, negative) pairs of one group "
-                        "are formed (see model.inputs) (default: %(default)s)")
-    t.add_argument("--resume", action="store_true",
-                   help="resume an interrupted run from MODEL_DIR/checkpoints/backup (weights, optimizer state "
-                        "and epoch)")
-    t.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2),
-                   help="Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch")
+    add_flags(p.add_argument_group("trainer"), TrainerOptions)
     ModelConfig.add_argparse_args(p.add_argument_group("model (also YAML keys of --config)"))
     return p
+
+
+def parse_options(argv: list[str] | None) -> tuple[TrainerOptions, ModelConfig]:
+    """The trainer's options and the model config (YAML of --config, overridden by flags)."""
+    ns = build_arg_parser().parse_args(argv)
+    trainer = from_namespace(TrainerOptions, ns)
+    base = ModelConfig.from_yaml(trainer.config) if trainer.config else None
+    return trainer, ModelConfig.from_args(ns, base=base)
 
 
 def _set_seed(seed: int, deterministic: bool) -> None:
@@ -71,16 +50,16 @@ def _set_seed(seed: int, deterministic: bool) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def _train_dataset(args: argparse.Namespace, config: ModelConfig, data: str, spec: dict, layout):
+def _train_dataset(opts: TrainerOptions, config: ModelConfig, spec: dict, layout):
     """Pairs for the pairwise loss, else (downsampled) shuffled examples."""
     from ctrflow.model.inputs import make_dataset, make_pair_dataset, split_files
 
-    files, repeat = split_files(data, "train"), args.steps_per_epoch is not None
+    files, repeat = split_files(opts.data, "train"), opts.steps_per_epoch is not None
     if config.loss == "pairwise":
-        return make_pair_dataset(files, spec, layout, args.batch_size, seed=args.seed, repeat=repeat,
-                                 cache=args.cache, pair_window=args.pair_window)
-    return make_dataset(files, spec, layout, args.batch_size, shuffle=True, seed=args.seed, cache=args.cache,
-                        shuffle_buffer=args.shuffle_buffer, repeat=repeat,
+        return make_pair_dataset(files, spec, layout, opts.batch_size, seed=opts.seed, repeat=repeat,
+                                 cache=opts.cache, pair_window=opts.pair_window)
+    return make_dataset(files, spec, layout, opts.batch_size, shuffle=True, seed=opts.seed, cache=opts.cache,
+                        shuffle_buffer=opts.shuffle_buffer, repeat=repeat,
                         negative_keep_rate=config.negative_keep_rate, positive_weight=config.positive_weight)
 
 
@@ -99,28 +78,29 @@ def predict_split(model, dataset) -> tuple[np.ndarray, np.ndarray]:
 
 
 def run(argv: list[str] | None = None) -> dict:
-    """Trains, evaluates and exports; returns the metrics (also in MODEL_DIR/metrics.json)."""
-    args = build_arg_parser().parse_args(argv)
-    from ctrflow.beam_jobs.options import setup_logging
-
+    """Parses the flags, trains, evaluates and exports; returns the metrics."""
+    opts, config = parse_options(argv)
     setup_logging()
-    base = ModelConfig.from_yaml(args.config) if args.config else None
-    config = ModelConfig.from_args(args, base=base)
+    return run_job(opts, config)
+
+
+def run_job(opts: TrainerOptions, config: ModelConfig) -> dict:
+    """Trains, evaluates and exports; returns the metrics (also in MODEL_DIR/metrics.json)."""
 
     import tensorflow as tf
     import tensorflow_transform as tft
 
     from ctrflow.model import export as exporter
-    from ctrflow.model.callbacks import Throughput, make_callbacks
     from ctrflow.model import metrics as mt
+    from ctrflow.model.callbacks import Throughput, make_callbacks
     from ctrflow.model.inputs import make_dataset, split_files
     from ctrflow.model.models import build_model, compile_model
     from ctrflow.pipeline.layout import FeatureLayout
     from ctrflow.schemas import loads_schema
 
-    _set_seed(args.seed, args.deterministic)
+    _set_seed(opts.seed, opts.deterministic)
     t0 = time.time()
-    data = args.data
+    data = opts.data
     with tf.io.gfile.GFile(os.path.join(data, "layout.json")) as f:
         layout = FeatureLayout.from_json(f.read())
     with tf.io.gfile.GFile(os.path.join(data, "schema.yaml")) as f:
@@ -135,19 +115,19 @@ def run(argv: list[str] | None = None) -> dict:
     eval_split = "eval" if has_eval else "train"
     if not has_eval:
         logging.warning("no eval split in %s: early stopping and metrics use the training data", data)
-    train_ds = _train_dataset(args, config, data, spec, layout)
-    eval_ds = make_dataset(split_files(data, eval_split), spec, layout, args.eval_batch_size, shuffle=False,
+    train_ds = _train_dataset(opts, config, spec, layout)
+    eval_ds = make_dataset(split_files(data, eval_split), spec, layout, opts.eval_batch_size, shuffle=False,
                            cache=True)
 
     model = compile_model(build_model(layout, config), config)
-    out = args.output.rstrip("/")
-    throughput = Throughput(args.batch_size)
-    callbacks = make_callbacks(out, patience=args.patience, resume=args.resume) + [throughput]
+    out = opts.output.rstrip("/")
+    throughput = Throughput(opts.batch_size)
+    callbacks = make_callbacks(out, patience=opts.patience, resume=opts.resume) + [throughput]
     logging.info("training %s on %s (%d sparse, %d dense features)", config.model, data, len(layout.sparse),
                  len(layout.dense))
-    history = model.fit(train_ds, validation_data=eval_ds, epochs=args.epochs,
-                        steps_per_epoch=args.steps_per_epoch, callbacks=callbacks,
-                        verbose=args.verbose)
+    history = model.fit(train_ds, validation_data=eval_ds, epochs=opts.epochs,
+                        steps_per_epoch=opts.steps_per_epoch, callbacks=callbacks,
+                        verbose=opts.verbose)
     train_seconds = time.time() - t0
 
     labels, probs = predict_split(model, eval_ds)
@@ -165,10 +145,7 @@ def run(argv: list[str] | None = None) -> dict:
     with tf.io.gfile.GFile(os.path.join(out, "metrics.json"), "w") as f:
         f.write(json.dumps(metrics, indent=2))
     with tf.io.gfile.GFile(os.path.join(out, "config.json"), "w") as f:
-        trainer = {k: v for k, v in vars(args).items() if k in
-                   ("data", "batch_size", "epochs", "patience", "steps_per_epoch", "seed", "deterministic",
-                    "shuffle_buffer", "pair_window", "cache")}
-        f.write(json.dumps({"model": config.to_dict(), "trainer": trainer}, indent=2, default=list))
+        f.write(json.dumps({"model": config.to_dict(), "trainer": opts.to_dict()}, indent=2))
     logging.info("eval AUC %.4f, log loss %.4f on %d rows; exported %s to %s", metrics["auc"], metrics["logloss"],
                  metrics["eval_rows"], info["version"], export_dir)
     return metrics

@@ -12,12 +12,14 @@ the page needs no other file, no script and no network.
 from __future__ import annotations
 
 import html
-import io
 import math
 import os
 from typing import Any, Mapping
 
 from apache_beam.io.filesystems import FileSystems
+
+from ctrflow.pipeline.layout import FeatureLayout
+from ctrflow.schemas.types import Schema
 
 MAX_BARS = 16
 _TRAIN_COLOR, _DAY_COLOR = "#8da0b8", "#d9822b"
@@ -105,7 +107,9 @@ def render_chart(title: str, labels: list[str], train: list[float], day: list[fl
     vmax = max([*train, *day, 0.01])
     step = _nice_step(vmax)
     ymax = step * math.ceil(vmax / step - 1e-9)
-    y = (lambda v: top + plot_h - plot_h * v / ymax)
+    def y(v: float) -> float:
+        return top + plot_h - plot_h * v / ymax
+
     out = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
            f"viewBox='0 0 {width} {height}' font-family='Helvetica, Arial, sans-serif' font-size='10'>"]
     color = "#b00020" if drifted else "#222"
@@ -144,7 +148,8 @@ def _feature_kind(column) -> str:
 
 
 _CSS = """
-body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 24px; color: #222; max-width: 1100px; }
+body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 24px; color: #222;
+       max-width: 1100px; }
 h1 { font-size: 20px; margin-bottom: 4px; } h2 { font-size: 16px; margin-top: 28px; }
 .meta { color: #555; font-size: 13px; }
 .alert { background: #fdecea; border-left: 4px solid #b00020; padding: 8px 12px; margin: 12px 0; font-size: 14px; }
@@ -229,11 +234,12 @@ def render_html(report: Mapping[str, Any], schema, layout, *, date: str, model_v
 """
 
 
-def write_drift_html(path: str, report: Mapping[str, Any], meta, date: str) -> None:
-    """Writes the page for ``report`` of a model (``model.export.ModelMetadata``) to ``path``."""
-    vocab_features = [c.name for c in meta.schema.features
+def write_drift_html(path: str, report: Mapping[str, Any], schema: Schema, layout: FeatureLayout, *,
+                     model_version: str, export_dir: str, date: str) -> None:
+    """Writes the page for ``report`` of the model exported to ``export_dir`` (its vocabularies) to ``path``."""
+    vocab_features = [c.name for c in schema.features
                       if c.role == "categorical" and c.categorical.vocabulary is not None]
-    page = render_html(report, meta.schema, meta.layout, date=date, model_version=meta.version,
-                       vocabularies=load_vocabularies(meta.path, vocab_features))
+    page = render_html(report, schema, layout, date=date, model_version=model_version,
+                       vocabularies=load_vocabularies(export_dir, vocab_features))
     with FileSystems.create(path) as f:
         f.write(page.encode("utf-8"))

@@ -54,8 +54,14 @@ from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx_bsl.tfxio import tensor_adapter
 
 from ctrflow.pipeline.analyzers import VocabSpec, fused_vocabularies
-from ctrflow.pipeline.global_index import (GLOBAL_VOCAB, INDEX_KEY, VALUE_KEY, feat_index_and_value, global_fields,
-                                   global_index_layout)
+from ctrflow.pipeline.global_index import (
+    GLOBAL_VOCAB,
+    INDEX_KEY,
+    VALUE_KEY,
+    feat_index_and_value,
+    global_fields,
+    global_index_layout,
+)
 from ctrflow.pipeline.layout import DenseFeature, FeatureLayout, SparseFeature, vocab_name  # noqa: F401
 from ctrflow.schemas.types import MISSING_TOKEN, Column, Schema
 

@@ -9,7 +9,6 @@ from ctrflow.schemas.loader import SchemaError, load_schema, loads_schema, parse
 from ctrflow.schemas.types import MISSING_TOKEN, Column, Cross, InputFormat, Schema
 
 
-
 def bundled_schema_path(name: str) -> str:
     """Path of a schema shipped with ctrflow (``census``, ``criteo``), from a checkout or a wheel."""
     path = resources.files("ctrflow.schemas") / f"{name}.yaml"
@@ -18,5 +17,5 @@ def bundled_schema_path(name: str) -> str:
     return str(path)
 
 
-__all__ = ["bundled_schema_path", "SchemaError", "load_schema", "loads_schema", "parse_schema", "Schema", "Column", "Cross",
-           "InputFormat", "MISSING_TOKEN"]
+__all__ = ["bundled_schema_path", "SchemaError", "load_schema", "loads_schema", "parse_schema", "Schema", "Column",
+           "Cross", "InputFormat", "MISSING_TOKEN"]

@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from ctrflow.schemas.errors import UserError
 from ctrflow.schemas.types import (
     Bucketize,
     CategoricalTransform,
@@ -30,7 +31,7 @@ _CATEGORICAL_KEYS = {"vocabulary", "hash", "multivalent"}
 _COMMON_KEYS = {"name", "role", "group"}
 
 
-class SchemaError(ValueError):
+class SchemaError(UserError, ValueError):
     """A schema file that cannot be used, with the place and reason."""
 
 

@@ -50,7 +50,8 @@ def test_every_row_is_clean_or_rejected_with_line_file_and_reason(tmp_path):
     reads, _ = _plan(path)
     with beam.Pipeline() as p:
         read = p | ReadRows(schema, reads, "train", with_label=True, keys=True)
-        _ = read.rows | beam.FlatMap(lambda b: b.column("id").to_pylist()) | "Ok" >> beam.io.WriteToText(str(tmp_path / "ok"))
+        _ = (read.rows | beam.FlatMap(lambda b: b.column("id").to_pylist())
+             | "Ok" >> beam.io.WriteToText(str(tmp_path / "ok")))
         _ = read[REJECTED] | beam.Map(lambda r: r.to_json()) | "Bad" >> beam.io.WriteToText(str(tmp_path / "bad"))
     ok = [int(line) for f in os.listdir(tmp_path) if f.startswith("ok") for line in open(tmp_path / f)]
     bad = [json.loads(line) for f in os.listdir(tmp_path) if f.startswith("bad") for line in open(tmp_path / f)]

@@ -6,6 +6,7 @@ import pyarrow as pa
 import pytest
 from apache_beam.options.pipeline_options import GoogleCloudOptions, SetupOptions, StandardOptions
 
+from ctrflow.beam_jobs.job_options import PreprocessOptions
 from ctrflow.beam_jobs.options import pipeline_options, project_setup_file
 from tests.conftest import CLICKS_SCHEMA, make_clicks, write_csv
 
@@ -37,16 +38,16 @@ def test_the_preprocess_pipeline_builds_for_dataflow_and_stages_every_package(tm
     schema = loads_schema(CLICKS_SCHEMA, "clicks.yaml")
     csv = write_csv(make_clicks(50, seed=1), tmp_path / "t.csv")
     tasks = {"train": plan_reads(schema, [csv], ["age"])[0], "eval": []}
-    args = preprocess.build_arg_parser().parse_args(["--schema", "s", "--train", csv, "--output", "gs://b/out"])
+    options = PreprocessOptions(schema="s", train=(csv,), output="gs://b/out")
     # no Dataflow service here: a localhost endpoint skips Beam's online checks of the project and bucket
-    options = pipeline_options(DATAFLOW + ["--dataflow_endpoint", "http://localhost:1"])
-    p = beam.Pipeline(options=options)  # built with the DataflowRunner, never run
+    beam_options = pipeline_options(DATAFLOW + ["--dataflow_endpoint", "http://localhost:1"])
+    p = beam.Pipeline(options=beam_options)  # built with the DataflowRunner, never run
     assert type(p.runner).__name__ == "DataflowRunner"
     with tft_beam.Context(temp_dir=str(tmp_path / "tft")):
-        preprocess.build_pipeline(p, schema, tasks, "gs://b/out", args)
+        preprocess.build_pipeline(p, schema, tasks, "gs://b/out", options)
     staged = tmp_path / "staging"
     staged.mkdir()
-    Stager.create_job_resources(options, str(staged))
+    Stager.create_job_resources(beam_options, str(staged))
     [sdist] = [f for f in os.listdir(staged) if f.endswith(".tar.gz")]
     names = {n.split("/", 1)[1] for n in tarfile.open(staged / sdist).getnames() if "/" in n}
     for module in ("beam_jobs/sources.py", "beam_jobs/bigquery.py", "beam_jobs/splits.py", "beam_jobs/io.py",
@@ -73,3 +74,27 @@ def test_multi_process_direct_runner_keeps_counts_and_the_split(tmp_path):
     assert (ev["input_rows"], ev["output_rows"]) == (expected_eval, expected_eval)
     assert (train["input_rows"], train["output_rows"]) == (2000 - expected_eval, 2000 - expected_eval)
     assert m["beam_options"] == ["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"]
+
+
+def test_staging_keeps_what_the_user_named_and_adds_ctrflow_beside_other_packages(tmp_path):
+    image = pipeline_options(DATAFLOW + ["--sdk_container_image", "gcr.io/p/ctrflow:1"])
+    assert (image.view_as(SetupOptions).setup_file, image.view_as(SetupOptions).extra_packages) == (None, None)
+    mine = str(tmp_path / "ctrflow-9.9-py3-none-any.whl")
+    own = pipeline_options(DATAFLOW + ["--extra_package", mine])
+    assert (own.view_as(SetupOptions).setup_file, own.view_as(SetupOptions).extra_packages) == (None, [mine])
+    udf = str(tmp_path / "my_udfs-1.0.tar.gz")
+    other = pipeline_options(DATAFLOW + ["--extra_package", udf])
+    assert other.view_as(SetupOptions).setup_file == os.path.join(ROOT, "setup.py")
+    assert other.view_as(SetupOptions).extra_packages == [udf]
+    assert pipeline_options(["--runner", "direct"]).view_as(SetupOptions).setup_file is None
+
+
+def test_the_installed_wheel_builder_refuses_a_distribution_without_the_package_files(tmp_path):
+    from ctrflow.beam_jobs.staging import StagingError, build_installed_wheel
+
+    class Editable:  # what an editable install lists: a .pth finder, no package files
+        version = "0.2.0"
+        files = []
+
+    with pytest.raises(StagingError, match="give --setup_file, --extra_package or --sdk_container_image"):
+        build_installed_wheel(str(tmp_path), Editable())

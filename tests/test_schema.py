@@ -39,12 +39,16 @@ def test_base_schema_parses_roles_and_defaults():
 
 @pytest.mark.parametrize("edit, expected", [
     (("role: numeric, bucketize", "role: numerc, bucketize"), "column 'x': role must be one of"),
-    (("bucketize: {num_buckets: 4}", "bucketize: {num_buckets: 1}"), "column 'x': bucketize.num_buckets must be an integer >= 2"),
+    (("bucketize: {num_buckets: 4}", "bucketize: {num_buckets: 1}"),
+     "column 'x': bucketize.num_buckets must be an integer >= 2"),
     (("bucketize: {num_buckets: 4}", "bucketise: {num_buckets: 4}"), "column 'x': unknown key(s) ['bucketise']"),
-    (("vocabulary: {top_k: 10}", "vocabulary: {top_k: 10}, hash: 5"), "column 'c': a categorical column needs exactly one of"),
-    (("vocabulary: {top_k: 10}", "vocabulary: {num_oov_buckets: 0}"), "column 'c': vocabulary.num_oov_buckets must be an integer >= 1"),
+    (("vocabulary: {top_k: 10}", "vocabulary: {top_k: 10}, hash: 5"),
+     "column 'c': a categorical column needs exactly one of"),
+    (("vocabulary: {top_k: 10}", "vocabulary: {num_oov_buckets: 0}"),
+     "column 'c': vocabulary.num_oov_buckets must be an integer >= 1"),
     (('positive: ["1"], negative: ["0"]', 'negative: ["0"]'), "column 'y': a label needs its positive values"),
-    (('positive: ["1"], negative: ["0"]', 'positive: ["1"], negative: ["1"]'), "column 'y': values ['1'] are both positive and negative"),
+    (('positive: ["1"], negative: ["0"]', 'positive: ["1"], negative: ["1"]'),
+     "column 'y': values ['1'] are both positive and negative"),
     (("{name: id, role: id}", "{name: c, role: id}"), "column 'c': is declared twice"),
     (("type: csv, header: true", "type: xls, header: true"), "format: type must be one of"),
 ])

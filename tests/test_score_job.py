@@ -37,6 +37,7 @@ def _parquet(path) -> pd.DataFrame:
 
 def _serving_scores(model_dir: str, raw: dict[str, np.ndarray]) -> np.ndarray:
     import tensorflow as tf
+
     from ctrflow.model.export import load
     fn = load(model_dir).signature("serving_default")
     return fn(**{k: tf.constant(v) for k, v in raw.items()})["score"].numpy()
@@ -59,6 +60,7 @@ def test_bigquery_output_is_planned_as_a_truncating_date_partition_write():
     """Builds (does not run) the BigQuery branch: table$YYYYMMDD, WRITE_TRUNCATE, day partitioning."""
     import apache_beam as beam
     from apache_beam.io.gcp.bigquery import WriteToBigQuery
+
     from ctrflow.beam_jobs import score
 
     schema = pa.schema([("request_id", pa.int64()), ("score", pa.float32()), ("model_version", pa.string()),
@@ -150,8 +152,8 @@ def test_census_job_scores_equal_in_process_predictions(census_run, tmp_path):
 @pytest.fixture(scope="module")
 def criteo_run(tmp_path_factory):
     """schemas/criteo.yaml: a small generated file (benchmarks/criteo_gen.py), preprocess + 1 epoch."""
-    from ctrflow.beam_jobs import preprocess
     from benchmarks import criteo_gen
+    from ctrflow.beam_jobs import preprocess
     from ctrflow.model import train
 
     root = tmp_path_factory.mktemp("criteo")

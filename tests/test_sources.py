@@ -67,6 +67,7 @@ def test_pattern_matching_nothing_is_an_error(tmp_path):
 def test_census_quirks_are_handled():
     """adult.test: a junk first line (comment '|'), ', ' separators, trailing empty line, '?' missing."""
     import os
+
     from ctrflow.schemas import load_schema
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     schema = load_schema(os.path.join(root, "schemas", "census.yaml"))

@@ -30,8 +30,9 @@ def _run_split(tmp_path, name, batch_rows):
         for label, pc in (("train", kept), ("eval", held)):
             _ = (pc | f"Keys{label}" >> beam.FlatMap(lambda b: b.column("k").to_pylist())
                  | f"Write{label}" >> beam.io.WriteToText(str(tmp_path / name / label)))
-    read = lambda label: {line.strip() for f in os.listdir(tmp_path / name) if f.startswith(label)
-                          for line in open(tmp_path / name / f)}
+    def read(label):
+        return {line.strip() for f in os.listdir(tmp_path / name) if f.startswith(label)
+                for line in open(tmp_path / name / f)}
     return read("train"), read("eval")
 
 

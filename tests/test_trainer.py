@@ -263,10 +263,10 @@ def test_resume_restores_weights_optimizer_state_and_epoch(clicks_run, tmp_path:
 
 
 def test_schema_pairwise_group_must_be_categorical() -> None:
+    from conftest import CLICKS_SCHEMA
+
     from ctrflow.schemas import loads_schema
     from ctrflow.schemas.loader import SchemaError
-
-    from conftest import CLICKS_SCHEMA
 
     assert loads_schema(CLICKS_SCHEMA + "pairwise: {group: city}\n").pairwise_group == "city"
     with pytest.raises(SchemaError, match="group must name a categorical column"):
@@ -276,9 +276,9 @@ def test_schema_pairwise_group_must_be_categorical() -> None:
 @pytest.mark.slow
 def test_pairwise_training_from_a_grouped_schema(clicks_run, tmp_path: Path) -> None:
     """preprocess carries the group hash as __group__; train --loss pairwise forms pairs from it."""
-    from ctrflow.beam_jobs import preprocess
-
     from conftest import CLICKS_SCHEMA
+
+    from ctrflow.beam_jobs import preprocess
 
     schema = tmp_path / "clicks_pairs.yaml"
     schema.write_text(CLICKS_SCHEMA + "pairwise: {group: city}\n")

@@ -41,6 +41,7 @@ def test_layout_option_is_validated():
 @pytest.mark.slow
 def test_feat_index_and_feat_value_match_numpy(tmp_path):
     import tensorflow_transform as tft
+
     from ctrflow.pipeline.layout import FeatureLayout
 
     df = make_table()

@@ -1,0 +1,70 @@
+"""Typed options of ``ctrflow train`` and ``ctrflow evaluate``, built once at the CLI.
+
+Like ``ModelConfig`` (the model's own options), these frozen dataclasses carry
+their flags' help (``ctrflow.schemas.flags``), validate themselves in
+``__post_init__``, and are written whole to ``config.json`` / ``metrics.json``.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from ctrflow.schemas.errors import OptionsError
+from ctrflow.schemas.flags import option, to_dict
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainerOptions:
+    """Where the trainer reads and writes, and how it feeds and stops the model."""
+
+    data: str = option(help="output directory of `ctrflow preprocess`")
+    output: str = option(help="model directory (MODEL_DIR)")
+    config: str | None = option(None, help="model config YAML (keys: the model options below, with underscores); "
+                                           "command-line flags override it")
+    batch_size: int = option(512, help="training batch size (pairs for the pairwise loss)")
+    eval_batch_size: int = option(8192, help="batch size of evaluation passes")
+    epochs: int = option(10, help="maximum epochs (early stopping may end sooner)")
+    patience: int = option(2, help="epochs without eval AUC improvement before stopping")
+    steps_per_epoch: int | None = option(None, help="batches per epoch (default: one pass over the training data)")
+    seed: int = option(42, help="seed for init, shuffling, sampling and dropout")
+    deterministic: bool = option(False, help="deterministic TF ops: same metrics on every run with the same seed "
+                                             "(slower)")
+    cache: bool = option(False, help="parse the training data once and keep its features in memory (much less CPU "
+                                     "per epoch; ~8 bytes per id)")
+    shuffle_buffer: int = option(100_000, help="records in the shuffle buffer without --cache")
+    pair_window: int = option(65_536, help="pairwise loss: records per window within which (positive, negative) "
+                                           "pairs of one group are formed (see model.inputs)")
+    resume: bool = option(False, help="resume an interrupted run from MODEL_DIR/checkpoints/backup (weights, "
+                                      "optimizer state and epoch)")
+    verbose: int = option(2, choices=(0, 1, 2), help="Keras progress output: 0 silent, 1 progress bar, 2 one line "
+                                                     "per epoch")
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "eval_batch_size", "epochs", "shuffle_buffer", "pair_window"):
+            if getattr(self, name) <= 0:
+                raise OptionsError(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
+        if self.patience < 0:
+            raise OptionsError(f"--patience must be >= 0, got {self.patience}")
+        if self.steps_per_epoch is not None and self.steps_per_epoch <= 0:
+            raise OptionsError(f"--steps-per-epoch must be > 0, got {self.steps_per_epoch}")
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EvaluateOptions:
+    """Which model, which preprocessed split, and where the metrics and plots go."""
+
+    model: str = option(help="model directory of `ctrflow train` (or its export/)")
+    data: str = option(help="output directory of `ctrflow preprocess`")
+    split: str = option("eval", choices=("eval", "train"), help="split to evaluate")
+    output: str | None = option(None, help="where metrics.json and the plots go (default: MODEL/evaluation/SPLIT)")
+    batch_size: int = option(8192, help="examples per scoring call")
+    bins: int = option(20, help="calibration bins")
+
+    def __post_init__(self) -> None:
+        if self.batch_size <= 0 or self.bins <= 0:
+            raise OptionsError("--batch-size and --bins must be > 0")
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
