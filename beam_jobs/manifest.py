@@ -11,7 +11,7 @@ import os
 import platform
 import time
 from importlib import metadata
-from typing import Any
+from typing import Any, Sequence
 
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
@@ -47,25 +47,30 @@ def counters(result) -> dict[str, int]:
     return found
 
 
-def task_window(result, split: str) -> tuple[float, float] | None:
-    """(first read task start, last read task end) of a split, epoch seconds; None without file tasks."""
+def task_window(result, splits: str | Sequence[str]) -> tuple[float, float] | None:
+    """(first read task start, last read task end) over the splits, epoch seconds; None without file tasks."""
+    wanted = {splits} if isinstance(splits, str) else set(splits)
     ends = {}
     query = result.metrics().query(MetricsFilter().with_namespace(COUNTER_NAMESPACE))
     for d in query["distributions"]:
-        name = d.key.metric.name
+        split, _, what = d.key.metric.name.rpartition("/")
         value = d.committed if d.committed is not None else d.attempted
-        if value is None or not value.count:
+        if split not in wanted or value is None or not value.count:
             continue
-        if name == f"{split}/{TASK_START_MS}":
+        if what == TASK_START_MS:
             ends["start"] = min(ends.get("start", value.min), value.min)
-        elif name == f"{split}/{TASK_END_MS}":
+        elif what == TASK_END_MS:
             ends["end"] = max(ends.get("end", value.max), value.max)
     return (ends["start"] / 1000, ends["end"] / 1000) if len(ends) == 2 else None
 
 
-def pipeline_parts(result, split: str, began: float, ended: float) -> dict[str, float]:
-    """A pipeline's wall time as start-up / reading (and scoring) / finalize, from its read tasks' times."""
-    window = task_window(result, split)
+def pipeline_parts(result, splits: str | Sequence[str], began: float, ended: float) -> dict[str, float]:
+    """A pipeline's wall time as start-up / reading (and scoring) / finalize, from its read tasks' times.
+
+    start: building the pipeline (TFT traces the preprocessing_fn here) and the runner's start, until the
+    first read task; read: first task start to last task end; finalize: the rest (combines, file renames).
+    """
+    window = task_window(result, splits)
     if window is None:
         return {}
     first, last = window

@@ -20,6 +20,7 @@ import functools
 import logging
 import os
 import tempfile
+import time
 
 import apache_beam as beam
 import tensorflow_transform as tft
@@ -155,6 +156,7 @@ def run(argv: list[str] | None = None) -> dict:
 def run_job(options: PreprocessOptions) -> dict:
     """Runs the job; returns the manifest (also written to OUTPUT/manifest.json)."""
     setup_logging()
+    startup = {"process_start": mf.process_seconds()}  # interpreter start-up and imports
     watch = mf.Stopwatch()
     schema = load_schema(options.schema)
     output = options.output.rstrip("/")
@@ -168,10 +170,12 @@ def run_job(options: PreprocessOptions) -> dict:
     _prepare_output(output)
     temp = os.path.join(output, "tmp") if "://" in output else tempfile.mkdtemp(prefix="ctrflow-tft-")
     logging.info("running the preprocess pipeline (read, analyze, transform, write) ...")
+    began = time.time()
     with beam.Pipeline(options=pipeline_options(options.beam_args)) as p, tft_beam.Context(temp_dir=temp):
         build_pipeline(p, schema, tasks, output, options)
     result = p.result
     watch.lap("pipeline")
+    parts = mf.pipeline_parts(p.result, [*SPLITS, "train_again"], began, time.time())
 
     found = mf.counters(result)
     splits = {}
@@ -195,7 +199,7 @@ def run_job(options: PreprocessOptions) -> dict:
         "schema": options.schema,
         "output": output,
         "splits": splits,
-        "durations_s": {**watch.stages, "total": watch.total()},
+        "durations_s": {**watch.stages, "pipeline_parts": parts, "total": watch.total(), **startup},
         "versions": mf.library_versions(),
         "beam_options": list(options.beam_args),
         "options": options.to_dict(),

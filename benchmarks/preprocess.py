@@ -20,6 +20,7 @@ its time goes. Results go to the ``preprocess`` section of BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pstats
 import re
@@ -55,10 +56,19 @@ def _run_plain(data: str, out: str):
                     "--output", out], env=ENV)
 
 
+def _breakdown(d: dict) -> dict[str, float]:
+    """The job's wall time by part, from its manifest's durations (see beam_jobs/preprocess.py)."""
+    parts = d.get("pipeline_parts") or {}
+    return {"interpreter + imports (TF, tf.Transform, Beam)": d.get("process_start") or 0.0,
+            "plan (match files, check columns, sample rows)": d.get("plan", 0.0),
+            "pipeline start: build graph, TFT traces the preprocessing_fn, runner start": parts.get("start", 0.0),
+            "read + analyze + transform + write (first to last read task)": parts.get("read", d["pipeline"]),
+            "pipeline finalize: last analyzers, transform_fn write, file renames": parts.get("finalize", 0.0),
+            "finalize (layout, schema copy)": d.get("finalize", 0.0)}
+
+
 def _run_floor(data: str, out: str) -> dict:
     """The preprocessing floor (``benchmarks/floors.py``) in its own process."""
-    import json
-
     m = measure([sys.executable, os.path.join(ROOT, "benchmarks", "floors.py"), "preprocess", data, out], env=ENV)
     _check(m, "preprocess floor")
     shutil.rmtree(out, ignore_errors=True)
@@ -98,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     os.makedirs(args.work, exist_ok=True)
-    rows, summary, floors = [], [], []
+    rows, summary, floors, breakdowns = [], [], [], []
     load = os.getloadavg()[0]
     floor_sizes = {int(x) for x in args.floor_sizes.split(",") if x}
     for n in sizes:
@@ -113,6 +123,8 @@ def main(argv: list[str] | None = None) -> None:
         out = os.path.join(args.work, f"ctrflow_{n}")
         ours = measure(_ctrflow_cmd(data, out), env=ENV)
         _check(ours, f"ctrflow preprocess at {n} rows")
+        with open(os.path.join(out, "manifest.json")) as f:
+            breakdowns.append((n, _breakdown(json.load(f)["durations_s"])))
         shutil.rmtree(out, ignore_errors=True)
         ratio = f"{plain.seconds / ours.seconds:.1f}x" if plain else "-"
         floor = _run_floor(data, os.path.join(args.work, f"floor_{n}")) if n in floor_sizes else None
@@ -164,6 +176,9 @@ def main(argv: list[str] | None = None) -> None:
                  f"{floor['vocabularies_s']:.1f} s, transform + encode + write {floor['transform_write_s']:.1f} s; "
                  f"floor {floor['floor_s']:.1f} s. ctrflow preprocess is **{ours_s / floor['floor_s']:.1f}x its "
                  "floor**" + (f", plain tf.Transform {plain_s / floor['floor_s']:.1f}x." if plain_s else ".")]
+    for n, parts in breakdowns:
+        body += ["", f"Where ctrflow's wall time goes at {n:,} rows (its manifest's `durations_s`):", "",
+                 markdown_table(["part", "seconds"], [[k, f"{v:.1f}"] for k, v in parts.items()])]
     if summary:
         total = sum(s for _, s in summary)
         body += ["", f"Where ctrflow's time goes at {sizes[0]:,} rows (cProfile self time, {total:.0f} s in all; "
