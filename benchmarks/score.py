@@ -238,8 +238,8 @@ def write_section(args, rows_out, floors, breakdowns, load: float) -> None:
         "## Batch scoring (`benchmarks/score.py`)",
         "",
         f"{machine_line()}. **Shared machine**: other engineers' jobs and tests ran at the same time (load "
-        f"average {load:.1f} on 2 cores at the start){'; ' + args.note if args.note else ''}, so absolute "
-        f"seconds are inflated and noisy; job and loop ran interleaved, {args.repeats} times each up to "
+        f"average {load:.1f} on 2 cores at the start), so absolute seconds are inflated and noisy"
+        f"{' (' + args.note + ')' if args.note else ''}; job and loop ran interleaved, {args.repeats} times each up to "
         f"{args.one_run_above:,} rows and once each above, and every figure is a median of those runs (peak "
         "RSS: the largest). Generated Criteo-format TSV (13 numeric + 26 "
         f"categorical columns), small DeepFM trained on {TRAIN_ROWS:,} generated rows; the scored days come "
