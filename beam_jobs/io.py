@@ -21,7 +21,9 @@ from apache_beam.metrics import Metrics
 
 import ctrflow.beam_jobs.coders  # noqa: F401 - registers the Arrow coders every job relies on
 from ctrflow.beam_jobs import bigquery
-from ctrflow.beam_jobs.sources import DEFAULT_BATCH_ROWS, InputError, Read, ReadTask, check_first_rows, read_task
+from ctrflow.beam_jobs.read_task import InputError, Read, ReadTask
+from ctrflow.beam_jobs.readers import read_task
+from ctrflow.beam_jobs.sources import DEFAULT_BATCH_ROWS, check_first_rows
 from ctrflow.pipeline.parsing import BatchParser, RejectedRow
 from ctrflow.schemas.types import Schema
 
@@ -75,8 +77,8 @@ class _ParseFn(beam.DoFn):
     """Read tasks or BigQuery row chunks -> clean batches + tagged rejected rows, counted."""
 
     def __init__(self, schema: Schema, split: str, with_label: bool, keys: bool, extra: tuple[str, ...],
-                 batch_rows: int, total_tasks: int, total_bytes: int):
-        self.schema, self.split, self.batch_rows = schema, split, batch_rows
+                 batch_rows: int, total_tasks: int, total_bytes: int, locator: bool = False):
+        self.schema, self.split, self.batch_rows, self.locator = schema, split, batch_rows, locator
         self.with_label, self.keys, self.extra = with_label, keys, extra
         self.total_tasks, self.total_bytes = total_tasks, total_bytes
         self.read_id = uuid.uuid4().hex
@@ -89,7 +91,8 @@ class _ParseFn(beam.DoFn):
         self.task_end_ms = Metrics.distribution(COUNTER_NAMESPACE, counter_name(split, TASK_END_MS))
 
     def setup(self):
-        self.parser = BatchParser(self.schema, with_label=self.with_label, keys=self.keys, extra=self.extra)
+        self.parser = BatchParser(self.schema, with_label=self.with_label, keys=self.keys, extra=self.extra,
+                                  locator=self.locator)
         self.progress = _progress(self.read_id)
         self.done_rows = 0
 
@@ -146,8 +149,10 @@ class ReadRows(beam.PTransform):
     """Planned reads -> clean RecordBatches, with rejected rows tagged ``REJECTED``."""
 
     def __init__(self, schema: Schema, tasks: list[Read], split: str, *, with_label: bool,
-                 keys: bool, extra: tuple[str, ...] = (), batch_rows: int = DEFAULT_BATCH_ROWS):
+                 keys: bool, extra: tuple[str, ...] = (), batch_rows: int = DEFAULT_BATCH_ROWS,
+                 locator: bool = False):
         super().__init__()
+        self.locator = locator  # add source_file/source_offset to the clean rows (pipeline.parsing)
         self.schema, self.tasks, self.split = schema, tasks, split
         self.with_label, self.keys, self.extra, self.batch_rows = with_label, keys, tuple(extra), batch_rows
 
@@ -170,7 +175,7 @@ class ReadRows(beam.PTransform):
             parts.append(pbegin | "NoInput" >> beam.Create([]))
         reads = parts[0] if len(parts) == 1 else tuple(parts) | "AllReads" >> beam.Flatten()
         fn = _ParseFn(self.schema, self.split, self.with_label, self.keys, self.extra, self.batch_rows,
-                      len(files), total_bytes)
+                      len(files), total_bytes, self.locator)
         return reads | "Parse" >> beam.ParDo(fn).with_outputs(REJECTED, main="rows")
 
 

@@ -65,6 +65,17 @@ class PreprocessOptions(BeamJobOptions):
                    "(rows sharing a key stay together)")
     output: str = option(help="output directory (local or gs://)")
     num_shards: int = option(0, help="TFRecord shards per split; 0 lets the runner choose")
+    dates: str | None = option(
+        None, metavar="FIRST:LAST", help="each --train pattern's '{date}' is replaced by every date of the window "
+                                         "(or one date)")
+    base: str | None = option(
+        None, metavar="PREVIOUS_DATA", help="a previous preprocess output to extend: every vocabulary keeps its "
+                                            "tokens' ids and appends new tokens; bucket boundaries are kept")
+    refit_buckets: bool = option(False, help="with --base: analyze bucket boundaries on this data instead of "
+                                             "keeping the base's")
+    analysis_cache: str | None = option(
+        None, metavar="DIR", help="with --dates: keep each day's analysis (token counts, quantile summaries, "
+                                  "moments) in DIR and analyze only the days not cached yet")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -73,6 +84,19 @@ class PreprocessOptions(BeamJobOptions):
                                "give --split-key, and no --eval")
         if self.num_shards < 0:
             raise OptionsError(f"--num-shards must be >= 0, got {self.num_shards}")
+        if self.dates is not None:
+            parse_dates(self.dates)
+            if not any("{date}" in x for x in self.train):
+                raise OptionsError("--dates needs a --train pattern with '{date}' in it, e.g. 'events/{date}/*.csv'")
+        if self.refit_buckets and not self.base:
+            raise OptionsError("--refit-buckets only applies with --base PREVIOUS_DATA")
+        if self.base and self.base.rstrip("/") == self.output.rstrip("/"):
+            raise OptionsError(f"--base {self.base} is also --output: write the extended data to a new folder")
+        if self.analysis_cache and not self.dates:
+            raise OptionsError("--analysis-cache DIR caches per day: give the window with --dates FIRST:LAST")
+        if self.analysis_cache and self.eval_fraction:
+            raise OptionsError("--analysis-cache cannot be combined with --eval-fraction (the cached days hold all "
+                               "their rows); give the eval data with --eval")
 
     @property
     def split_columns(self) -> tuple[str, ...]:
@@ -101,8 +125,8 @@ class ScoreOptions(BeamJobOptions):
              "columns become float32, the date a string)")
     output_table: str | None = option(
         None, metavar="PROJECT:DATASET.TABLE",
-        help="write the scores to this BigQuery table's date partition instead of files (WRITE_TRUNCATE of "
-             "table$YYYYMMDD; needs --temp_location gs://...); reports still go to OUTPUT/date=D/")
+        help="also load the scores into this BigQuery table's date partition, replacing table$YYYYMMDD in one "
+             "copy job only after the rejected-rows check passed; files and reports still go to OUTPUT/date=D/")
     inference_batch_size: int = option(
         0, help="rows per model call; larger --batch-rows batches are cut to this size (0: one call per batch)")
     model_threads: int = option(

@@ -1,6 +1,8 @@
 """The preprocess job: analyze training data, transform train/eval, write TFRecords.
 
-Outputs under ``--output``::
+Each run writes a new version folder ``--output/v=<run id>/`` and publishes it
+last (``_SUCCESS``, then ``--output/_LATEST``; see ``beam_jobs.publish``), so a
+failed rerun leaves the previous output as it was. A version folder holds::
 
     train/part-*.tfrecord.gz     transformed training examples (gzip TFRecord)
     eval/part-*.tfrecord.gz      transformed eval examples (same transform graph)
@@ -9,7 +11,13 @@ Outputs under ``--output``::
     stats.json                   per-feature training profile (the drift baseline)
     schema.yaml                  a copy of the schema used
     rejected/{train,eval}-*.jsonl rows that could not be used, with reasons
-    manifest.json                counts per split, inputs, versions, durations
+    manifest.json                counts per split, inputs, versions, durations (+ base, vocabulary_growth,
+                                 analysis_cache with the daily-loop flags, see beam_jobs.daily)
+    analysis.json                bucket boundaries / scaling fixed up front (--base, --analysis-cache)
+    _SUCCESS                     the list of files, written last (then _LATEST names this version)
+
+Readers (``ctrflow train/evaluate --data OUTPUT``, ``--base OUTPUT``) follow
+``_LATEST`` (``pipeline.artifacts.PreprocessArtifacts.live``).
 
 Analyzers see training rows only; eval rows are transformed with the graph
 learned on train.
@@ -28,17 +36,21 @@ import tensorflow_transform.beam as tft_beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from ctrflow.beam_jobs import daily, publish
 from ctrflow.beam_jobs import manifest as mf
 from ctrflow.beam_jobs.io import COUNTER_NAMESPACE, REJECTED, ReadRows, WriteRejected, counter_name
-from ctrflow.beam_jobs.job_options import PreprocessOptions, job_parser, parse_job_options
+from ctrflow.beam_jobs.job_options import PreprocessOptions, job_parser, parse_dates, parse_job_options
 from ctrflow.beam_jobs.options import pipeline_options
 from ctrflow.beam_jobs.profiles import ProfileCombine
 from ctrflow.beam_jobs.sources import ReadTask, plan_reads
 from ctrflow.beam_jobs.splits import HashSplit
 from ctrflow.beam_jobs.tfrecords import WriteTFRecordBatches
+from ctrflow.pipeline import artifacts as af
 from ctrflow.pipeline import stats
+from ctrflow.pipeline.artifacts import PreprocessArtifacts
 from ctrflow.pipeline.logs import setup_logging
 from ctrflow.pipeline.parsing import BatchParser
+from ctrflow.pipeline.prior import AnalysisPrior, write_analysis
 from ctrflow.pipeline.transform import build_layout, make_preprocessing_fn, tensor_adapter_config, to_tft_batch
 from ctrflow.schemas import load_schema
 from ctrflow.schemas.flags import FlagParser
@@ -86,10 +98,14 @@ def _id_feature_names(schema: Schema) -> list[str]:
 
 
 def build_pipeline(p: beam.Pipeline, schema: Schema, tasks: dict[str, list], output: str,
-                   options: PreprocessOptions) -> None:
-    """Wires read -> analyze/transform -> write for both splits into ``p``."""
+                   options: PreprocessOptions, prior: AnalysisPrior | None = None, analyze_rows: bool = True) -> None:
+    """Wires read -> analyze/transform -> write for both splits into ``p``.
+
+    ``analyze_rows=False``: the analysis is all in ``prior`` (per-day cache), so no row is analyzed.
+    """
+    artifacts = PreprocessArtifacts(output)
     adapter = tensor_adapter_config(schema)
-    preprocessing_fn = make_preprocessing_fn(schema)
+    preprocessing_fn = make_preprocessing_fn(schema, prior)
     clean = {}
     for split in SPLITS:
         if not tasks[split]:
@@ -97,12 +113,13 @@ def build_pipeline(p: beam.Pipeline, schema: Schema, tasks: dict[str, list], out
         read = p | f"Read{split.title()}" >> ReadRows(schema, tasks[split], split, with_label=True, keys=False,
                                                        extra=options.split_columns, batch_rows=options.batch_rows)
         clean[split] = read.rows
-        _ = read[REJECTED] | f"Rejected{split.title()}" >> WriteRejected(os.path.join(output, "rejected", split))
+        _ = read[REJECTED] | f"Rejected{split.title()}" >> WriteRejected(artifacts.rejected_prefix(split))
     if options.eval_fraction:  # analyzers below see the kept training rows only
         clean["train"], clean["eval"] = clean["train"] | "HashSplit" >> HashSplit(options.split_key,
                                                                                    options.eval_fraction)
+    analyzed = clean["train"] if analyze_rows else p | "NothingToAnalyze" >> beam.Create([])
     transform_fn = (
-        (clean["train"] | "ToTftAnalyze" >> beam.Map(to_tft_batch, adapter), adapter)
+        (analyzed | "ToTftAnalyze" >> beam.Map(to_tft_batch, adapter), adapter)
         | "Analyze" >> tft_beam.AnalyzeDataset(preprocessing_fn))
     # The transform pass reads the training input again instead of letting the runner hold every clean
     # batch until the analysis ends: parsing again is cheaper than buffering, and memory stays flat (1M
@@ -110,7 +127,7 @@ def build_pipeline(p: beam.Pipeline, schema: Schema, tasks: dict[str, list], out
     # With --eval-fraction the split's counters must see each row once, and a bigquery:// query would run
     # (and be billed) twice and could change in between, so in those cases the batches are reused.
     to_transform = dict(clean)
-    if not options.eval_fraction and all(isinstance(t, ReadTask) for t in tasks["train"]):
+    if analyze_rows and not options.eval_fraction and all(isinstance(t, ReadTask) for t in tasks["train"]):
         to_transform["train"] = (p | "ReadTrainAgain" >> ReadRows(
             schema, tasks["train"], "train_again", with_label=True, keys=False, batch_rows=options.batch_rows)).rows
     outputs = {}
@@ -124,28 +141,26 @@ def build_pipeline(p: beam.Pipeline, schema: Schema, tasks: dict[str, list], out
     for split, out in outputs.items():
         _ = (out
              | f"Count{split.title()}" >> beam.ParDo(_CountRows(split))
-             | f"Write{split.title()}" >> WriteTFRecordBatches(os.path.join(output, split, "part"),
+             | f"Write{split.title()}" >> WriteTFRecordBatches(artifacts.split_prefix(split),
                                                                num_shards=options.num_shards, ragged=ragged))
     profile = _train_profile(clean["train"], train_out, schema, _id_feature_names(schema))
     _ = (profile
          | "ProfileJson" >> beam.Map(lambda prof: stats_json(prof))
-         | "WriteStats" >> beam.Map(lambda doc: mf.write_json(os.path.join(output, "stats.json"), doc)))
+         | "WriteStats" >> beam.Map(lambda doc: artifacts.write_stats(doc)))
 
 
 def stats_json(profile: stats.Profile) -> dict:
     return {"train": profile.to_dict()}
 
 
-def _prepare_output(output: str) -> None:
-    """Replaces a previous preprocess output; refuses to delete anything else."""
+def _check_output(output: str) -> None:
+    """Refuses to publish into a folder that is not a ctrflow preprocess output. Deletes nothing."""
     if FileSystems.exists(output):
-        previous = [os.path.join(output, n) for n in ("manifest.json", "transform_fn", "layout.json")]
+        previous = [os.path.join(output, n) for n in (af.LATEST, af.MANIFEST, af.TRANSFORM_FN, af.LAYOUT)]
         listing = FileSystems.match([os.path.join(output, "*")])[0].metadata_list
         if listing and not any(FileSystems.exists(x) for x in previous):
             raise FileExistsError(f"--output {output} exists and is not a ctrflow preprocess output; "
-                                  "refusing to overwrite it")
-        FileSystems.delete([output])
-    FileSystems.mkdirs(output)
+                                  "refusing to write into it")
 
 
 def run(argv: list[str] | None = None) -> dict:
@@ -156,26 +171,58 @@ def run(argv: list[str] | None = None) -> dict:
 def run_job(options: PreprocessOptions) -> dict:
     """Runs the job; returns the manifest (also written to OUTPUT/manifest.json)."""
     setup_logging()
-    startup = {"process_start": mf.process_seconds()}  # interpreter start-up and imports
     watch = mf.Stopwatch()
     schema = load_schema(options.schema)
-    output = options.output.rstrip("/")
+    dates = parse_dates(options.dates) if options.dates else None
+    train_patterns, train_by_date = daily.expand_dates(list(options.train), dates)
+    root = options.output.rstrip("/")
     parser = BatchParser(schema, with_label=True, keys=False, extra=options.split_columns)
     tasks, files = {}, {}
-    for split, patterns in (("train", options.train), ("eval", options.eval)):
+    for split, patterns in (("train", train_patterns), ("eval", options.eval)):
         tasks[split], files[split] = (plan_reads(schema, patterns, parser.required_columns, parser=parser)
                                       if patterns else ([], []))
         logging.info("[%s] %d files, %d read tasks", split, len(files[split]), len(tasks[split]))
     watch.lap("plan")
-    _prepare_output(output)
+    base = af.live_dir(options.base) if options.base else None  # the published version of --base
+    prior = daily.base_prior(base, schema, options.refit_buckets) if base else None
+    cache_info = None
+    if options.analysis_cache:
+        with FileSystems.open(options.schema) as f:
+            schema_text = f.read().decode()
+        cached, cache_info = daily.run_cache(
+            options, schema, schema_text, list(options.train), dates,
+            lambda d: plan_reads(schema, train_by_date[d], parser.required_columns, parser=parser)[0])
+        prior = daily.combine(prior, cached)
+        watch.lap("analyze_new_days")
+    _check_output(root)
+    output = publish.new_version_dir(root)  # readers keep the live version until this one is published
+    try:
+        manifest = _run_version(options, schema, tasks, files, root, output, watch, prior, cache_info, dates)
+    except mf.RejectedFractionError:
+        logging.error("preprocess failed; its rows and rejected rows are kept, unpublished, in %s (the live "
+                      "version of %s is unchanged)", output, root)
+        raise
+    except BaseException:
+        publish.discard(output)
+        raise
+    logging.info("preprocess done in %.1fs; outputs in %s (published as the live version of %s)", watch.total(),
+                 output, root)
+    return manifest
+
+
+def _run_version(options: PreprocessOptions, schema: Schema, tasks: dict, files: dict, root: str, output: str,
+                 watch: mf.Stopwatch, prior, cache_info, dates) -> dict:
+    """Runs the pipeline into the version folder ``output``, checks the counts, publishes it."""
     temp = os.path.join(output, "tmp") if "://" in output else tempfile.mkdtemp(prefix="ctrflow-tft-")
-    logging.info("running the preprocess pipeline (read, analyze, transform, write) ...")
+    logging.info("running the preprocess pipeline (read, analyze, transform, write) into %s ...", output)
     began = time.time()
     with beam.Pipeline(options=pipeline_options(options.beam_args)) as p, tft_beam.Context(temp_dir=temp):
-        build_pipeline(p, schema, tasks, output, options)
+        build_pipeline(p, schema, tasks, output, options, prior, analyze_rows=cache_info is None)
     result = p.result
     watch.lap("pipeline")
     parts = mf.pipeline_parts(p.result, [*SPLITS, "train_again"], began, time.time())
+    if "://" in output:
+        publish.delete_folder(temp)
 
     found = mf.counters(result)
     splits = {}
@@ -188,30 +235,36 @@ def run_job(options: PreprocessOptions) -> dict:
                           "hash_split": {"of": "train", "key": options.split_key,
                                          "eval_fraction": options.eval_fraction}}
     tft_output = tft.TFTransformOutput(output)
-    layout = build_layout(schema, tft_output.vocabulary_size_by_name)
-    with FileSystems.create(os.path.join(output, "layout.json")) as f:
-        f.write(layout.to_json().encode())
-    with FileSystems.open(options.schema) as src, FileSystems.create(os.path.join(output, "schema.yaml")) as dst:
-        dst.write(src.read())
+    artifacts = PreprocessArtifacts(output)
+    artifacts.write_layout(build_layout(schema, tft_output.vocabulary_size_by_name).to_json())
+    artifacts.write_schema(af.read_text(options.schema))
+    write_analysis(output, prior)
     watch.lap("finalize")
+    daily_info = {"dates": dates, "analysis_cache": cache_info}
+    if options.base:
+        daily_info.update(base=options.base, refit_buckets=options.refit_buckets,
+                          vocabulary_growth=daily.vocabulary_growth(output, prior))
     manifest = {
         "job": "preprocess",
         "schema": options.schema,
         "output": output,
+        "root": root,
+        "version": os.path.basename(output),
         "splits": splits,
-        "durations_s": {**watch.stages, "pipeline_parts": parts, "total": watch.total(), **startup},
+        "durations_s": {**watch.stages, "pipeline_parts": parts, "total": watch.total()},
         "versions": mf.library_versions(),
         "beam_options": list(options.beam_args),
         "options": options.to_dict(),
+        **{k: v for k, v in daily_info.items() if v is not None},
     }
-    mf.write_json(os.path.join(output, "manifest.json"), manifest)
+    artifacts.write_manifest(manifest)
     for split, counts in splits.items():
         mf.check_counts(counts, split, "output_rows", options.max_rejected_fraction,
-                        os.path.join(output, "rejected", split + "-*.jsonl"))
+                        artifacts.rejected_prefix(split) + "-*.jsonl")
     for split, counts in splits.items():
         logging.info("[%s] %d rows in, %d written, %d rejected", split, counts["input_rows"],
                      counts["output_rows"], counts["rejected_rows"])
-    logging.info("preprocess done in %.1fs; outputs in %s", watch.total(), output)
+    publish.publish(output)
     return manifest
 
 

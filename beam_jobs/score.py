@@ -3,10 +3,12 @@
 For each date (``--date 2026-11-21`` or a range ``2026-11-01:2026-11-07``) it
 reads the rows matching ``--input`` (``{date}`` is replaced), validates them
 with the schema that travelled with the model, scores them with the exported
-SavedModel inside Beam (RunInference, model loaded once per worker) and
-publishes ``OUTPUT/date=YYYY-MM-DD/`` atomically::
+SavedModel inside Beam (RunInference, model loaded once per worker) into a
+new version folder ``OUTPUT/date=YYYY-MM-DD/v=<run id>/`` and publishes it
+all-or-nothing (``_SUCCESS``, then ``OUTPUT/date=D/_LATEST``; ``beam_jobs.publish``)::
 
-    part-*.parquet     id/passthrough columns, score, model_version, scoring_date
+    part-*.parquet     id/passthrough columns, score, model_version, scoring_date; without an id
+                       column also source_file, source_offset (the row locator)
                        (or part-*.csv / part-*.tfrecord.gz with --output-format)
     rejected-*.jsonl   rows that could not be scored, with the reason
     profile.json       the day's feature profile
@@ -14,9 +16,10 @@ publishes ``OUTPUT/date=YYYY-MM-DD/`` atomically::
     drift.html         the same as a page, one chart per feature (training vs the day)
     manifest.json      input_rows, scored_rows, rejected_rows, model, inputs, durations
 
-With ``--output-table project:dataset.table`` the scores go to that BigQuery
-table's date partition instead (``table$YYYYMMDD``, WRITE_TRUNCATE, day
-partitioned on ``scoring_date``); the reports still go to ``OUTPUT/date=D/``.
+With ``--output-table project:dataset.table`` the Parquet scores are also
+loaded into that BigQuery table's date partition (``table$YYYYMMDD``, day
+partitioned on ``scoring_date``), only after the rejected-rows check passed
+(``beam_jobs.bigquery_output``).
 
 Re-running a date replaces exactly that date's partition. A run that fails
 leaves the published partition as it was; one that fails because too many
@@ -27,37 +30,39 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import io
 import logging
 import os
+import re
 import time
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import PredictionResult, RunInference
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
+from ctrflow.beam_jobs import bigquery_output as bq_out
 from ctrflow.beam_jobs import manifest as mf
-from ctrflow.beam_jobs import partition
+from ctrflow.beam_jobs import partition, score_drift
 from ctrflow.beam_jobs.bigquery import is_bigquery
+from ctrflow.beam_jobs.bigquery_output import bigquery_partition
+from ctrflow.beam_jobs.duplicates import CountDuplicateIds
 from ctrflow.beam_jobs.io import COUNTER_NAMESPACE, REJECTED, ReadRows, WriteRejected, counter_name
 from ctrflow.beam_jobs.job_options import ScoreOptions, job_parser, parse_job_options
 from ctrflow.beam_jobs.model_handler import ServingModelHandler, preload
 from ctrflow.beam_jobs.options import pipeline_options, with_local_parallelism
 from ctrflow.beam_jobs.profiles import ProfileCombine
+from ctrflow.beam_jobs.score_sinks import WriteScores
 from ctrflow.beam_jobs.sources import DEFAULT_RANGE_BYTES, match_files, plan_reads
 from ctrflow.model.artifact import ModelMetadata, load_metadata
 from ctrflow.pipeline import stats
 from ctrflow.pipeline.drift import drift_report
 from ctrflow.pipeline.drift_html import write_drift_html
 from ctrflow.pipeline.logs import setup_logging
-from ctrflow.pipeline.parsing import BatchParser
+from ctrflow.pipeline.parsing import LOCATOR_FIELDS, BatchParser
 from ctrflow.schemas.errors import OptionsError, UserError
 from ctrflow.schemas.flags import FlagParser
 
@@ -82,31 +87,77 @@ def _base_dir(pattern: str) -> str:
     return head if head.endswith("/") else os.path.dirname(head)
 
 
+def _norm(path: str) -> str:
+    return path.rstrip("/") if "://" in path else os.path.abspath(path)
+
+
 def _inside(path: str, folder: str) -> bool:
     if not folder:
         return False
-    def norm(p: str) -> str:
-        return p if "://" in p else os.path.abspath(p)
-
-    p, f = norm(path).rstrip("/") + "/", norm(folder).rstrip("/") + "/"
+    p, f = _norm(path) + "/", _norm(folder) + "/"
     return p.startswith(f)
 
 
+def _component_regex(part: str) -> str:
+    """One path component of a glob (``*``, ``?``, ``[...]``, ``{date}``) as a regex that stays inside it."""
+    out, i = [], 0
+    while i < len(part):
+        ch = part[i]
+        if ch == "*":
+            out.append("[^/]*")
+        elif ch == "?":
+            out.append("[^/]")
+        elif ch == "[" and "]" in part[i + 1:]:
+            j = part.index("]", i + 1)
+            out.append("[" + part[i + 1:j].replace("!", "^", 1) + "]")
+            i = j
+        elif ch == "{" and "}" in part[i:]:  # {date} and other placeholders: any text within the component
+            out.append("[^/]*")
+            i = part.index("}", i)
+        else:
+            out.append(re.escape(ch))
+        i += 1
+    return "".join(out)
+
+
+def pattern_can_match_inside(pattern: str, folder: str) -> bool:
+    """Whether some file under ``folder`` could match the input ``pattern`` (``**`` crosses folders)."""
+    pat = _norm(pattern).split("/")
+    parts = _norm(folder).split("/")
+    for i, component in enumerate(parts):
+        if i >= len(pat):
+            return False
+        if "**" in pat[i]:
+            return True
+        if not re.fullmatch(_component_regex(pat[i]), component):
+            return False
+    return True  # the pattern continues below the folder, or matches the folder itself
+
+
 def check_output_location(output: str, inputs: list[str], model_dir: str) -> None:
-    """Refuses outputs that could overwrite or be mixed into inputs or the model."""
+    """Refuses outputs that the input patterns could read back, that hold the inputs, or that overlap the model.
+
+    The test is what each pattern can match, not the input's folder: scores
+    beside a single input file, or in a sibling folder of ``day/*.csv``, are fine.
+    """
     for pattern in (p for p in inputs if not is_bigquery(p)):
         base = _base_dir(pattern)
-        if _inside(output, base) and base not in ("", "."):
-            raise OptionsError(f"--output {output} is inside the input location {base}: refusing (scores would "
-                             "be mixed into the input)")
-        if _inside(base, output):
+        if base not in ("", ".") and _inside(base, output):
             raise OptionsError(f"--output {output} contains the input location {base}: refusing")
+        if pattern_can_match_inside(pattern, output):
+            raise OptionsError(f"--output {output} is inside the input location: --input {pattern} could match "
+                             "files written there; refusing (scores would be mixed into the input)")
     if _inside(output, model_dir) or _inside(model_dir, output):
         raise OptionsError(f"--output {output} overlaps the model directory {model_dir}: refusing")
 
 
+def has_id(schema) -> bool:
+    return any(c.role == "id" for c in schema.columns)
+
+
 def output_arrow_schema(parser: BatchParser) -> pa.Schema:
-    keys = [f for f in parser.output_schema() if parser.schema.column(f.name).is_key or f.name in parser.extra]
+    keys = [f for f in parser.output_schema()
+            if f.name in LOCATOR_FIELDS or f.name in parser.extra or parser.schema.column(f.name).is_key]
     return pa.schema(keys + [pa.field("score", pa.float32()), pa.field("model_version", pa.string()),
                              pa.field("scoring_date", pa.date32())])
 
@@ -128,99 +179,11 @@ class _ToOutputTable(beam.DoFn):
         yield pa.Table.from_arrays(cols, schema=self.schema)
 
 
-# ---------------------------------------------------------------- output formats
-
-def _table_to_csv(table: pa.Table) -> str:
-    """Rows as CSV lines (no header, no trailing newline) for WriteToText."""
-    buf = io.BytesIO()
-    pacsv.write_csv(table, buf, pacsv.WriteOptions(include_header=False))
-    return buf.getvalue().decode("utf-8").rstrip("\n")
-
-
-def _as_list_column(arr: pa.Array) -> pa.Array:
-    """A column as one-value lists (empty where null), the form tf.Example encoding takes."""
-    if pa.types.is_date(arr.type):
-        arr = pc.strftime(arr, format="%Y-%m-%d")
-    if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
-        arr = arr.cast(pa.binary())
-    elif pa.types.is_floating(arr.type):
-        arr = arr.cast(pa.float32())
-    elif pa.types.is_integer(arr.type) or pa.types.is_boolean(arr.type):
-        arr = arr.cast(pa.int64())
-    valid = np.ones(len(arr), bool) if not arr.null_count else ~np.asarray(arr.is_null())
-    offsets = np.concatenate([[0], np.cumsum(valid)]).astype(np.int32)
-    return pa.ListArray.from_arrays(pa.array(offsets), arr.drop_null() if arr.null_count else arr)
-
-
-def _table_to_examples(table: pa.Table):
-    from tfx_bsl.coders import example_coder
-
-    for rb in table.to_batches():
-        lists = pa.RecordBatch.from_arrays([_as_list_column(c) for c in rb.columns], names=rb.schema.names)
-        yield from example_coder.RecordBatchToExamples(lists)
-
-
-_BQ_TYPES = {pa.int64(): "INT64", pa.float64(): "FLOAT64", pa.float32(): "FLOAT64", pa.string(): "STRING",
-             pa.date32(): "DATE"}
-
-
-def bigquery_schema(schema: pa.Schema) -> dict:
-    return {"fields": [{"name": f.name, "type": _BQ_TYPES.get(f.type, "STRING"),
-                        "mode": "REQUIRED" if f.name in ("score", "model_version", "scoring_date") else "NULLABLE"}
-                       for f in schema]}
-
-
-def bigquery_partition(table: str, date: str) -> str:
-    """``project:dataset.table`` -> its date partition ``project:dataset.table$YYYYMMDD``."""
-    if "$" in table:
-        raise ValueError(f"--output-table {table}: give the table without a partition decorator")
-    return f"{table}${date.replace('-', '')}"
-
-
-def _table_to_rows(table: pa.Table):
-    for row in table.to_pylist():
-        row["scoring_date"] = row["scoring_date"].isoformat()
-        yield row
-
-
-class WriteScores(beam.PTransform):
-    """Output tables -> files of one format under ``staging`` (or a BigQuery partition)."""
-
-    def __init__(self, schema: pa.Schema, staging: str, fmt: str = "parquet", table: str | None = None,
-                 date: str | None = None):
-        super().__init__()
-        self.schema, self.staging, self.fmt, self.table, self.date = schema, staging, fmt, table, date
-
-    def expand(self, tables):
-        prefix = os.path.join(self.staging, "part")
-        if self.table:
-            from apache_beam.io.gcp.bigquery import BigQueryDisposition, WriteToBigQuery
-            return (tables
-                    | "ToRows" >> beam.FlatMap(_table_to_rows)
-                    | "WriteBigQuery" >> WriteToBigQuery(
-                        table=bigquery_partition(self.table, self.date), schema=bigquery_schema(self.schema),
-                        write_disposition=BigQueryDisposition.WRITE_TRUNCATE,
-                        create_disposition=BigQueryDisposition.CREATE_IF_NEEDED,
-                        method=WriteToBigQuery.Method.FILE_LOADS,
-                        additional_bq_parameters={"timePartitioning": {"type": "DAY", "field": "scoring_date"}}))
-        if self.fmt == "csv":
-            return (tables
-                    | "ToCsv" >> beam.Map(_table_to_csv)
-                    | "WriteCsv" >> beam.io.WriteToText(prefix, file_name_suffix=".csv",
-                                                        header=",".join(self.schema.names)))
-        if self.fmt == "tfrecord":
-            return (tables
-                    | "ToExamples" >> beam.FlatMap(_table_to_examples)
-                    | "WriteTFRecord" >> beam.io.WriteToTFRecord(prefix, file_name_suffix=".tfrecord.gz"))
-        return tables | "WriteParquet" >> beam.io.WriteToParquetBatched(prefix, schema=self.schema,
-                                                                         file_name_suffix=".parquet")
-
-
 def build_pipeline(p: beam.Pipeline, meta: ModelMetadata, tasks, parser: BatchParser, staging: str, date: str,
                    options: ScoreOptions) -> None:
     schema = meta.schema
     read = p | "Read" >> ReadRows(schema, tasks, SPLIT, with_label=False, keys=True, extra=parser.extra,
-                                  batch_rows=options.batch_rows)
+                                  batch_rows=options.batch_rows, locator=parser.locator)
     _ = read[REJECTED] | "Rejected" >> WriteRejected(os.path.join(staging, "rejected"))
     handler = ServingModelHandler(meta.path, inference_batch_size=options.inference_batch_size,
                                   intra_op_threads=options.model_threads)
@@ -229,7 +192,8 @@ def build_pipeline(p: beam.Pipeline, meta: ModelMetadata, tasks, parser: BatchPa
     out_schema = output_arrow_schema(parser)
     _ = (results
          | "ToTable" >> beam.ParDo(_ToOutputTable(out_schema, meta.version, date)).with_output_types(pa.Table)
-         | "Write" >> WriteScores(out_schema, staging, options.output_format, options.output_table, date))
+         | "Write" >> WriteScores(out_schema, staging, "parquet" if options.output_table else options.output_format))
+    score_drift.profile_scores(results, meta, staging)
     baseline = stats.Profile.from_dict(meta.train_stats["train"]) if meta.train_stats else stats.Profile()
     id_names = [f.name for f in meta.layout.sparse if not f.wide_only]
     _ = (results
@@ -238,6 +202,15 @@ def build_pipeline(p: beam.Pipeline, meta: ModelMetadata, tasks, parser: BatchPa
          | "Profile" >> beam.CombineGlobally(ProfileCombine(schema, baseline.ranges))
          | "WriteProfile" >> beam.Map(lambda prof: mf.write_json(os.path.join(staging, "profile.json"),
                                                                  prof.to_dict())))
+    ids = tuple(c.name for c in schema.columns if c.role == "id")
+    if ids:  # duplicated ids are scored (they are input rows) and counted for the manifest
+        _ = (read.rows
+             | "DuplicateIds" >> CountDuplicateIds(ids)
+             | "CountDuplicates" >> beam.Map(_count_duplicates))
+
+
+def _count_duplicates(n: int) -> None:
+    Metrics.counter(COUNTER_NAMESPACE, counter_name(SPLIT, "duplicate_id_rows")).inc(n)
 
 
 def _range_bytes(patterns: list[str]) -> int:
@@ -256,11 +229,13 @@ def score_date(options: ScoreOptions, meta: ModelMetadata, date: str, startup: d
     startup = startup or {}
     watch = mf.Stopwatch()
     patterns = [pattern.replace("{date}", date) for pattern in options.input]
-    parser = BatchParser(meta.schema, with_label=False, keys=True, extra=options.passthrough)
+    # without an id column each score carries where its row came from (source_file, source_offset)
+    parser = BatchParser(meta.schema, with_label=False, keys=True, extra=options.passthrough,
+                         locator=not has_id(meta.schema))
     tasks, files = plan_reads(meta.schema, patterns, parser.required_columns, range_bytes=_range_bytes(patterns),
                               parser=parser)
     output = options.output.rstrip("/")
-    staging = partition.staging_dir(output, date)
+    staging = partition.staging_dir(output, date)  # this run's version folder, live once published
     final = partition.partition_dir(output, date)
     logging.info("[%s] scoring %d files (%d read tasks) with model %s", date, len(files), len(tasks), meta.version)
     watch.lap("plan")
@@ -270,17 +245,21 @@ def score_date(options: ScoreOptions, meta: ModelMetadata, date: str, startup: d
             build_pipeline(p, meta, tasks, parser, staging, date, options)
         watch.lap("pipeline")
         parts = mf.pipeline_parts(p.result, SPLIT, began, time.time())
-        counts = mf.split_counts(mf.counters(p.result), SPLIT, "output_rows")
+        found = mf.counters(p.result)
+        counts = mf.split_counts(found, SPLIT, "output_rows")
         counts = {"input_rows": counts["input_rows"], "scored_rows": counts["output_rows"],
                   "rejected_rows": counts["rejected_rows"]}
+        duplicates = found.get(counter_name(SPLIT, "duplicate_id_rows"), 0) if has_id(meta.schema) else None
         drift = _write_drift(meta, staging, options.psi_threshold, date)
         watch.lap("drift_report")
         manifest = {
             "job": "score", "date": date, "model": meta.path, "model_version": meta.version,
-            "inputs": patterns, "input_files": files, **counts,
+            "inputs": patterns, "input_files": files, **counts, "duplicate_id_rows": duplicates,
+            "row_locator": None if has_id(meta.schema) else list(LOCATOR_FIELDS),
             "drifted_features": drift["features_over_threshold"] if drift else [],
             "psi_threshold": options.psi_threshold,
-            "output": final, "output_format": "bigquery" if options.output_table else options.output_format,
+            "output": staging, "partition": final, "version": os.path.basename(staging),
+            "output_format": "bigquery" if options.output_table else options.output_format,
             "output_table": bigquery_partition(options.output_table, date) if options.output_table else None,
             "durations_s": {**watch.stages, "pipeline_parts": parts, "total": watch.total(),
                             **{k: v() if callable(v) else v for k, v in startup.items()}},
@@ -298,7 +277,12 @@ def score_date(options: ScoreOptions, meta: ModelMetadata, date: str, startup: d
             logging.error("[%s] run failed; its rejected rows and manifest are kept in %s (the published "
                           "partition %s is unchanged)", date, kept, final)
             raise
-        partition.publish(staging, final)
+        if options.output_table:  # only now, after the checks: the table's partition is replaced in one copy job
+            manifest["bigquery"] = bq_out.replace_partition(
+                options.output_table, date, partition_files(staging), output_arrow_schema(parser),
+                run_id=os.path.basename(staging))
+            mf.write_json(os.path.join(staging, "manifest.json"), manifest)
+        partition.publish(staging)
     except BaseException:
         partition.discard(staging)
         raise
@@ -306,6 +290,11 @@ def score_date(options: ScoreOptions, meta: ModelMetadata, date: str, startup: d
                  counts["scored_rows"], counts["rejected_rows"], final)
     _print_summary(manifest, drift, options.psi_threshold)
     return manifest
+
+
+def partition_files(staging: str) -> list[str]:
+    """The score files of a run's folder (what a BigQuery load takes)."""
+    return sorted(m.path for m in FileSystems.match([os.path.join(staging, "part-*.parquet")])[0].metadata_list)
 
 
 def _print_summary(manifest: dict, drift: dict | None, threshold: float) -> None:
@@ -333,6 +322,7 @@ def _write_drift(meta: ModelMetadata, staging: str, threshold: float, date: str)
     day = stats.Profile.from_dict(mf.read_json(path))
     report = drift_report(meta.schema, meta.layout, stats.Profile.from_dict(meta.train_stats["train"]), day,
                           threshold)
+    report["prediction"] = score_drift.prediction_section(meta, staging)  # score PSI vs the model's eval scores
     mf.write_json(os.path.join(staging, "drift.json"), report)
     try:
         write_drift_html(os.path.join(staging, "drift.html"), report, meta.schema, meta.layout,

@@ -104,7 +104,7 @@ def plain_loop(path: str, model_dir: str, batch: int, output: str) -> int:
     import tensorflow as tf
 
     model = tf.saved_model.load(os.path.join(model_dir, "export"))
-    fn = model.signatures["serving_default"]
+    fn = model.signatures["score_and_ids"]  # typed inputs, as pandas parsed them (serving_default takes text)
     numeric = [f"I{i}" for i in range(1, 14)]
     categorical = [f"C{i}" for i in range(1, 27)]
     dtypes = {"label": "float32", **{c: "float32" for c in numeric}, **{c: str for c in categorical}}

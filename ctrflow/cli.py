@@ -20,6 +20,7 @@ COMMANDS = {
     "train": ("ctrflow.model.train", "train DeepFM / Wide&Deep / LR and export one raw-feature SavedModel"),
     "evaluate": ("ctrflow.model.evaluate", "evaluate an exported model on preprocessed data (AUC, log loss, plots)"),
     "score": ("ctrflow.beam_jobs.score", "batch-score a daily table with an exported model (Beam), with drift report"),
+    "monitor": ("ctrflow.beam_jobs.monitor", "join scored dates with their labels: AUC, calibration, score PSI"),
     "demo": ("ctrflow.demo", "preprocess, train and score the bundled census data; print AUC and paths"),
 }
 

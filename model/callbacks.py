@@ -8,7 +8,7 @@ import keras
 
 
 def make_callbacks(model_dir: str, *, patience: int, resume: bool) -> list[keras.callbacks.Callback]:
-    """Early stopping on eval AUC, best checkpoint, TensorBoard, and the resume backup.
+    """Early stopping on validation AUC (``val_auc``), best checkpoint, TensorBoard, and the resume backup.
 
     The backup (``save_weights``) holds the optimiser slots and iteration
     count too, so a resumed run continues the same optimisation from the last

@@ -9,6 +9,8 @@ training used. Writes to ``--output`` (default ``MODEL/evaluation/<split>``)::
                       calibration bins and model version
     roc.png           ROC curve with the AUC
     calibration.png   observed rate vs mean prediction in equal-count bins
+    importance.json   permutation importance: AUC drop per shuffled feature (model.importance)
+    importance.png    the same as a bar chart
 """
 from __future__ import annotations
 
@@ -107,9 +109,11 @@ def run_job(opts: EvaluateOptions) -> dict:
 
     from ctrflow.model.export import load_metadata
     from ctrflow.model.inputs import split_files
+    from ctrflow.pipeline.artifacts import PreprocessArtifacts
 
     meta = load_metadata(opts.model)
-    labels, probs = score(opts.model, split_files(opts.data, opts.split), meta.layout.label, opts.batch_size)
+    data = PreprocessArtifacts.live(opts.data).dir  # the published version of a preprocess output
+    labels, probs = score(opts.model, split_files(data, opts.split), meta.layout.label, opts.batch_size)
     metrics = mt.summary(labels, probs)
     bins = mt.calibration_bins(labels, probs, opts.bins)
     out_dir = opts.output or os.path.join(os.path.dirname(meta.path.rstrip("/")), "evaluation", opts.split)
@@ -117,6 +121,13 @@ def run_job(opts: EvaluateOptions) -> dict:
     plots = plot(labels, probs, bins, metrics["auc"], out_dir)
     metrics.update(model_version=meta.version, data=opts.data, split=opts.split, calibration_bins=bins,
                    plots=plots, options=opts.to_dict())
+    if opts.importance_rows > 0:
+        from ctrflow.model.importance import evaluate_importance
+
+        model_dir = os.path.dirname(meta.path.rstrip("/"))
+        report = evaluate_importance(model_dir, data, opts.split, out_dir, opts.importance_rows)
+        metrics["importance"] = {n: v["auc_drop"] for n, v in report["features"].items()}
+        plots.append(os.path.join(out_dir, "importance.png"))
     with tf.io.gfile.GFile(os.path.join(out_dir, "metrics.json"), "w") as f:
         f.write(json.dumps(metrics, indent=2))
     logging.info("AUC %.4f, log loss %.4f, calibration %.3f on %d rows; wrote %s", metrics["auc"],

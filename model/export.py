@@ -4,12 +4,17 @@
 object and our models are Keras 3, so both live in a plain ``tf.Module`` whose
 ``tf.function`` signatures are saved with ``tf.saved_model.save``:
 
-- ``serving_default``: raw feature columns (float32 numeric with NaN for
-  missing, string categorical with "" for missing), each ``[batch]`` ->
-  ``{"score": probability [batch]}``.
-- ``serve_tf_examples``: serialized raw ``tf.Example``s (``examples``) ->
-  ``{"score"}``; what TF Serving and tfx_bsl's RunInference call.
-- ``score_and_ids``: like ``serving_default`` plus the transformed ids of every
+- ``serving_default``: every raw feature as the text of the input file
+  (``tf.string [batch]``, e.g. ``" Private"``, ``"?"``, ``"39"``) ->
+  ``{"score": probability [batch]}``. Strip, null markers and number parsing
+  happen inside the graph (``pipeline.raw_values``), exactly as the batch job's
+  parser does them, so a client never re-implements them.
+- ``serve_tf_examples``: serialized raw ``tf.Example``s (``examples``), each
+  feature a bytes_list with the field's text (absent = missing) -> ``{"score"}``;
+  what TF Serving and tfx_bsl's RunInference call.
+- ``score_and_ids``: typed, already normalized raw features (float32 numeric
+  with NaN for missing, string categorical with "" for missing; what the batch
+  job's parser produces) -> the score plus the transformed ids of every
   bucketized/categorical feature, which scoring profiles for the drift report.
 - ``score_transformed``: serialized *transformed* ``tf.Example``s (the
   preprocess job's TFRecords, ``examples``) -> ``{"score"}``; skips the
@@ -42,6 +47,8 @@ from ctrflow.model.artifact import (  # noqa: F401
     read_extra,
 )
 from ctrflow.model.inputs import model_features
+from ctrflow.pipeline import artifacts as af
+from ctrflow.pipeline import raw_values
 from ctrflow.pipeline.layout import FeatureLayout
 from ctrflow.pipeline.transform import raw_feature_spec
 from ctrflow.schemas import Schema
@@ -55,6 +62,7 @@ class ServingModule(tf.Module):
         self.model = model
         self.tft_layer = tft_output.transform_features_layer()
         self._layout = layout
+        self._schema = schema
         self._raw_spec = raw_feature_spec(schema, with_label=False)
         self._id_names = [f.name for f in layout.sparse if not f.wide_only]
         not_inputs = {layout.label, layout.group_key}
@@ -68,9 +76,11 @@ class ServingModule(tf.Module):
 
     def signatures(self) -> dict:
         raw_sig = {name: tf.TensorSpec([None], f.dtype, name=name) for name, f in self._raw_spec.items()}
+        text_sig = {name: tf.TensorSpec([None], tf.string, name=name) for name in self._raw_spec}
 
-        @tf.function(input_signature=[raw_sig])
-        def serving_default(raw):
+        @tf.function(input_signature=[text_sig])
+        def serving_default(text):
+            raw = raw_values.normalize(self._schema, text)
             return {"score": self._score_and_transformed(raw)[0]}
 
         @tf.function(input_signature=[raw_sig])
@@ -84,7 +94,7 @@ class ServingModule(tf.Module):
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
         def serve_tf_examples(examples):
-            raw = tf.io.parse_example(examples, self._raw_spec)
+            raw = raw_values.parse_examples(self._schema, examples)
             return {"score": self._score_and_transformed(raw)[0]}
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
@@ -110,14 +120,10 @@ def export(model, tft_output, schema: Schema, layout: FeatureLayout, export_dir:
         "raw_features": list(module._raw_spec),
         **(extra_info or {}),
     }
-    extra = os.path.join(export_dir, EXTRA)
-    tf.io.gfile.makedirs(extra)
     files = {SCHEMA_FILE: schema_text, LAYOUT_FILE: layout.to_json(), INFO_FILE: json.dumps(info, indent=2)}
     if train_stats is not None:
         files[STATS_FILE] = json.dumps(train_stats)
-    for name, text in files.items():
-        with tf.io.gfile.GFile(os.path.join(extra, name), "w") as f:
-            f.write(text)
+    af.ExportArtifacts(export_dir).write_extra(files)
     return info
 
 

@@ -30,6 +30,19 @@ import tensorflow as tf
 from ctrflow.pipeline.layout import FeatureLayout
 
 _UNIFORM_BITS = 2**24
+_HASH_BUCKETS = 1_000_000_000
+
+
+def in_holdout(records: tf.Tensor, fraction: float) -> tf.Tensor:
+    """True for serialized records in the validation holdout of ``fraction``.
+
+    FarmHash Fingerprint64 of the record bytes (``to_hash_bucket_fast``) modulo
+    10^9 below ``fraction`` * 10^9: the same records in every run, whatever the
+    sharding, batching or shuffling, so a model's validation rows never train it
+    (identical records go together). The benchmarks apply it to split the same rows.
+    """
+    buckets = tf.strings.to_hash_bucket_fast(records, _HASH_BUCKETS)
+    return buckets < round(fraction * _HASH_BUCKETS)
 
 
 def split_files(data_dir: str, split: str) -> str:
@@ -97,13 +110,19 @@ def _glob(file_pattern: str) -> list[str]:
     return sorted(files)
 
 
-def _records(files: list[str], shuffle_files: bool, seed: int | None, deterministic: bool) -> tf.data.Dataset:
+def _records(files: list[str], shuffle_files: bool, seed: int | None, deterministic: bool,
+             holdout: tuple[float, bool] | None = None) -> tf.data.Dataset:
+    """Serialized records; ``holdout=(fraction, inside)`` keeps only the records in (or out of) the holdout."""
     ds = tf.data.Dataset.from_tensor_slices(files)
     if shuffle_files:
         ds = ds.shuffle(len(files), seed=seed)
-    return ds.interleave(lambda f: tf.data.TFRecordDataset(f, compression_type="GZIP", buffer_size=8 << 20),
-                         cycle_length=min(len(files), 8), num_parallel_calls=tf.data.AUTOTUNE,
-                         deterministic=deterministic)
+    ds = ds.interleave(lambda f: tf.data.TFRecordDataset(f, compression_type="GZIP", buffer_size=8 << 20),
+                       cycle_length=min(len(files), 8), num_parallel_calls=tf.data.AUTOTUNE,
+                       deterministic=deterministic)
+    if holdout is not None and holdout[0] > 0:
+        fraction, inside = holdout
+        ds = ds.filter(lambda r: tf.equal(in_holdout(r, fraction), inside))
+    return ds
 
 
 def _parse_fn(feature_spec: dict, layout: FeatureLayout):
@@ -111,9 +130,10 @@ def _parse_fn(feature_spec: dict, layout: FeatureLayout):
 
 
 def _streamed_batches(files: list[str], feature_spec: dict, layout: FeatureLayout, batch_size: int, *,
-                      shuffle: bool, seed: int | None, repeat: bool, shuffle_buffer: int) -> tf.data.Dataset:
+                      shuffle: bool, seed: int | None, repeat: bool, shuffle_buffer: int,
+                      holdout: tuple[float, bool] | None) -> tf.data.Dataset:
     """Parsed batches read from disk on every pass: for data larger than memory."""
-    ds = _records(files, shuffle, seed, deterministic=seed is not None or not shuffle)
+    ds = _records(files, shuffle, seed, deterministic=seed is not None or not shuffle, holdout=holdout)
     if shuffle:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:
@@ -123,7 +143,8 @@ def _streamed_batches(files: list[str], feature_spec: dict, layout: FeatureLayou
 
 
 def _memory_batches(files: list[str], feature_spec: dict, layout: FeatureLayout, batch_size: int, *,
-                    shuffle: bool, seed: int | None, repeat: bool) -> tf.data.Dataset:
+                    shuffle: bool, seed: int | None, repeat: bool,
+                    holdout: tuple[float, bool] | None) -> tf.data.Dataset:
     """Batches gathered from features parsed once into memory (``cache``).
 
     Parsing protos is most of the input pipeline's CPU cost, and on a small
@@ -131,7 +152,7 @@ def _memory_batches(files: list[str], feature_spec: dict, layout: FeatureLayout,
     id. Each pass shuffles the row indices fully and gathers whole batches,
     so it stays vectorised.
     """
-    parsed = _records(files, False, seed, deterministic=True).batch(65_536).map(
+    parsed = _records(files, False, seed, deterministic=True, holdout=holdout).batch(65_536).map(
         _parse_fn(feature_spec, layout), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     chunks = list(parsed)
     columns = tf.nest.map_structure(lambda *parts: tf.concat(parts, axis=0), *chunks)
@@ -148,9 +169,11 @@ def _memory_batches(files: list[str], feature_spec: dict, layout: FeatureLayout,
 def make_dataset(file_pattern: str, feature_spec: dict, layout: FeatureLayout, batch_size: int, *,
                  shuffle: bool, seed: int | None = None, repeat: bool = False, cache: bool = False,
                  shuffle_buffer: int = 100_000, negative_keep_rate: float = 1.0,
-                 positive_weight: float = 1.0) -> tf.data.Dataset:
+                 positive_weight: float = 1.0, holdout: tuple[float, bool] | None = None) -> tf.data.Dataset:
     """Batches of ``(features, label)`` from gzip TFRecords of transformed examples.
 
+    ``holdout=(fraction, inside)``: only the records inside (validation) or
+    outside (training) the hash holdout of ``in_holdout``.
     ``cache`` parses every record once and keeps the features in memory (full
     shuffle each pass); otherwise records stream from disk through a
     ``shuffle_buffer``. ``negative_keep_rate < 1`` downsamples negatives
@@ -159,10 +182,11 @@ def make_dataset(file_pattern: str, feature_spec: dict, layout: FeatureLayout, b
     """
     files = _glob(file_pattern)
     if cache:
-        ds = _memory_batches(files, feature_spec, layout, batch_size, shuffle=shuffle, seed=seed, repeat=repeat)
+        ds = _memory_batches(files, feature_spec, layout, batch_size, shuffle=shuffle, seed=seed, repeat=repeat,
+                             holdout=holdout)
     else:
         ds = _streamed_batches(files, feature_spec, layout, batch_size, shuffle=shuffle, seed=seed, repeat=repeat,
-                               shuffle_buffer=shuffle_buffer)
+                               shuffle_buffer=shuffle_buffer, holdout=holdout)
     if negative_keep_rate < 1.0:
 
         def downsample(batch, random_ints):
@@ -182,12 +206,12 @@ def make_dataset(file_pattern: str, feature_spec: dict, layout: FeatureLayout, b
 
 def make_pair_dataset(file_pattern: str, feature_spec: dict, layout: FeatureLayout, batch_size: int, *,
                       seed: int | None = None, repeat: bool = False, cache: bool = False,
-                      pair_window: int = 65_536) -> tf.data.Dataset:
+                      pair_window: int = 65_536, holdout: tuple[float, bool] | None = None) -> tf.data.Dataset:
     """Batches of ``{"pos": features, "neg": features}`` pairs for the pairwise loss."""
     if layout.group_key is None:
         raise ValueError("the pairwise loss needs a group key: declare `pairwise: {group: <column>}` in the "
                          "schema and preprocess again")
-    ds = _records(_glob(file_pattern), shuffle_files=False, seed=seed, deterministic=True)
+    ds = _records(_glob(file_pattern), shuffle_files=False, seed=seed, deterministic=True, holdout=holdout)
     if cache:
         ds = ds.cache()
     if repeat:

@@ -8,6 +8,7 @@ loss and a separate optimiser (e.g. FTRL) for the wide weights.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -62,6 +63,9 @@ class CTRModel(keras.Model):
         self.embedding = self.fm = self.hadamard = self.dnn = self.deep_head = None
         if config.model != "lr":
             self._build_deep_part(layout, config)
+        # Platt scaling (a, b) of the serving log-odds, fitted after training (model.calibration)
+        self.platt = self.add_weight(shape=(2,), initializer=keras.initializers.Constant([1.0, 0.0]),
+                                     trainable=False, name="platt")
         self.wide_optimizer: keras.optimizers.Optimizer | None = None
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.auc = keras.metrics.AUC(num_thresholds=config.auc_num_thresholds, from_logits=True,
@@ -109,15 +113,25 @@ class CTRModel(keras.Model):
         return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=1)
 
     def probabilities(self, features: Mapping[str, Any]):
-        """Serving probabilities: sigmoid, corrected for negative downsampling and class weights.
+        """Serving probabilities: sigmoid, corrected for negative downsampling and class weights,
+        then Platt-scaled when ``config.calibration == 'platt'``.
 
         Keeping negatives at rate r multiplies the training odds by 1/r and
         weighting positives by w multiplies them by w: one correction with
-        the effective rate r / w undoes both.
+        the effective rate r / w undoes both (in log-odds: + log(r / w)).
         """
-        p = ops.sigmoid(self(features, training=False))
         rate = self.model_config.negative_keep_rate / self.model_config.positive_weight
+        if self.model_config.calibration == "platt":
+            log_odds = self.log_odds(features)
+            return ops.sigmoid(self.platt[0] * log_odds + self.platt[1])
+        p = ops.sigmoid(self(features, training=False))
         return p if rate == 1.0 else calibrate_downsampled(p, rate)
+
+    def log_odds(self, features: Mapping[str, Any]):
+        """Log-odds before Platt scaling, corrected for downsampling and class weights."""
+        rate = self.model_config.negative_keep_rate / self.model_config.positive_weight
+        logits = self(features, training=False)
+        return logits if rate == 1.0 else logits + float(np.log(rate))
 
     # ----------------------------------------------------------------- training
 
@@ -241,8 +255,13 @@ def make_optimizer(name: str, lr: Any, config: ModelConfig) -> keras.optimizers.
     """Optimiser ``name``; with ``config.sparse_updates`` the row-sparse variant (model.optimizers)."""
     common = {"learning_rate": lr, "clipnorm": config.clipnorm}
     sparse = config.sparse_updates and not config.jit_compile  # XLA needs the static shapes of dense updates
+    if config.row_weight_decay and not (name == "adam" and sparse):
+        logging.getLogger(__name__).info(
+            "row_weight_decay %g is ignored by %s (it needs adam with sparse updates, no jit_compile)",
+            config.row_weight_decay, name if sparse else f"dense {name}")
     if name == "adam":
-        return (LazyAdam if sparse else keras.optimizers.Adam)(**common)
+        return LazyAdam(**common, row_weight_decay=config.row_weight_decay) if sparse else \
+            keras.optimizers.Adam(**common)
     if name == "adamw":  # decoupled weight decay touches every row each step: dense by nature
         return keras.optimizers.AdamW(weight_decay=config.weight_decay, **common)
     if name == "adagrad":

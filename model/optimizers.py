@@ -18,6 +18,20 @@ gradients and apply row-sparse updates for ``IndexedSlices``:
   moving unseen rows on stale momentum; the lazy form is the usual choice for
   CTR embeddings and what makes Adam's step cost independent of vocabulary.
 
+**Decoupled row weight decay** (``row_weight_decay``, AdamW-style; LazyAdam
+and SparseAdagrad): an L2 term in the loss barely regularises under adaptive
+optimisers (their step size does not grow with the gradient, and the term is
+divided by the batch size), so each touched row is instead shrunk by
+``(1 - lr * wd)`` per step, before the adaptive update, as AdamW does for
+every weight. A dense AdamW would shrink *every* row on every step; here a
+row is shrunk only when a batch touches it, by ``(1 - lr * wd) ** k`` where
+``k`` is the number of steps since it was last touched (a ``last_step`` slot
+per row, 4 bytes): exactly the dense decay for a constant learning rate. With
+a learning-rate schedule the current rate stands in for the skipped steps'
+rates (an approximation, exact when the rate changes slowly). Only sparse
+(``IndexedSlices``) gradients are decayed: embedding and linear rows, not DNN
+kernels or biases (``kernel_l2`` covers kernels).
+
 Duplicate ids in a batch are summed first (``tf.unique`` + segment sum), as
 in the dense gradient. They are regular Keras optimisers (serialisable,
 checkpointed slots), selected by ``make_optimizer`` when
@@ -51,9 +65,58 @@ def _scatter(v, ids: tf.Tensor, values: tf.Tensor) -> None:
     _tf_variable(v).scatter_update(tf.IndexedSlices(values, ids))
 
 
+class _RowDecay:
+    """Mixin: decoupled weight decay of the rows a sparse gradient touches, with catch-up.
+
+    ``row_weight_decay`` is a Keras-serialised constructor argument; the
+    ``last_step`` slots (step at which each row was last decayed, 0 = never)
+    are created for every variable, but hold one float per *row* only.
+    """
+
+    def _init_row_decay(self, row_weight_decay: float) -> None:
+        if row_weight_decay < 0:
+            raise ValueError(f"row_weight_decay must be >= 0, got {row_weight_decay}")
+        self.row_weight_decay = float(row_weight_decay)
+        self._last_steps: list = []
+
+    def _build_row_decay(self, var_list) -> None:
+        if not self.row_weight_decay:
+            return
+        self._last_steps = [self.add_variable((v.shape[0],) if len(v.shape) else (), initializer="zeros",
+                                              dtype="float32", name="last_step") for v in var_list]
+
+    def _decayed_rows(self, variable, ids: tf.Tensor, learning_rate) -> tf.Tensor:
+        """The touched rows after their decay for every step since they were last touched."""
+        w = _rows(variable, ids)
+        if not self.row_weight_decay:
+            return w
+        last_var = self._last_steps[self._get_variable_index(variable)]
+        step = tf.cast(self.iterations + 1, tf.float32)
+        skipped = step - _rows(last_var, ids)
+        _scatter(last_var, ids, tf.fill(tf.shape(ids), step))
+        keep = 1.0 - tf.cast(learning_rate, tf.float32) * self.row_weight_decay
+        factor = tf.pow(keep, skipped)
+        factor = tf.reshape(tf.cast(factor, w.dtype), [-1] + [1] * (len(w.shape) - 1))
+        return w * factor
+
+    def _row_decay_config(self, config: dict) -> dict:
+        return {**config, "row_weight_decay": self.row_weight_decay}
+
+
 @register
-class LazyAdam(keras.optimizers.Adam):
-    """Adam; sparse gradients update only their rows' moments and weights."""
+class LazyAdam(_RowDecay, keras.optimizers.Adam):
+    """Adam; sparse gradients update only their rows' moments and weights (and decay them)."""
+
+    def __init__(self, *args, row_weight_decay: float = 0.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_row_decay(row_weight_decay)
+
+    def build(self, var_list):
+        super().build(var_list)
+        self._build_row_decay(var_list)
+
+    def get_config(self):
+        return self._row_decay_config(super().get_config())
 
     def update_step(self, gradient, variable, learning_rate):
         if not isinstance(gradient, tf.IndexedSlices) or self.amsgrad:
@@ -69,12 +132,24 @@ class LazyAdam(keras.optimizers.Adam):
         v = _rows(v_var, ids) * beta_2 + (1 - beta_2) * tf.square(g)
         _scatter(m_var, ids, m)
         _scatter(v_var, ids, v)
-        _tf_variable(variable).scatter_sub(tf.IndexedSlices(alpha * m / (tf.sqrt(v) + self.epsilon), ids))
+        w = self._decayed_rows(variable, ids, learning_rate)
+        _scatter(variable, ids, w - alpha * m / (tf.sqrt(v) + self.epsilon))
 
 
 @register
-class SparseAdagrad(keras.optimizers.Adagrad):
-    """Adagrad; sparse gradients touch only their rows (same result as dense)."""
+class SparseAdagrad(_RowDecay, keras.optimizers.Adagrad):
+    """Adagrad; sparse gradients touch only their rows (same result as dense, without row decay)."""
+
+    def __init__(self, *args, row_weight_decay: float = 0.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_row_decay(row_weight_decay)
+
+    def build(self, var_list):
+        super().build(var_list)
+        self._build_row_decay(var_list)
+
+    def get_config(self):
+        return self._row_decay_config(super().get_config())
 
     def update_step(self, gradient, variable, learning_rate):
         if not isinstance(gradient, tf.IndexedSlices):
@@ -85,7 +160,8 @@ class SparseAdagrad(keras.optimizers.Adagrad):
         acc = _rows(acc_var, ids) + tf.square(g)
         _scatter(acc_var, ids, acc)
         lr = tf.cast(learning_rate, dtype)
-        _tf_variable(variable).scatter_sub(tf.IndexedSlices(lr * g / tf.sqrt(acc + self.epsilon), ids))
+        w = self._decayed_rows(variable, ids, learning_rate)
+        _scatter(variable, ids, w - lr * g / tf.sqrt(acc + self.epsilon))
 
 
 @register

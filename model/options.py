@@ -23,7 +23,10 @@ class TrainerOptions:
     batch_size: int = option(512, help="training batch size (pairs for the pairwise loss)")
     eval_batch_size: int = option(8192, help="batch size of evaluation passes")
     epochs: int = option(10, help="maximum epochs (early stopping may end sooner)")
-    patience: int = option(2, help="epochs without eval AUC improvement before stopping")
+    patience: int = option(2, help="epochs without validation AUC improvement before stopping")
+    valid_fraction: float = option(0.1, help="share of the training records (by a stable hash of each record) held "
+                                             "out for early stopping, model selection and Platt calibration, so "
+                                             "the eval split is only reported; 0 selects on eval (optimistic)")
     steps_per_epoch: int | None = option(None, help="batches per epoch (default: one pass over the training data)")
     seed: int = option(42, help="seed for init, shuffling, sampling and dropout")
     deterministic: bool = option(False, help="deterministic TF ops: same metrics on every run with the same seed "
@@ -37,15 +40,28 @@ class TrainerOptions:
                                       "optimizer state and epoch)")
     verbose: int = option(2, choices=(0, 1, 2), help="Keras progress output: 0 silent, 1 progress bar, 2 one line "
                                                      "per epoch")
+    warm_start: str | None = option(
+        None, metavar="MODEL_DIR", help="start from a previous model: embedding/linear rows copied by token through "
+                                        "both vocabularies, other weights where shapes match (model.warm_start)")
+    baseline: str | None = option(
+        None, metavar="MODEL_DIR", help="also score this model on the same eval rows and write promotion.json "
+                                        "(model.promotion)")
+    require_better: float | None = option(
+        None, metavar="TOL", help="with --baseline: exit with status 3 when the new eval AUC is below the "
+                                  "baseline's by more than TOL")
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "eval_batch_size", "epochs", "shuffle_buffer", "pair_window"):
             if getattr(self, name) <= 0:
                 raise OptionsError(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
+        if not 0.0 <= self.valid_fraction < 1.0:
+            raise OptionsError(f"--valid-fraction must be in [0, 1), got {self.valid_fraction}")
         if self.patience < 0:
             raise OptionsError(f"--patience must be >= 0, got {self.patience}")
         if self.steps_per_epoch is not None and self.steps_per_epoch <= 0:
             raise OptionsError(f"--steps-per-epoch must be > 0, got {self.steps_per_epoch}")
+        if self.require_better is not None and not self.baseline:
+            raise OptionsError("--require-better TOL compares against --baseline MODEL_DIR; give both")
 
     def to_dict(self) -> dict:
         return to_dict(self)
@@ -61,10 +77,14 @@ class EvaluateOptions:
     output: str | None = option(None, help="where metrics.json and the plots go (default: MODEL/evaluation/SPLIT)")
     batch_size: int = option(8192, help="examples per scoring call")
     bins: int = option(20, help="calibration bins")
+    importance_rows: int = option(20000, help="eval rows for permutation importance (importance.json/.png); 0 skips "
+                                             "it")
 
     def __post_init__(self) -> None:
         if self.batch_size <= 0 or self.bins <= 0:
             raise OptionsError("--batch-size and --bins must be > 0")
+        if self.importance_rows < 0:
+            raise OptionsError(f"--importance-rows must be >= 0, got {self.importance_rows}")
 
     def to_dict(self) -> dict:
         return to_dict(self)

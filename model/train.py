@@ -3,10 +3,18 @@
 Outputs under ``--output`` (MODEL_DIR)::
 
     export/             the serving SavedModel (transform graph + model), see model.export
-    checkpoints/        best weights (by eval AUC) and a backup to resume from
+    checkpoints/        best weights (by validation AUC) and a backup to resume from
     logs/               TensorBoard logs
-    metrics.json        eval metrics of the exported model (exact AUC, log loss, calibration)
+    metrics.json        eval metrics of the exported (selected) model (exact AUC, log loss, calibration),
+                        its validation metrics, the selected epoch and the Platt parameters
     config.json         the model and trainer options used
+    promotion.json      with --baseline: both models on the same eval rows, and promote true/false
+
+Model selection is honest by default: early stopping, the best-epoch choice
+and Platt calibration use a validation holdout of the *training* records
+(``--valid-fraction``, a stable hash of each record), so the eval split only
+measures the selected model. ``--valid-fraction 0`` selects on eval, as
+earlier versions did: that reported AUC is optimistic.
 """
 from __future__ import annotations
 
@@ -50,17 +58,19 @@ def _set_seed(seed: int, deterministic: bool) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def _train_dataset(opts: TrainerOptions, config: ModelConfig, spec: dict, layout):
-    """Pairs for the pairwise loss, else (downsampled) shuffled examples."""
+def _train_dataset(opts: TrainerOptions, config: ModelConfig, data: str, spec: dict, layout):
+    """Pairs for the pairwise loss, else (downsampled) shuffled examples; never the validation holdout."""
     from ctrflow.model.inputs import make_dataset, make_pair_dataset, split_files
 
-    files, repeat = split_files(opts.data, "train"), opts.steps_per_epoch is not None
+    files, repeat = split_files(data, "train"), opts.steps_per_epoch is not None
+    holdout = (opts.valid_fraction, False)
     if config.loss == "pairwise":
         return make_pair_dataset(files, spec, layout, opts.batch_size, seed=opts.seed, repeat=repeat,
-                                 cache=opts.cache, pair_window=opts.pair_window)
+                                 cache=opts.cache, pair_window=opts.pair_window, holdout=holdout)
     return make_dataset(files, spec, layout, opts.batch_size, shuffle=True, seed=opts.seed, cache=opts.cache,
                         shuffle_buffer=opts.shuffle_buffer, repeat=repeat,
-                        negative_keep_rate=config.negative_keep_rate, positive_weight=config.positive_weight)
+                        negative_keep_rate=config.negative_keep_rate, positive_weight=config.positive_weight,
+                        holdout=holdout)
 
 
 def predict_split(model, dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -75,6 +85,24 @@ def predict_split(model, dataset) -> tuple[np.ndarray, np.ndarray]:
     if not labels:
         return np.zeros(0), np.zeros(0)
     return np.concatenate(labels), np.concatenate(probs)
+
+
+def fit_calibration(model, valid_ds) -> dict | None:
+    """Platt-scales ``model`` on the validation holdout (``config.calibration == 'platt'``); returns (a, b)."""
+    import tensorflow as tf
+
+    from ctrflow.model.calibration import fit_platt
+
+    if model.model_config.calibration != "platt":
+        return None
+    log_odds = tf.function(lambda x: model.log_odds(x))
+    z, y = [], []
+    for x, labels in valid_ds:
+        z.append(log_odds(x).numpy().reshape(-1))
+        y.append(labels.numpy().reshape(-1))
+    a, b = fit_platt(np.concatenate(z), np.concatenate(y))
+    model.platt.assign([a, b])
+    return {"scale": a, "bias": b}
 
 
 def run(argv: list[str] | None = None) -> dict:
@@ -95,59 +123,101 @@ def run_job(opts: TrainerOptions, config: ModelConfig) -> dict:
     from ctrflow.model.callbacks import Throughput, make_callbacks
     from ctrflow.model.inputs import make_dataset, split_files
     from ctrflow.model.models import build_model, compile_model
+    from ctrflow.pipeline import artifacts as af
+    from ctrflow.pipeline import score_profile
+    from ctrflow.pipeline.artifacts import PreprocessArtifacts
     from ctrflow.pipeline.layout import FeatureLayout
     from ctrflow.schemas import loads_schema
 
     _set_seed(opts.seed, opts.deterministic)
     t0 = time.time()
-    data = opts.data
-    with tf.io.gfile.GFile(os.path.join(data, "layout.json")) as f:
-        layout = FeatureLayout.from_json(f.read())
-    with tf.io.gfile.GFile(os.path.join(data, "schema.yaml")) as f:
-        schema_text = f.read()
-    schema = loads_schema(schema_text, os.path.join(data, "schema.yaml"))
-    stats_path = os.path.join(data, "stats.json")
-    train_stats = json.loads(tf.io.gfile.GFile(stats_path).read()) if tf.io.gfile.exists(stats_path) else None
+    artifacts = PreprocessArtifacts.live(opts.data)  # the published version of a preprocess output
+    data = artifacts.dir
+    layout = FeatureLayout.from_json(artifacts.layout_text())
+    schema_text = artifacts.schema_text()
+    schema = loads_schema(schema_text, artifacts.path(af.SCHEMA))
+    train_stats = artifacts.stats()
     tft_output = tft.TFTransformOutput(data)
     spec = tft_output.transformed_feature_spec()
 
     has_eval = bool(tf.io.gfile.glob(split_files(data, "eval")))
     eval_split = "eval" if has_eval else "train"
     if not has_eval:
-        logging.warning("no eval split in %s: early stopping and metrics use the training data", data)
-    train_ds = _train_dataset(opts, config, spec, layout)
+        logging.warning("no eval split in %s: metrics use the training data", data)
+    train_ds = _train_dataset(opts, config, data, spec, layout)
     eval_ds = make_dataset(split_files(data, eval_split), spec, layout, opts.eval_batch_size, shuffle=False,
                            cache=True)
+    if opts.valid_fraction > 0:
+        valid_ds = make_dataset(split_files(data, "train"), spec, layout, opts.eval_batch_size, shuffle=False,
+                                cache=True, holdout=(opts.valid_fraction, True))
+    else:
+        logging.warning("--valid-fraction 0: early stopping selects on the %s split, so its reported metrics "
+                        "are optimistic", eval_split)
+        valid_ds = eval_ds
 
     model = compile_model(build_model(layout, config), config)
+    warm = None
+    if opts.warm_start:
+        from ctrflow.model.warm_start import warm_start
+
+        warm = warm_start(model, layout, config, schema, data, opts.warm_start)
+        logging.info("warm start from %s: %d weights copied, %d embedding rows copied, %d fresh", opts.warm_start,
+                     warm["copied_weights"], warm["copied_rows"], warm["fresh_rows"])
     out = opts.output.rstrip("/")
     throughput = Throughput(opts.batch_size)
     callbacks = make_callbacks(out, patience=opts.patience, resume=opts.resume) + [throughput]
     logging.info("training %s on %s (%d sparse, %d dense features)", config.model, data, len(layout.sparse),
                  len(layout.dense))
-    history = model.fit(train_ds, validation_data=eval_ds, epochs=opts.epochs,
+    history = model.fit(train_ds, validation_data=valid_ds, epochs=opts.epochs,
                         steps_per_epoch=opts.steps_per_epoch, callbacks=callbacks,
                         verbose=opts.verbose)
     train_seconds = time.time() - t0
 
+    platt = fit_calibration(model, valid_ds) if opts.valid_fraction > 0 else None
     labels, probs = predict_split(model, eval_ds)
-    metrics = {**mt.summary(labels, probs), "split": eval_split, "epochs_run": len(history.history["loss"]),
+    valid_aucs = history.history.get("val_auc", [])
+    metrics = {**mt.summary(labels, probs), "split": eval_split,
+               "selected_on": "valid" if opts.valid_fraction > 0 else eval_split,
+               "valid": mt.summary(*predict_split(model, valid_ds)) if opts.valid_fraction > 0 else None,
+               "selected_epoch": int(np.argmax(valid_aucs)) + 1 if valid_aucs else None, "platt": platt,
+               "epochs_run": len(history.history["loss"]),
                "train_seconds": round(train_seconds, 2),
                "train_examples_per_second": round(throughput.examples_per_second, 1),
                "history": {k: [float(v) for v in vals] for k, vals in history.history.items()}}
     export_dir = os.path.join(out, "export")
     if tf.io.gfile.exists(export_dir):
         tf.io.gfile.rmtree(export_dir)
+    model.save_weights(os.path.join(out, "checkpoints", "final.weights.h5"))  # the exported weights: --warm-start
     info = exporter.export(model, tft_output, schema, layout, export_dir, schema_text=schema_text,
                            train_stats=train_stats,
-                           extra_info={"model": config.model, "data": data, "eval_auc": metrics["auc"]})
+                           extra_info={"model": config.model, "data": data, "eval_auc": metrics["auc"],
+                                       "eval_score_profile": score_profile.profile(probs)})
     metrics["model_version"] = info["version"]
+    if warm is not None:
+        metrics["warm_start"] = warm
+    promotion = None
+    if opts.baseline:
+        from ctrflow.model.promotion import gate
+
+        promotion = gate(model, layout, schema, data, eval_ds, opts.baseline, opts.require_better or 0.0, out,
+                         predict_split)
+        metrics["promotion"] = {k: promotion[k] for k in ("promote", "auc_delta")}
     with tf.io.gfile.GFile(os.path.join(out, "metrics.json"), "w") as f:
         f.write(json.dumps(metrics, indent=2))
     with tf.io.gfile.GFile(os.path.join(out, "config.json"), "w") as f:
         f.write(json.dumps({"model": config.to_dict(), "trainer": opts.to_dict()}, indent=2))
     logging.info("eval AUC %.4f, log loss %.4f on %d rows; exported %s to %s", metrics["auc"], metrics["logloss"],
                  metrics["eval_rows"], info["version"], export_dir)
+    if promotion is not None:
+        from ctrflow.model.promotion import NotPromoted
+
+        logging.info("promotion gate: new AUC %.4f vs baseline %.4f -> promote=%s (%s)", promotion["new"]["auc"],
+                     promotion["baseline"]["auc"], promotion["promote"], os.path.join(out, "promotion.json"))
+        if opts.require_better is not None and not promotion["promote"]:
+            refused = NotPromoted(f"new model AUC {promotion['new']['auc']:.4f} is below the baseline's "
+                                  f"{promotion['baseline']['auc']:.4f} by more than {opts.require_better}")
+            logging.error("not promoted: %s (exit status %d)", refused, refused.code)
+            raise refused
     return metrics
 
 

@@ -33,6 +33,8 @@ import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 from apache_beam.io.filesystems import FileSystems
 
+from ctrflow.pipeline import vocab_extend
+
 # what TFT writes for a vocabulary that ends up empty (one line, so lookups still build)
 EMPTY_VOCABULARY_TOKEN = b"49d0cd50-04bb-48c0-bc6f-5b575dce351a"
 _COMPACT_ROWS = 1 << 18  # pending (token, count) rows per column that trigger an Arrow group-by
@@ -45,6 +47,8 @@ class VocabSpec:
     name: str
     top_k: int | None = None
     frequency_threshold: int = 1
+    base_file: str | None = None  # extend this vocabulary append-only (pipeline.vocab_extend)
+    prior_counts: tuple[str, ...] = ()  # cached (token, count) Arrow files of days not read this run
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +117,19 @@ class _CountTokens(beam.CombineFn):
         return out
 
 
+def with_prior_counts(table: pa.Table, prior_files: Sequence[str]) -> pa.Table:
+    """This run's counts plus cached per-day counts (Arrow IPC files of (t, c)), summed per token."""
+    if not prior_files:
+        return table
+    tables = [table]
+    for path in prior_files:
+        with FileSystems.open(path) as f:
+            tables.append(pa.ipc.open_file(pa.BufferReader(f.read())).read_all())
+    merged = pa.concat_tables([t.select(["t", "c"]).cast(table.schema) for t in tables])
+    summed = merged.group_by("t").aggregate([("c", "sum")])
+    return pa.table({"t": summed.column("t").combine_chunks(), "c": summed.column("c_sum").combine_chunks()})
+
+
 def order_vocabulary(counts: pa.Table, spec: VocabSpec) -> list[bytes]:
     """Applies frequency_threshold and top_k; count descending, ties by token descending (as TFT)."""
     kept = counts.filter(pc.greater_equal(counts.column("c"), spec.frequency_threshold))
@@ -132,18 +149,31 @@ def _write_lines(path: str, lines: list[bytes]) -> None:
 
 class _WriteVocabularies(beam.DoFn):
     def __init__(self, specs: tuple[VocabSpec, ...], global_fields: tuple[GlobalField, ...],
-                 global_name: str | None, directory: str):
+                 global_name: str | None, directory: str, base_global_file: str | None = None):
         self.specs, self.global_fields = specs, global_fields
         self.global_name, self.directory = global_name, directory
+        self.base_global_file = base_global_file
 
     def process(self, counts: list[pa.Table]):
-        paths, vocabs = [], []
+        paths, vocabs, new = [], [], []
         for spec, table in zip(self.specs, counts):
-            tokens = order_vocabulary(table, spec) or [EMPTY_VOCABULARY_TOKEN]
+            table = with_prior_counts(table, spec.prior_counts)
+            if spec.base_file is not None:
+                tokens, growth = vocab_extend.extend(vocab_extend.read_vocabulary(spec.base_file), table,
+                                                     spec.frequency_threshold, spec.top_k)
+                new.append(tokens[growth.base:])
+            else:
+                tokens = order_vocabulary(table, spec) or [EMPTY_VOCABULARY_TOKEN]
             vocabs.append(tokens)
             paths.append(os.path.join(self.directory, spec.name))
             _write_lines(paths[-1], tokens)
-        if self.global_name is not None:
+        if self.global_name is not None and self.base_global_file is not None:
+            names = [f.name for f in self.global_fields if f.vocab is not None]
+            lines = vocab_extend.extend_global(vocab_extend.read_vocabulary(self.base_global_file), names,
+                                               [new[f.vocab] for f in self.global_fields if f.vocab is not None])
+            paths.append(os.path.join(self.directory, self.global_name))
+            _write_lines(paths[-1], lines)
+        elif self.global_name is not None:
             lines = []
             for field in self.global_fields:
                 prefix = field.name.encode() + b"="
@@ -159,22 +189,23 @@ class FusedVocabularies(tft_beam.experimental.PTransformAnalyzer):
     """Batches of (uniques, counts) per column -> vocabulary file paths."""
 
     def __init__(self, specs: tuple[VocabSpec, ...], global_fields: tuple[GlobalField, ...] = (),
-                 global_name: str | None = None):
+                 global_name: str | None = None, base_global_file: str | None = None):
         super().__init__()
         self.specs, self.global_fields, self.global_name = specs, global_fields, global_name
+        self.base_global_file = base_global_file
 
     def expand(self, pcoll):
         n_out = len(self.specs) + int(self.global_name is not None)
         results = (pcoll
                    | "Count" >> beam.CombineGlobally(_CountTokens(len(self.specs)))
                    | "Write" >> beam.ParDo(_WriteVocabularies(self.specs, self.global_fields, self.global_name,
-                                                              self.base_temp_dir)))
+                                                              self.base_temp_dir, self.base_global_file)))
         return tuple(results | f"Output{i}" >> beam.Map(lambda r, i=i: r[i]) for i in range(n_out))
 
 
 def fused_vocabularies(tokens: Sequence[tf.Tensor], specs: Sequence[VocabSpec],
                        global_fields: Sequence[GlobalField] = (), global_name: str | None = None,
-                       ) -> tuple[list[tf.Tensor], tf.Tensor | None]:
+                       base_global_file: str | None = None) -> tuple[list[tf.Tensor], tf.Tensor | None]:
     """Analyzes all vocabularies in one pass.
 
     ``tokens[i]``: a 1-D string tensor of column i's tokens in the batch.
@@ -187,7 +218,7 @@ def fused_vocabularies(tokens: Sequence[tf.Tensor], specs: Sequence[VocabSpec],
         inputs += [uniques, counts]
     n_files = len(specs) + int(global_name is not None)
     outputs = tft.experimental.ptransform_analyzer(
-        inputs, FusedVocabularies(tuple(specs), tuple(global_fields), global_name),
+        inputs, FusedVocabularies(tuple(specs), tuple(global_fields), global_name, base_global_file),
         output_dtypes=[tf.string] * n_files, output_shapes=[[]] * n_files,
         output_asset_default_values=[EMPTY_VOCABULARY_TOKEN] * n_files, name="fused_vocabularies")
     return list(outputs[: len(specs)]), (outputs[-1] if global_name is not None else None)

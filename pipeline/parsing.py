@@ -8,6 +8,11 @@ the same thing at training and serving time. Conventions of a clean batch:
   ``schemas.MISSING_TOKEN``)
 - label: float32 0/1 (only when ``with_label``)
 - id / passthrough columns: the schema's dtype (string, int64, float64)
+- with ``locator``: ``source_file`` and ``source_offset`` (see ``LOCATOR_FIELDS``)
+
+A numeric value that parses to inf, -inf or nan (``inf``, ``1e400``, ``nan``
+unless ``nan`` is a null marker) is rejected as "not a finite number": an
+infinity would reach the model through its scaled copy.
 
 All work is vectorised with pyarrow.compute; Python touches only rejected rows.
 """
@@ -26,6 +31,11 @@ from ctrflow.schemas.types import Column, Schema
 _NUMBER_RE = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$|^[+-]?(nan|NaN|inf|Inf|infinity|Infinity)$"
 _INT_RE = r"^[+-]?\d+$"
 
+OFFSET_COLUMN = "__offset__"
+"""Readers put each row's position in its file here: byte offset of its line (text), row number (others)."""
+LOCATOR_FIELDS = ("source_file", "source_offset")
+"""The row locator of score outputs without an id column: input file, and the row's ``OFFSET_COLUMN`` value."""
+
 
 @dataclasses.dataclass(frozen=True)
 class RejectedRow:
@@ -34,6 +44,7 @@ class RejectedRow:
     source: str
     row: str
     reason: str
+    offset: int | None = None  # where the row starts in ``source`` (see OFFSET_COLUMN)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), ensure_ascii=False)
@@ -63,8 +74,9 @@ class BatchParser:
     a labelled table); feature columns named here are carried anyway.
     """
 
-    def __init__(self, schema: Schema, *, with_label: bool, keys: bool, extra: Sequence[str] = ()):
-        self.schema = schema
+    def __init__(self, schema: Schema, *, with_label: bool, keys: bool, extra: Sequence[str] = (),
+                 locator: bool = False):
+        self.schema, self.locator = schema, locator
         self.with_label = with_label and schema.label is not None
         self.columns: list[Column] = [
             c for c in schema.columns
@@ -87,7 +99,10 @@ class BatchParser:
 
     def output_schema(self) -> pa.Schema:
         """Arrow schema of the clean batches."""
-        return pa.schema([(c.name, self._arrow_type(c)) for c in self.columns])
+        fields = [(c.name, self._arrow_type(c)) for c in self.columns]
+        if self.locator:
+            fields += [(LOCATOR_FIELDS[0], pa.string()), (LOCATOR_FIELDS[1], pa.int64())]
+        return pa.schema(fields)
 
     @staticmethod
     def _arrow_type(c: Column) -> pa.DataType:
@@ -118,11 +133,16 @@ class BatchParser:
                 for i in idx:
                     reasons[int(i)] = why(int(i))
                 bad |= invalid
+        offsets = (table.column(OFFSET_COLUMN).combine_chunks() if OFFSET_COLUMN in table.column_names
+                   else pa.nulls(n, pa.int64()))
+        if self.locator:
+            out += [pa.repeat(pa.scalar(source, pa.string()), n), offsets.cast(pa.int64())]
         keep = pa.array(~bad)
         batch = pa.RecordBatch.from_arrays([a.filter(keep) for a in out], schema=self.output_schema())
         rejected: list[RejectedRow] = []
         for i in sorted(reasons):
-            rejected.append(RejectedRow(source=source, row=self._row_text(table, i), reason=reasons[i]))
+            rejected.append(RejectedRow(source=source, row=self._row_text(table, i), reason=reasons[i],
+                                        offset=offsets[i].as_py()))
         return ParseResult(batch=batch, rejected=rejected)
 
     def _convert(self, col: Column, raw: pa.Array):
@@ -143,19 +163,22 @@ class BatchParser:
 
     def _to_float(self, col: Column, raw: pa.Array, missing: pa.Array):
         if pa.types.is_integer(raw.type) or pa.types.is_floating(raw.type) or pa.types.is_boolean(raw.type):
-            vals = pc.cast(raw, pa.float32())
-            return pc.fill_null(vals, float("nan")), None, None
+            vals = pc.fill_null(pc.cast(raw, pa.float32()), float("nan"))
+            # a typed NaN is how pandas/Parquet write "missing"; only infinities are rejected
+            absent = (pc.fill_null(pc.or_kleene(pc.is_null(raw), pc.is_nan(raw)), True)
+                      if pa.types.is_floating(raw.type) else pc.is_null(raw))
+            return (vals, *_non_finite(col, vals, absent, raw, None))
         s = raw if pa.types.is_string(raw.type) else pc.cast(raw, pa.string())
         present = pc.if_else(missing, pa.scalar(None, pa.string()), s)
         try:  # the common case: every present value parses; no per-value regex needed
-            return pc.fill_null(pc.cast(present, pa.float32()), float("nan")), None, None
+            vals = pc.fill_null(pc.cast(present, pa.float32()), float("nan"))
+            return (vals, *_non_finite(col, vals, missing, s, None))
         except pa.ArrowInvalid:
             pass
         ok = pc.fill_null(pc.match_substring_regex(s, _NUMBER_RE), False)
         invalid = np.asarray(pc.and_(pc.invert(ok), pc.invert(missing)))
         vals = pc.cast(pc.if_else(ok, s, pa.scalar("nan")), pa.float32())
-        return vals, (invalid if invalid.any() else None), (
-            lambda i: f"column {col.name!r}: cannot parse {s[i].as_py()!r} as a number")
+        return (vals, *_non_finite(col, vals, missing, s, invalid))
 
     def _to_label(self, col: Column, raw: pa.Array, missing: pa.Array):
         if pa.types.is_boolean(raw.type):  # Parquet/BigQuery BOOL: true is positive, whatever the schema lists
@@ -198,10 +221,28 @@ class BatchParser:
 
     def _row_text(self, table: pa.Table, i: int) -> str:
         """Row ``i`` as close to its input form as the table allows."""
-        values = [table.column(name)[i].as_py() for name in table.column_names]
+        names = [n for n in table.column_names if n != OFFSET_COLUMN]
+        values = [table.column(name)[i].as_py() for name in names]
         if self.schema.format.type == "csv":
             return self.schema.format.delimiter.join("" if v is None else str(v) for v in values)
-        return json.dumps(dict(zip(table.column_names, map(_jsonable, values))), ensure_ascii=False)
+        return json.dumps(dict(zip(names, map(_jsonable, values))), ensure_ascii=False)
+
+
+def _non_finite(col: Column, vals: pa.Array, missing: pa.Array, shown: pa.Array, unparsable: np.ndarray | None):
+    """(invalid mask or None, reason(i)): unparsable values, and present values that are inf/-inf/nan."""
+    infinite = np.asarray(pc.and_(pc.invert(pc.fill_null(pc.is_finite(vals), False)), pc.invert(missing)))
+    if unparsable is not None:
+        infinite &= ~unparsable
+    invalid = infinite if unparsable is None else (infinite | unparsable)
+    if not invalid.any():
+        return None, None
+
+    def why(i: int) -> str:
+        if infinite[i]:
+            return f"column {col.name!r}: {shown[i].as_py()!r} is not a finite number"
+        return f"column {col.name!r}: cannot parse {shown[i].as_py()!r} as a number"
+
+    return invalid, why
 
 
 def _jsonable(v):

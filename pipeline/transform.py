@@ -19,6 +19,7 @@ numeric, bucketize              ``<name>``: quantile bucket id in          int64
 numeric, scale: zscore|minmax   ``<name>`` (or ``<name>__scaled`` beside a  float32
                                 bucket id): (v - mean) / std, or
                                 (v - min) / (max - min), of the value above
+                                clipped to its training [min, max]
 categorical, vocabulary         ``<name>``: vocabulary id (order: count    int64
   {top_k, frequency_threshold,  desc, token desc, as TFT); unseen values
   num_oov_buckets}              get id vocab_size + fingerprint % num_oov
@@ -63,6 +64,7 @@ from ctrflow.pipeline.global_index import (
     global_index_layout,
 )
 from ctrflow.pipeline.layout import DenseFeature, FeatureLayout, SparseFeature, vocab_name  # noqa: F401
+from ctrflow.pipeline.prior import AnalysisPrior
 from ctrflow.schemas.types import MISSING_TOKEN, Column, Schema
 
 SCALED_SUFFIX = "__scaled"
@@ -140,16 +142,21 @@ def separate_point_masses(boundaries: tf.Tensor) -> tf.Tensor:
     return tf.reshape(tf.sort(tf.concat([unique, after], axis=0)), [1, -1])
 
 
-def _bucketize_fused(values: dict[str, tf.Tensor], cols: list[Column]) -> dict[str, tf.Tensor]:
+def _bucketize_fused(values: dict[str, tf.Tensor], cols: list[Column],
+                     prior: AnalysisPrior | None = None) -> dict[str, tf.Tensor]:
     """One quantiles analyzer per (num_buckets, epsilon) group; NaNs are ignored by the sketch."""
     groups: dict[tuple[int, float], list[Column]] = collections.defaultdict(list)
     for c in cols:
         groups[(c.numeric.bucketize.num_buckets, c.numeric.bucketize.epsilon)].append(c)
     ids: dict[str, tf.Tensor] = {}
     for (num_buckets, epsilon), group in sorted(groups.items()):
-        stacked = tf.stack([values[c.name] for c in group], axis=1)
-        boundaries = tft.quantiles(stacked, num_buckets=num_buckets, epsilon=epsilon,
-                                   reduce_instance_dims=False, name=f"quantiles_{num_buckets}")
+        kept = [prior.boundaries_of(c.name) for c in group] if prior is not None else [None]
+        if all(b is not None for b in kept):  # fixed up front (--base, analysis cache): no analyzer
+            boundaries = tf.constant(kept, tf.float32)
+        else:
+            stacked = tf.stack([values[c.name] for c in group], axis=1)
+            boundaries = tft.quantiles(stacked, num_buckets=num_buckets, epsilon=epsilon,
+                                       reduce_instance_dims=False, name=f"quantiles_{num_buckets}")
         for i, c in enumerate(group):
             x = values[c.name]
             missing = tf.math.is_nan(x)
@@ -161,16 +168,51 @@ def _bucketize_fused(values: dict[str, tf.Tensor], cols: list[Column]) -> dict[s
     return ids
 
 
-def _scale_fused(values: dict[str, tf.Tensor], cols: list[Column]) -> dict[str, tf.Tensor]:
-    """One elementwise mean/var (or min/max) analyzer per scale kind over the stacked columns."""
+def _fixed_scale(x: tf.Tensor, kind: str, params: list[tuple[float, float]]) -> tf.Tensor:
+    """TFT's z-score / min-max formulas with known (mean, var) / (min, max) per column."""
+    a = tf.constant([p[0] for p in params], tf.float32)
+    b = tf.constant([p[1] for p in params], tf.float32)
+    if kind == "zscore":
+        sd = tf.sqrt(b)
+        return tf.where(tf.not_equal(sd, 0), (x - a) / tf.where(tf.equal(sd, 0), 1.0, sd), x - a)
+    span = b - a
+    return tf.where(span > 0, (x - a) / tf.where(span > 0, span, 1.0), tf.fill(tf.shape(x), 0.5))
+
+
+def _scale_fused(values: dict[str, tf.Tensor], cols: list[Column],
+                 prior: AnalysisPrior | None = None) -> dict[str, tf.Tensor]:
+    """One elementwise mean/var (or min/max) analyzer per scale kind over the stacked columns.
+
+    Present values are first clipped to the range seen in training, so a value
+    far outside it (a unit change upstream, 1e30) moves the scaled feature, and
+    the score, no further than the training extreme does. Bucket ids already
+    saturate; this gives the scaled path the same robustness.
+    """
     out: dict[str, tf.Tensor] = {}
     for kind, scale in (("zscore", tft.scale_to_z_score), ("minmax", tft.scale_to_0_1)):
         group = [c for c in cols if c.numeric.scale == kind]
         if group:
-            stacked = tf.stack([_filled(values[c.name], c) for c in group], axis=1)
-            scaled = scale(stacked, elementwise=True, name=kind)
+            raw = tf.stack([values[c.name] for c in group], axis=1)
+            clipped = _clip_to_training_range(raw, name=f"{kind}_range")
+            stacked = tf.stack([_filled(clipped[:, i], c) for i, c in enumerate(group)], axis=1)
+            fixed = [prior.scaling_of(c.name) for c in group] if prior is not None else [None]
+            if all(f is not None for f in fixed):
+                scaled = _fixed_scale(stacked, kind, fixed)
+            else:
+                scaled = scale(stacked, elementwise=True, name=kind)
             out.update({c.name: scaled[:, i] for i, c in enumerate(group)})
     return out
+
+
+def _clip_to_training_range(x: tf.Tensor, name: str) -> tf.Tensor:
+    """``x`` [batch, columns] clipped per column to its training [min, max]; NaN (missing) stays NaN."""
+    missing = tf.math.is_nan(x)
+    inf = tf.constant(float("inf"), x.dtype)
+    lo = tft.min(tf.where(missing, inf, x), reduce_instance_dims=False, name=name + "_min")
+    hi = tft.max(tf.where(missing, -inf, x), reduce_instance_dims=False, name=name + "_max")
+    seen = lo <= hi  # a column with no present training value is left as it is
+    clipped = tf.where(seen, tf.minimum(tf.maximum(x, lo), hi), x)
+    return tf.where(missing, x, clipped)
 
 
 def _filled(x: tf.Tensor, col: Column) -> tf.Tensor:
@@ -189,7 +231,8 @@ def _tokens(x: tf.Tensor, col: Column) -> tf.Tensor | tf.RaggedTensor:
     return tf.concat([parts, missing], axis=1)
 
 
-def _categorical_ids(tokens: dict[str, tf.Tensor], schema: Schema, global_name: str | None = None):
+def _categorical_ids(tokens: dict[str, tf.Tensor], schema: Schema, global_name: str | None = None,
+                    prior: AnalysisPrior | None = None):
     """Ids of every categorical column: hashes, and ONE fused analyzer for all vocabularies.
 
     Returns (ids by column, global vocabulary file or None). With a global
@@ -197,11 +240,15 @@ def _categorical_ids(tokens: dict[str, tf.Tensor], schema: Schema, global_name: 
     """
     vocab_cols = [c for c in schema.categorical if c.categorical.vocabulary is not None]
     vocab_index = {c.name: i for i, c in enumerate(vocab_cols)}
-    specs = [VocabSpec(vocab_name(c.name), v.top_k, v.frequency_threshold)
+    prior = prior or AnalysisPrior()
+    specs = [VocabSpec(vocab_name(c.name), v.top_k, v.frequency_threshold,
+                       prior.base_vocabulary(vocab_name(c.name)), prior.counts(vocab_name(c.name)))
              for c, v in ((c, c.categorical.vocabulary) for c in vocab_cols)]
     flat = [t.flat_values if isinstance(t, tf.RaggedTensor) else t for t in (tokens[c.name] for c in vocab_cols)]
     fields = global_fields(schema, vocab_index) if global_name else ()
-    files, global_file = fused_vocabularies(flat, specs, fields, global_name) if specs or global_name else ([], None)
+    base_global = prior.base_vocabulary(global_name) if global_name else None
+    files, global_file = (fused_vocabularies(flat, specs, fields, global_name, base_global)
+                          if specs or global_name else ([], None))
     ids: dict[str, tf.Tensor] = {}
     if global_name is not None:
         return ids, global_file
@@ -215,18 +262,23 @@ def _categorical_ids(tokens: dict[str, tf.Tensor], schema: Schema, global_name: 
     return ids, global_file
 
 
-def make_preprocessing_fn(schema: Schema) -> Callable[[dict[str, tf.Tensor]], dict[str, tf.Tensor]]:
-    """The TFT preprocessing_fn for ``schema`` (see the module docstring)."""
+def make_preprocessing_fn(schema: Schema, prior: AnalysisPrior | None = None,
+                          ) -> Callable[[dict[str, tf.Tensor]], dict[str, tf.Tensor]]:
+    """The TFT preprocessing_fn for ``schema`` (see the module docstring).
+
+    ``prior`` (``pipeline.prior``): vocabularies to extend and numeric analysis
+    fixed up front instead of analyzed.
+    """
 
     def preprocessing_fn(inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         outputs: dict[str, tf.Tensor] = {}
         values = {c.name: _numeric_value(inputs[c.name], c) for c in schema.numeric}
         bucketized = [c for c in schema.numeric if c.numeric.bucketize is not None]
-        buckets = _bucketize_fused(values, bucketized)
-        scaled = _scale_fused(values, [c for c in schema.numeric if c.numeric.scale != "none"])
+        buckets = _bucketize_fused(values, bucketized, prior)
+        scaled = _scale_fused(values, [c for c in schema.numeric if c.numeric.scale != "none"], prior)
         tokens = {c.name: _tokens(inputs[c.name], c) for c in schema.categorical}
         global_name = GLOBAL_VOCAB if schema.global_index is not None else None
-        ids, global_file = _categorical_ids(tokens, schema, global_name)
+        ids, global_file = _categorical_ids(tokens, schema, global_name, prior)
         if schema.global_index is None:
             outputs.update(buckets)
             for name, x in scaled.items():

@@ -5,6 +5,7 @@ and what is wrong, so a typo never turns into a silently different model.
 """
 from __future__ import annotations
 
+import codecs
 import os
 from typing import Any
 
@@ -25,7 +26,8 @@ from ctrflow.schemas.types import (
 )
 
 _ROLES = ("numeric", "categorical", "label", "id", "passthrough", "ignored")
-_FORMAT_KEYS = {"type", "header", "delimiter", "skip_lines", "comment", "null_markers", "strip", "quoting"}
+_FORMAT_KEYS = {"type", "header", "delimiter", "skip_lines", "comment", "null_markers", "strip", "quoting",
+                "encoding", "max_field_bytes"}
 _NUMERIC_KEYS = {"bucketize", "log1p", "clip", "scale", "default", "missing"}
 _CATEGORICAL_KEYS = {"vocabulary", "hash", "multivalent"}
 _COMMON_KEYS = {"name", "role", "group"}
@@ -94,8 +96,15 @@ def _parse_format(d: Any, ctx: _Ctx) -> InputFormat:
     comment = d.get("comment")
     if comment is not None and (not isinstance(comment, str) or not comment):
         raise ctx.fail(f"comment must be a non-empty string, got {comment!r}")
+    encoding = d.get("encoding", "utf-8")
+    try:
+        encoding = codecs.lookup(encoding).name
+    except (LookupError, TypeError):
+        raise ctx.fail(f"encoding must name a Python codec (utf-8, latin-1, cp1252, ...), got {encoding!r}") from None
     return InputFormat(
         type="csv" if kind == "tsv" else kind,
+        encoding=encoding,
+        max_field_bytes=ctx.int(d.get("max_field_bytes", 1 << 20), "max_field_bytes", 1),
         header=ctx.bool(d.get("header", False), "header"),
         delimiter=delimiter,
         skip_lines=ctx.int(d.get("skip_lines", 0), "skip_lines", 0),

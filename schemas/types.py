@@ -31,6 +31,8 @@ class InputFormat:
     null_markers: tuple[str, ...] = ("",)  # values meaning "missing", after strip
     strip: bool = True  # strip whitespace around every field (CSV)
     quoting: bool = True  # honour double quotes (CSV)
+    encoding: str = "utf-8"  # text encoding of CSV files (any Python codec: latin-1, cp1252, ...)
+    max_field_bytes: int = 1 << 20  # a CSV row with a longer field is rejected (not the job)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -66,6 +66,7 @@ def clicks_run(tmp_path_factory):
     """Real preprocess (Beam + TFT) and a 1-epoch DeepFM train + export on generated clicks."""
     from ctrflow.beam_jobs import preprocess
     from ctrflow.model import train
+    from ctrflow.pipeline.artifacts import live_dir
 
     root = tmp_path_factory.mktemp("clicks")
     schema = root / "clicks.yaml"
@@ -80,5 +81,6 @@ def clicks_run(tmp_path_factory):
     metrics = train.run(["--data", str(data), "--output", str(model_dir), "--model", "deepfm", "--epochs", "1",
                          "--batch-size", "256", "--verbose", "0"])
     return {"root": root, "schema": str(schema), "train_df": train_df, "eval_df": eval_df,
-            "train_csv": train_csv, "eval_csv": eval_csv, "data": str(data), "model": str(model_dir),
+            "train_csv": train_csv, "eval_csv": eval_csv, "data": live_dir(str(data)), "data_root": str(data),
+            "model": str(model_dir),
             "manifest": manifest, "metrics": metrics}

@@ -130,9 +130,12 @@ def test_too_many_rejected_rows_fail_after_writing_them(tmp_path):
     with pytest.raises(RejectedFractionError, match=r"\[train\] 20 of 1000 rows \(2.00%\) were rejected, above "
                                                     r"--max-rejected-fraction 0.001"):
         preprocess.run(["--schema", str(tmp_path / "s.yaml"), "--train", csv, "--output", str(out)])
-    rejected = [json.loads(line) for f in os.listdir(out / "rejected") for line in open(out / "rejected" / f)]
+    [kept] = os.listdir(out)  # the failed run's version folder: kept for inspection, never published
+    assert kept.startswith("v=") and not (out / "_LATEST").exists() and not (out / kept / "_SUCCESS").exists()
+    rejected = [json.loads(line) for f in os.listdir(out / kept / "rejected")
+                for line in open(out / kept / "rejected" / f)]
     assert len(rejected) == 20 and {r["reason"] for r in rejected} == {"column 'age': cannot parse 'old' as a number"}
-    manifest = json.load(open(out / "manifest.json"))["splits"]["train"]
+    manifest = json.load(open(out / kept / "manifest.json"))["splits"]["train"]
     assert manifest["input_rows"] == manifest["output_rows"] + manifest["rejected_rows"] == 1000
     ok = preprocess.run(["--schema", str(tmp_path / "s.yaml"), "--train", csv, "--output", str(tmp_path / "o2"),
                          "--max-rejected-fraction", "0.05"])

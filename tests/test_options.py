@@ -58,9 +58,10 @@ def test_invalid_combinations_are_one_options_error(make, message):
 def test_manifests_and_config_json_record_every_option(clicks_run):
     m = clicks_run["manifest"]
     assert m["options"] == PreprocessOptions(schema=clicks_run["schema"], train=(clicks_run["train_csv"],),
-                                             eval=(clicks_run["eval_csv"],), output=clicks_run["data"]).to_dict()
+                                             eval=(clicks_run["eval_csv"],), output=clicks_run["data_root"]).to_dict()
     with open(os.path.join(clicks_run["model"], "config.json")) as f:
         config = json.load(f)
-    trainer = TrainerOptions(data=clicks_run["data"], output=clicks_run["model"], epochs=1, batch_size=256, verbose=0)
+    trainer = TrainerOptions(data=clicks_run["data_root"], output=clicks_run["model"], epochs=1, batch_size=256,
+                             verbose=0)
     assert config["trainer"] == trainer.to_dict()
     assert set(config["trainer"]) == {f.name for f in dataclasses.fields(TrainerOptions)}

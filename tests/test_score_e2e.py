@@ -31,7 +31,8 @@ def _raw_inputs(df: pd.DataFrame):
 
 def _in_process_scores(model_dir: str, df: pd.DataFrame) -> np.ndarray:
     from ctrflow.model.export import load
-    return load(model_dir).signature("serving_default")(**_raw_inputs(df))["score"].numpy()
+    # score_and_ids takes the typed values an independent parser (pandas) produced
+    return load(model_dir).signature("score_and_ids")(**_raw_inputs(df))["score"].numpy()
 
 
 def _read_scores(path: str) -> pd.DataFrame:
@@ -52,23 +53,20 @@ def test_metrics_and_export_layout(clicks_run):
 
 
 def test_export_loads_in_a_fresh_process_and_all_signatures_agree(clicks_run, tmp_path):
-    """A new interpreter (no ctrflow import) loads the SavedModel and scores raw rows and tf.Examples."""
+    """A new interpreter (no ctrflow import) loads the SavedModel and scores the file's text and tf.Examples."""
     df = clicks_run["eval_df"].head(64)
     expected = _in_process_scores(clicks_run["model"], df)
-    df.to_csv(tmp_path / "rows.csv", index=False, na_rep="")
+    df.to_csv(tmp_path / "rows.csv", index=False, na_rep="NA")
     script = textwrap.dedent(f"""
         import numpy as np, pandas as pd, tensorflow as tf
-        df = pd.read_csv({str(tmp_path / 'rows.csv')!r}, keep_default_na=False, na_values=[""])
+        df = pd.read_csv({str(tmp_path / 'rows.csv')!r}, dtype=str, keep_default_na=False)  # the text as is
         m = tf.saved_model.load({os.path.join(clicks_run['model'], 'export')!r})
-        raw = {{c: tf.constant(df[c].to_numpy(np.float32)) for c in ("age", "spend")}}
-        raw.update({{c: tf.constant(df[c].astype(str).to_numpy(object)) for c in ("city", "device", "tag")}})
-        a = m.signatures["serving_default"](**raw)["score"].numpy()
+        cols = ("age", "spend", "city", "device", "tag")
+        a = m.signatures["serving_default"](**{{c: tf.constant(df[c].to_numpy(object)) for c in cols}})["score"].numpy()
         examples = []
-        for i in range(len(df)):
-            f = {{c: tf.train.Feature(float_list=tf.train.FloatList(value=[float(df[c][i])]))
-                 for c in ("age", "spend") if not np.isnan(df[c][i])}}
-            f.update({{c: tf.train.Feature(bytes_list=tf.train.BytesList(value=[str(df[c][i]).encode()]))
-                      for c in ("city", "device", "tag")}})
+        for i in range(len(df)):  # the "NA" ages (null marker) are sent as text, or left out of the example
+            f = {{c: tf.train.Feature(bytes_list=tf.train.BytesList(value=[df[c][i].encode()]))
+                 for c in cols if not (c == "age" and df[c][i] == "NA" and i % 2)}}
             examples.append(tf.train.Example(features=tf.train.Features(feature=f)).SerializeToString())
         b = m.signatures["serve_tf_examples"](examples=tf.constant(examples))["score"].numpy()
         np.save({str(tmp_path / 'a.npy')!r}, a); np.save({str(tmp_path / 'b.npy')!r}, b)
@@ -120,8 +118,10 @@ def test_rerunning_a_date_leaves_exactly_one_copy(clicks_run, tmp_path):
     out = tmp_path / "scores"
     first = _score(clicks_run, clicks_run["eval_csv"], out)[0]
     second = _score(clicks_run, clicks_run["eval_csv"], out)[0]
-    assert first["output"] == second["output"]
+    assert first["partition"] == second["partition"] and first["output"] != second["output"]  # a new version
     assert sorted(os.listdir(out)) == ["date=2026-11-21"]  # no staging or replaced folders left
+    from ctrflow.pipeline.artifacts import live_dir
+    assert live_dir(second["partition"]) == second["output"]
     table = _read_scores(second["output"])
     assert len(table) == 1000 and table["request_id"].is_unique
     parts = [f for f in os.listdir(second["output"]) if f.endswith(".parquet")]
@@ -145,7 +145,9 @@ def test_missing_required_column_stops_with_one_clear_message(clicks_run, tmp_pa
 
 def test_output_inside_input_or_model_is_refused(clicks_run, tmp_path):
     with pytest.raises(ValueError, match="inside the input location"):
-        _score(clicks_run, str(tmp_path / "in" / "*.csv"), tmp_path / "in" / "scores")
+        _score(clicks_run, str(tmp_path / "in" / "*" / "*.csv"), tmp_path / "in" / "scores")
+    with pytest.raises(ValueError, match="inside the input location"):
+        _score(clicks_run, str(tmp_path / "in" / "**"), tmp_path / "in" / "scores")
     with pytest.raises(ValueError, match="overlaps the model directory"):
         _score(clicks_run, str(tmp_path / "in" / "*.csv"), os.path.join(clicks_run["model"], "scores"))
 

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,7 @@ import pyarrow.csv as pacsv
 import pyarrow.dataset as ds
 import pytest
 
+from ctrflow.pipeline.artifacts import live_dir
 from tests.conftest import make_clicks, write_csv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,7 +41,7 @@ def _serving_scores(model_dir: str, raw: dict[str, np.ndarray]) -> np.ndarray:
     import tensorflow as tf
 
     from ctrflow.model.export import load
-    fn = load(model_dir).signature("serving_default")
+    fn = load(model_dir).signature("score_and_ids")  # typed values an independent parser produced
     return fn(**{k: tf.constant(v) for k, v in raw.items()})["score"].numpy()
 
 
@@ -56,37 +58,66 @@ def test_string_columns_convert_without_python_objects():
             assert got == want
 
 
-def test_bigquery_output_is_planned_as_a_truncating_date_partition_write():
-    """Builds (does not run) the BigQuery branch: table$YYYYMMDD, WRITE_TRUNCATE, day partitioning."""
-    import apache_beam as beam
-    from apache_beam.io.gcp.bigquery import WriteToBigQuery
+class FakeBigQuery:
+    """google.cloud.bigquery.Client at its boundary: records every call, runs nothing."""
 
-    from ctrflow.beam_jobs import score
+    def __init__(self):
+        self.calls: list[tuple] = []
 
+    def _job(self):
+        return type("Job", (), {"result": lambda self: None})()
+
+    def create_table(self, table, exists_ok=False):
+        self.calls.append(("create_table", getattr(table, "table_id", table), exists_ok))
+
+    def load_table_from_file(self, f, destination, job_config=None):
+        self.calls.append(("load", destination, job_config.write_disposition, len(f.read())))
+        return self._job()
+
+    def load_table_from_uri(self, uris, destination, job_config=None):
+        self.calls.append(("load_uri", destination, job_config.write_disposition, tuple(uris)))
+        return self._job()
+
+    def copy_table(self, source, destination, job_config=None):
+        self.calls.append(("copy", source, destination, job_config.write_disposition))
+        return self._job()
+
+    def delete_table(self, table, not_found_ok=False):
+        self.calls.append(("delete_table", table))
+
+
+@pytest.fixture
+def fake_bigquery(monkeypatch):
+    from ctrflow.beam_jobs import bigquery_output
+    fake = FakeBigQuery()
+    monkeypatch.setattr(bigquery_output, "client", lambda project: fake)
+    return fake
+
+
+def test_bigquery_partition_is_replaced_by_one_truncating_copy_from_a_staging_table(tmp_path, fake_bigquery):
+    from ctrflow.beam_jobs import bigquery_output
     schema = pa.schema([("request_id", pa.int64()), ("score", pa.float32()), ("model_version", pa.string()),
                         ("scoring_date", pa.date32())])
-    p = beam.Pipeline()
-    tables = p | beam.Create([pa.table({"request_id": [1]})])
-    _ = tables | score.WriteScores(schema, "/tmp/unused", table="proj:ds.scores", date=DATE)
-    found = []
-
-    class Visitor(beam.pipeline.PipelineVisitor):
-        def enter_composite_transform(self, node):
-            if isinstance(node.transform, WriteToBigQuery):
-                found.append(node.transform)
-
-    p.visit(Visitor())
-    [bq] = found
-    assert bq.table_reference.tableId == "scores$20261121" and bq.table_reference.datasetId == "ds"
-    assert bq.write_disposition == "WRITE_TRUNCATE"
-    assert bq.additional_bq_parameters["timePartitioning"] == {"type": "DAY", "field": "scoring_date"}
-    types = {f["name"]: f["type"] for f in bq.schema["fields"]}
+    files = []
+    for i in range(2):
+        import pyarrow.parquet as pq
+        path = str(tmp_path / f"part-{i}.parquet")
+        pq.write_table(pa.table({"request_id": [i], "score": pa.array([0.5], pa.float32()), "model_version": ["v"],
+                                 "scoring_date": pa.array([datetime.date(2026, 11, 21)], pa.date32())}), path)
+        files.append(path)
+    done = bigquery_output.replace_partition("proj:ds.scores", DATE, files, schema, run_id="v=20261121T0000-ab")
+    staging = "proj.ds.scores__ctrflow_v_20261121T0000_ab"
+    kinds = [c[0] for c in fake_bigquery.calls]
+    assert kinds == ["create_table", "load", "load", "copy", "delete_table"]
+    assert fake_bigquery.calls[0][1:] == ("scores", True)
+    assert [c[1:3] for c in fake_bigquery.calls[1:3]] == [(staging, "WRITE_TRUNCATE"), (staging, "WRITE_APPEND")]
+    assert fake_bigquery.calls[3] == ("copy", staging, "proj.ds.scores$20261121", "WRITE_TRUNCATE")
+    assert fake_bigquery.calls[4] == ("delete_table", staging)
+    assert done["partition"] == "proj:ds.scores$20261121"
+    types = {f["name"]: f["type"] for f in bigquery_output.bigquery_schema(schema)["fields"]}
     assert types == {"request_id": "INT64", "score": "FLOAT64", "model_version": "STRING", "scoring_date": "DATE"}
-    rows = list(score._table_to_rows(pa.table({"request_id": pa.array([7], pa.int64()),
-                                               "scoring_date": pa.array([datetime.date(2026, 11, 21)], pa.date32())})))
-    assert rows == [{"request_id": 7, "scoring_date": DATE}]
     with pytest.raises(ValueError, match="partition decorator"):
-        score.bigquery_partition("proj:ds.scores$20260101", DATE)
+        bigquery_output.bigquery_partition("proj:ds.scores$20260101", DATE)
 
 
 # ----------------------------------------------------------------------------- census
@@ -188,7 +219,8 @@ def test_criteo_job_scores_equal_in_process_predictions_row_by_row(criteo_run, t
                  "--batch-rows", "700", "--inference-batch-size", "256")
     assert (m["input_rows"], m["scored_rows"], m["rejected_rows"]) == (1500, 1500, 0)
     out = _parquet(m["output"])
-    assert list(out.columns) == ["label", "score", "model_version", "scoring_date"]
+    assert list(out.columns) == ["label", "source_file", "source_offset", "score", "model_version", "scoring_date"]
+    assert out["source_offset"].is_unique  # no id column: the row locator (issue 10)
     # the multiset of scores equals the model's on the raw file, within 1e-6
     got, want = np.sort(out["score"].to_numpy()), np.sort(expected)
     assert np.abs(got - want).max() <= 1e-6
@@ -278,6 +310,25 @@ def test_too_many_rejected_rows_fail_the_run_keep_the_rejects_and_the_previous_p
     assert sorted(_parquet(m["output"])["request_id"]) == list(range(1040, 1400))
 
 
+def test_bigquery_partition_is_written_only_after_the_rejected_rows_check(clicks_run, tmp_path, fake_bigquery):
+    from ctrflow.beam_jobs.manifest import RejectedFractionError
+    bad, _ = _day(tmp_path, "bad", 300, seed=21, first_id=0, bad_rows=30)
+    with pytest.raises(RejectedFractionError, match="30 of 300"):
+        _score(clicks_run["model"], bad, tmp_path / "out", "--output-table", "proj:ds.scores",
+               "--max-rejected-fraction", "0.05")
+    assert fake_bigquery.calls == []  # nothing touched BigQuery: the day's partition is as it was
+    [m] = _score(clicks_run["model"], bad, tmp_path / "out", "--output-table", "proj:ds.scores",
+                 "--max-rejected-fraction", "0.2")
+    copies = [c for c in fake_bigquery.calls if c[0] == "copy"]
+    assert copies == [("copy", m["bigquery"]["staging_table"], "proj.ds.scores$20261121", "WRITE_TRUNCATE")]
+    loaded = sum(len(_parquet(f)) for f in glob_parts(m["output"]))
+    assert loaded == m["scored_rows"] == 270 and m["output_table"] == "proj:ds.scores$20261121"
+
+
+def glob_parts(folder):
+    return sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.startswith("part-"))
+
+
 def test_a_run_failing_after_the_pipeline_leaves_the_previous_partition(clicks_run, tmp_path, monkeypatch):
     from ctrflow.beam_jobs import score
     good, _ = _day(tmp_path, "good", 300, seed=13, first_id=0)
@@ -322,8 +373,8 @@ def test_concurrent_runs_for_different_dates_touch_only_their_own_partition(clic
         for stdout, stderr, code in results:
             assert code == 0, stderr[-3000:]
         assert sorted(os.listdir(out)) == [f"date={d}" for d in sorted(days)]
-        for date, ids in days.items():
-            table = _parquet(out / f"date={date}")
+        for date, ids in days.items():  # what a reader sees: the live version of each date
+            table = _parquet(live_dir(str(out / f"date={date}")))
             assert set(table["request_id"]) == ids and len(table) == len(ids)
             assert set(table["scoring_date"].astype(str)) == {date}
 
@@ -339,7 +390,7 @@ def test_fail_on_drift_exits_non_zero_after_writing_output_and_a_readable_page(c
     stdout, stderr = proc.communicate(timeout=600)
     assert proc.returncode != 0
     assert "drift over PSI 0.2" in stderr.strip().splitlines()[-1]
-    part = out / f"date={DATE}"
+    part = Path(live_dir(str(out / f"date={DATE}")))
     assert len(_parquet(part)) == 1000  # the scores were published before failing
     drift = json.load(open(part / "drift.json"))
     over = drift["features_over_threshold"]
@@ -355,3 +406,165 @@ def test_fail_on_drift_exits_non_zero_after_writing_output_and_a_readable_page(c
     proc = _cli_score(clicks_run["model"], path, out, DATE, "--max-rejected-fraction", "0.5")
     stdout, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 0, stderr[-2000:]
+
+
+# ----------------------------------------------------------------------------- issue 10: robustness
+
+def _file_line_starts(path) -> list[int]:
+    """Independent: the byte offset of every line of a file."""
+    starts, pos = [], 0
+    for line in open(path, "rb").read().splitlines(keepends=True):
+        starts.append(pos)
+        pos += len(line)
+    return starts
+
+
+def test_census_scores_carry_a_unique_row_locator(census_run, tmp_path):
+    """No id column: each score names its file and the byte offset of its line, unique per row."""
+    [m] = _score(census_run["model"], census_run["day"], tmp_path / "out")
+    out = _parquet(m["output"])
+    assert m["row_locator"] == ["source_file", "source_offset"] and m["duplicate_id_rows"] is None
+    assert set(out["source_file"]) == {census_run["day"]}
+    starts = _file_line_starts(census_run["day"])[1:]  # the first line is the "|1x3" comment
+    assert sorted(out["source_offset"]) == starts and out["source_offset"].is_unique
+    # the locator finds the row: its fields, parsed independently, give the score
+    raw = open(census_run["day"], "rb").read()
+    by_offset = {o: raw[o:raw.index(b"\n", o)].decode() for o in starts}
+    fields = [by_offset[o].split(",") for o in out["source_offset"]]
+    ages = np.array([float(f[0]) for f in fields], np.float32)
+    assert (ages == _census_typed(census_run, fields)["age"]).all()
+    assert np.abs(out["score"].to_numpy() - _serving_scores(census_run["model"], _census_typed(census_run, fields))
+                  ).max() <= 1e-6
+
+
+def _census_typed(census_run, fields: list[list[str]]) -> dict[str, np.ndarray]:
+    """Independent parse of census fields: strip, '?' and '' are missing, numbers via float()."""
+    from ctrflow.model.export import load_metadata
+    schema = load_metadata(census_run["model"]).schema
+    out = {}
+    for c in schema.features:
+        i = census_run["names"].index(c.name)
+        vals = [f[i].strip() for f in fields]
+        if c.role == "numeric":
+            out[c.name] = np.array([np.nan if v in ("?", "") else float(v) for v in vals], np.float32)
+        else:
+            out[c.name] = np.array(["" if v in ("?", "") else v for v in vals], object)
+    return out
+
+
+def test_serving_signatures_normalize_the_files_raw_text_like_the_batch_job(census_run, tmp_path):
+    """serving_default and serve_tf_examples take the file's text (" Private", "?", ""): same scores to 1e-6."""
+    import tensorflow as tf
+
+    from ctrflow.model.export import load
+    lines = open(census_run["day"]).read().splitlines()[1:41]
+    rows = [line.split(",") for line in lines]
+    names = census_run["names"]
+    for i, row in enumerate(rows):  # every null marker in numeric and categorical columns, with and without spaces
+        row[names.index("workclass")] = [" ?", "?", "", " ", row[1]][i % 5]
+        row[names.index("age")] = [" ?", row[0], "", " 39 ", row[0]][i % 5]
+        row[names.index("capital_gain")] = ["?", " 0", row[10], "", row[10]][i % 5]
+    (tmp_path / "in").mkdir()
+    day = tmp_path / "in" / "day.csv"
+    day.write_text("".join(",".join(r) + "\n" for r in rows))
+    [m] = _score(census_run["model"], str(day), tmp_path / "out")
+    assert m["scored_rows"] == 40 and m["rejected_rows"] == 0
+    batch = _parquet(m["output"]).sort_values("source_offset")["score"].to_numpy()
+    export = load(census_run["model"])
+    features = [c.name for c in export.meta.schema.features]
+    text = {c: tf.constant([r[names.index(c)] for r in rows]) for c in features}
+    served = export.signature("serving_default")(**text)["score"].numpy()
+    examples = []
+    for i, r in enumerate(rows):
+        f = {c: tf.train.Feature(bytes_list=tf.train.BytesList(value=[r[names.index(c)].encode()]))
+             for c in features if not (i % 7 == 0 and c == "occupation")}  # an absent feature is missing
+        if i % 7 == 0:
+            r[names.index("occupation")] = "?"
+        examples.append(tf.train.Example(features=tf.train.Features(feature=f)).SerializeToString())
+    from_examples = export.signature("serve_tf_examples")(examples=tf.constant(examples))["score"].numpy()
+    assert np.abs(served - batch).max() <= 1e-6
+    day.write_text("".join(",".join(r) + "\n" for r in rows))  # the absent occupations as "?" for the batch job
+    [m2] = _score(census_run["model"], str(day), tmp_path / "out2")
+    batch2 = _parquet(m2["output"]).sort_values("source_offset")["score"].to_numpy()
+    assert np.abs(from_examples - batch2).max() <= 1e-6
+    with pytest.raises(tf.errors.InvalidArgumentError, match="not a finite number"):
+        export.signature("serving_default")(**{**text, "age": tf.constant(["inf"] + [" 39"] * 39)})
+
+
+def test_extreme_values_move_a_score_no_further_than_the_training_maximum(census_run, tmp_path):
+    """A scaled feature is clipped to its training range; inf is rejected as not a finite number."""
+    train = pd.read_csv(census_run["root"] / "train.csv", header=None, names=census_run["names"],
+                        skipinitialspace=True)
+    top = int(train["capital_gain"].max())
+    base = open(census_run["day"]).read().splitlines()[1].split(",")
+    gain = census_run["names"].index("capital_gain")
+    rows = []
+    for value in (str(top), "1e30", "inf", "2e" + "9" * 3):
+        row = list(base)
+        row[gain] = value
+        rows.append(",".join(row))
+    (tmp_path / "in").mkdir()
+    day = tmp_path / "in" / "day.csv"
+    day.write_text("\n".join(rows) + "\n")
+    [m] = _score(census_run["model"], str(day), tmp_path / "out", "--max-rejected-fraction", "0.9")
+    out = _parquet(m["output"]).sort_values("source_offset")
+    assert (m["scored_rows"], m["rejected_rows"]) == (2, 2)
+    at_max, far = out["score"].to_numpy()
+    assert abs(far - at_max) <= 1e-6 and 0 < at_max < 1
+    rejected = [json.loads(line) for f in os.listdir(m["output"]) if f.startswith("rejected")
+                for line in open(os.path.join(m["output"], f))]
+    assert sorted(r["reason"] for r in rejected) == ["column 'capital_gain': '2e999' is not a finite number",
+                                                     "column 'capital_gain': 'inf' is not a finite number"]
+
+
+def _fuzzed_day(folder) -> tuple[dict[int, str], list[tuple[str, str]]]:
+    """A daily clicks table with every kind of damage; returns (scored id -> case, [(case, exact reason)])."""
+    folder.mkdir()
+    good = "{id},30,10.5,city01,ios,t1,camp-1,1"
+    header = "request_id,age,spend,city,device,tag,campaign,clicked"
+    big = 1 << 20
+    cases = [  # (case, line bytes, reason or None when scored)
+        ("good row", good.format(id=1).encode(), None),
+        ("non-UTF-8 byte", b"2,30,1,caf\xe9,ios,t1,camp-1,0", "not valid utf-8: byte 0xe9 at position 10"),
+        ("NUL byte", b"3,30,1,city01,io\x00s,t1,camp-1,0", "NUL byte at position 16"),
+        ("oversized field", b"4,30,1,city01,ios,t1," + b"x" * (big + 1) + b",0",
+         f"field 7 is {big + 1} bytes, over the schema's max_field_bytes {big}"),
+        ("inf", b"5,inf,1,city01,ios,t1,camp-1,0", "column 'age': 'inf' is not a finite number"),
+        ("nan (not a null marker)", b"6,nan,1,city01,ios,t1,camp-1,0", "column 'age': 'nan' is not a finite number"),
+        ("1e400", b"7,30,1e400,city01,ios,t1,camp-1,0", "column 'spend': '1e400' is not a finite number"),
+        ("extra field", b"8,30,1,city01,ios,t1,camp-1,0,surplus", "expected 8 fields, got 9"),
+        ("missing field", b"9,30,1,city01,ios,t1,0", "expected 8 fields, got 7"),
+        ("unterminated quote", b'10,30,1,"city01,ios,t1,camp-1,0', "unterminated quote"),
+        ("null markers NA and empty", b"11,NA,,city02,android,,camp-2,0", None),
+        ("duplicated id", good.format(id=1).replace(",30,", ",41,").encode(), None),
+        ("no trailing newline", good.format(id=13).encode(), None),
+    ]
+    body = b"\n".join(line for _, line, _ in cases)  # the last line has no newline
+    (folder / "main.csv").write_bytes(header.encode() + b"\n" + body)
+    (folder / "crlf_bom.csv").write_bytes(b"\xef\xbb\xbf" + (header + "\r\n" + good.format(id=20) + "\r\n"
+                                                                 + good.format(id=21) + "\r\n").encode())
+    import gzip
+    (folder / "gzip.csv.gz").write_bytes(gzip.compress((header + "\n" + good.format(id=30) + "\n"
+                                                        + good.format(id=31) + "\n").encode()))
+    (folder / "empty.csv").write_bytes(b"")
+    scored = {1: "good row", 11: "null markers NA and empty", 13: "no trailing newline", 20: "CRLF + BOM",
+              21: "CRLF + BOM", 30: "gzip", 31: "gzip"}
+    rejected = [(case, reason) for case, _, reason in cases if reason is not None]
+    return scored, rejected
+
+
+def test_fuzzed_daily_table_every_row_is_scored_or_rejected_with_its_reason(clicks_run, tmp_path):
+    scored, rejected = _fuzzed_day(tmp_path / "fuzz")
+    [m] = _score(clicks_run["model"], str(tmp_path / "fuzz" / "*"), tmp_path / "out",
+                 "--max-rejected-fraction", "0.9")
+    out = _parquet(m["output"])
+    # 13 lines in main.csv (one id twice), 2 in the CRLF/BOM file, 2 in the gzip file, 0 in the empty file
+    assert m["input_rows"] == 17 == m["scored_rows"] + m["rejected_rows"]
+    assert sorted(out["request_id"]) == sorted(list(scored) + [1])  # id 1 twice: scored and counted
+    assert m["duplicate_id_rows"] == 1
+    got = [json.loads(line) for f in os.listdir(m["output"]) if f.startswith("rejected")
+           for line in open(os.path.join(m["output"], f))]
+    assert sorted(r["reason"] for r in got) == sorted(reason for _, reason in rejected)
+    assert all(r["source"].endswith("main.csv") and r["offset"] > 0 for r in got)
+    bad_byte = next(r for r in got if r["reason"].startswith("not valid utf-8"))
+    assert bad_byte["row"] == "2,30,1,caf\\xe9,ios,t1,camp-1,0"  # the raw bytes, escaped

@@ -60,7 +60,7 @@ def test_preprocess_hash_split_counts_add_up(tmp_path):
     assert train["rejected_rows"] == ev["rejected_rows"] == 0
     assert abs(expected_eval / 3000 - 0.2) < 0.03
     assert ev["hash_split"] == {"of": "train", "key": "request_id", "eval_fraction": 0.2}
-    assert any(f.startswith("part") for f in os.listdir(tmp_path / "out" / "eval"))
+    assert any(f.startswith("part") for f in os.listdir(os.path.join(m["output"], "eval")))
 
 
 def test_eval_fraction_needs_a_key_and_no_eval(tmp_path):

@@ -88,7 +88,7 @@ def test_sparse_updates_equal_dense_updates(optimizer: str, model: str) -> None:
     x = {"user": rng.permutation(50)[:20], "item": rng.permutation(20)}
     y = (rng.random(20) < 0.4).astype("float32")
     base = ModelConfig(model=model, embedding_dim=4, hidden_units=(8,), dropout=0.0, optimizer=optimizer,
-                       learning_rate=0.1, ftrl_l1=0.01, ftrl_l2=0.01)
+                       learning_rate=0.1, ftrl_l1=0.01, ftrl_l2=0.01, row_weight_decay=0.0)
     sparse = _one_step(base, x, y)
     dense = _one_step(dataclasses.replace(base, sparse_updates=False), x, y)
     for a, b in zip(sparse, dense):
@@ -285,7 +285,8 @@ def test_pairwise_training_from_a_grouped_schema(clicks_run, tmp_path: Path) -> 
     data = tmp_path / "data"
     preprocess.run(["--schema", str(schema), "--train", clicks_run["train_csv"], "--eval", clicks_run["eval_csv"],
                     "--output", str(data)])
-    layout = FeatureLayout.from_json((data / "layout.json").read_text())
+    from ctrflow.pipeline.artifacts import PreprocessArtifacts
+    layout = FeatureLayout.from_json(PreprocessArtifacts.live(str(data)).layout_text())
     assert layout.group_key == "__group__"
     metrics = train.run(["--data", str(data), "--output", str(tmp_path / "model"), "--loss", "pairwise",
                          "--epochs", "2", "--batch-size", "128", "--verbose", "0"])

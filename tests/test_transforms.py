@@ -60,7 +60,8 @@ def run_preprocess(root, schema_text: str, df: pd.DataFrame) -> str:
     df.to_csv(root / "train.csv", index=False, na_rep="NA")
     out = root / "data"
     preprocess.run(["--schema", str(root / "schema.yaml"), "--train", str(root / "train.csv"), "--output", str(out)])
-    return str(out)
+    from ctrflow.pipeline.artifacts import live_dir
+    return live_dir(str(out))  # the published version folder
 
 
 def raw_tensors(df: pd.DataFrame, numeric: list[str], categorical: list[str]) -> dict[str, tf.Tensor]:

@@ -1,0 +1,73 @@
+"""The score job's prediction-drift branch: bins every score into the model's eval-score bins.
+
+Kept out of ``beam_jobs.score`` so the job only wires it: ``profile_scores``
+adds one combine over the inference results and writes
+``score_profile.json``; ``prediction_section`` turns it into the
+``prediction`` section of drift.json (PSI against the model's own eval scores,
+``pipeline.score_profile``).
+"""
+from __future__ import annotations
+
+import os
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+
+from ctrflow.beam_jobs import manifest as mf
+from ctrflow.model.export import ModelMetadata
+from ctrflow.pipeline import score_profile
+
+SCORE_PROFILE = "score_profile.json"
+_FALLBACK_EDGES = [round(i / score_profile.BINS, 6) for i in range(1, score_profile.BINS)]
+
+
+def reference(meta: ModelMetadata) -> dict | None:
+    return meta.info.get("eval_score_profile")
+
+
+def edges(meta: ModelMetadata) -> list[float]:
+    """The model's eval-score bin edges; equal-width bins for models exported without them."""
+    ref = reference(meta)
+    return list(ref["edges"]) if ref and ref.get("edges") else _FALLBACK_EDGES
+
+
+class ScoreHistogram(beam.CombineFn):
+    """Score arrays -> (counts per bin, sum, rows)."""
+
+    def __init__(self, bin_edges: list[float]):
+        self.edges = bin_edges
+
+    def create_accumulator(self):
+        return np.zeros(len(self.edges) + 1, np.int64), 0.0, 0
+
+    def add_input(self, acc, scores):
+        c, s, n = acc
+        scores = np.asarray(scores, np.float64).reshape(-1)
+        return c + np.asarray(score_profile.counts(scores, self.edges)), s + float(scores.sum()), n + len(scores)
+
+    def merge_accumulators(self, accs):
+        c, s, n = self.create_accumulator()
+        for ac, as_, an in accs:
+            c, s, n = c + ac, s + as_, n + an
+        return c, s, n
+
+    def extract_output(self, acc):
+        c, s, n = acc
+        return {"counts": c.astype(int).tolist(), "mean": s / n if n else None, "edges": self.edges}
+
+
+def profile_scores(results, meta: ModelMetadata, staging: str) -> None:
+    """Adds the score histogram branch to the scoring pipeline."""
+    _ = (results
+         | "Scores" >> beam.Map(lambda r: r.inference["score"])
+         | "ScoreHistogram" >> beam.CombineGlobally(ScoreHistogram(edges(meta)))
+         | "WriteScoreProfile" >> beam.Map(lambda doc: mf.write_json(os.path.join(staging, SCORE_PROFILE), doc)))
+
+
+def prediction_section(meta: ModelMetadata, staging: str) -> dict | None:
+    path = os.path.join(staging, SCORE_PROFILE)
+    if not FileSystems.exists(path):
+        return None
+    doc = mf.read_json(path)
+    return score_profile.prediction_drift(reference(meta), doc["counts"], doc["mean"], doc["edges"])

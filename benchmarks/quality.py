@@ -1,0 +1,379 @@
+"""Model quality across datasets: ctrflow default / best vs LightGBM and logistic regression.
+
+Writes the "quality" section of BENCHMARKS.md. For every dataset, one
+``ctrflow preprocess`` output (cached under ``benchmarks/_work/quality/``) feeds
+every model, and every model uses the same three parts of it:
+
+- train: the preprocess train split minus the validation holdout,
+- valid: the trainer's ``--valid-fraction`` hash holdout of the train split
+  (``model.inputs.in_holdout`` on each record's bytes, applied here too), used
+  for early stopping, for picking "ctrflow best" and for tuning LightGBM,
+- eval: the preprocess eval split, only reported.
+
+Rows: ctrflow with default flags (``--cache`` only, which changes memory use,
+not the model); ctrflow best (the setting with the best *validation* AUC
+among a few); LightGBM (benchmark-only dependency, never imported by the
+package) on the same transformed features -- categorical and bucket ids as
+categorical features, z-scored numerics as numbers (a monotone map of the raw
+value, which is all a tree sees), no hashed crosses -- tuned over a handful of
+settings on valid with early stopping; logistic regression (``--model lr``,
+one-hot ids and buckets plus the schema's crosses, Adagrad 0.1).
+
+Datasets: census (bundled) and, when ``../shared/data`` is present, the
+Criteo (wide-resdnn train / dev+test), Avazu (wide-resdnn train / dev+test),
+MovieLens 100K (u.data joined with u.user and u.item, 20% of (user, item)
+pairs by hash to eval) and frappe (the NFM "validation" file as train, its
+"test" file as eval; the NFM train file is not in the sample) samples.
+
+    python benchmarks/quality.py [--only census criteo ...] [--no-best] [--no-write]
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import glob
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+import zlib
+from collections.abc import Callable
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from benchmarks.report import machine_line, markdown_table, update_section  # noqa: E402
+
+SHARED = os.path.join(ROOT, "..", "shared", "data")
+LOG = logging.getLogger("benchmarks.quality")
+WORK = os.path.join(ROOT, "benchmarks", "_work", "quality")
+SCHEMAS = os.path.join(ROOT, "schemas")
+DEFAULT_FLAGS = ["--cache", "--verbose", "0"]
+LR_FLAGS = ["--model", "lr", "--optimizer", "adagrad", "--learning-rate", "0.1"]
+# "ctrflow best": a few settings; the one with the best validation AUC is reported
+BEST_SETTINGS = {
+    "lr 1e-3, no row decay (old default)": ["--learning-rate", "0.001", "--row-weight-decay", "0"],
+    "wide_deep, lr 1e-3, no row decay": ["--model", "wide_deep", "--learning-rate", "0.001",
+                                         "--row-weight-decay", "0"],
+}
+# frappe's default run was still improving at the last epoch
+EXTRA_SETTINGS = {"frappe": {"epochs 30": ["--epochs", "30"]}}
+LGB_SETTINGS = [{"num_leaves": nl, "min_child_samples": mc, "learning_rate": 0.05, "feature_fraction": 0.8,
+                 "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0, "cat_smooth": 10}
+                for nl in (7, 15, 31, 63) for mc in (20, 100)]
+
+
+@dataclasses.dataclass
+class Dataset:
+    name: str
+    schema: str
+    prepare: Callable[[str], tuple[list[str], list[str]]]  # work dir -> (train files, eval files)
+    needs: str | None  # a ../shared/data path that must exist
+    split: str  # how train/eval are formed, for the table
+
+
+def _census(_: str) -> tuple[list[str], list[str]]:
+    d = os.path.join(ROOT, "data", "census")
+    return [os.path.join(d, "adult.data")], [os.path.join(d, "adult.test")]
+
+
+def _criteo(_: str) -> tuple[list[str], list[str]]:
+    d = os.path.join(SHARED, "criteo", "wide-resdnn")
+    return [os.path.join(d, "train.csv")], [os.path.join(d, "dev.csv"), os.path.join(d, "test.csv")]
+
+
+def _avazu(work: str) -> tuple[list[str], list[str]]:
+    """Headerless copies (only the sample's train.csv has a header row)."""
+    d = os.path.join(SHARED, "avazu", "wide-resdnn")
+    out = []
+    for name in ("train", "dev", "test"):
+        with open(os.path.join(d, f"{name}.csv")) as f:
+            lines = f.readlines()
+        if lines and lines[0].startswith("id,"):
+            lines = lines[1:]
+        path = os.path.join(work, f"avazu_{name}.csv")
+        with open(path, "w") as f:
+            f.writelines(lines)
+        out.append(path)
+    return out[:1], out[1:]
+
+
+def _movielens(work: str) -> tuple[list[str], list[str]]:
+    """u.data joined with u.user / u.item; a (user, item) pair goes to eval when crc32 % 5 == 0."""
+    d = os.path.join(SHARED, "movielens", "ml-100k")
+    def lines(name: str, encoding: str = "utf-8") -> list[str]:
+        with open(os.path.join(d, name), encoding=encoding) as f:
+            return [line.rstrip("\n") for line in f if line.strip()]
+
+    genres = [line.split("|")[0] for line in lines("u.genre")]
+    users = {}
+    for line in lines("u.user"):
+        uid, age, gender, occupation, zipcode = line.split("|")
+        users[uid] = [age, gender, occupation, zipcode[:3]]
+    items = {}
+    for line in lines("u.item", "latin-1"):
+        f = line.split("|")
+        year = f[2][-4:] if f[2] else ""
+        items[f[0]] = [year, "|".join(g for g, flag in zip(genres, f[5:]) if flag == "1")]
+    header = "user_id\titem_id\trating\tage\tgender\toccupation\tzip3\trelease_year\tgenres\n"
+    paths = {s: os.path.join(work, f"movielens_{s}.tsv") for s in ("train", "eval")}
+    out: dict[str, list[str]] = {s: [header] for s in paths}
+    for line in lines("u.data"):
+        uid, iid, rating, _ = line.split("\t")
+        split = "eval" if zlib.crc32(f"{uid}:{iid}".encode()) % 5 == 0 else "train"
+        out[split].append("\t".join([uid, iid, rating] + users[uid] + items[iid]) + "\n")
+    for split, path in paths.items():
+        with open(path, "w") as f:
+            f.writelines(out[split])
+    return [paths["train"]], [paths["eval"]]
+
+
+def _frappe(_: str) -> tuple[list[str], list[str]]:
+    d = os.path.join(SHARED, "frappe")
+    return [os.path.join(d, "frappe.validation.libfm")], [os.path.join(d, "frappe.test.libfm")]
+
+
+DATASETS = {
+    "census": Dataset("census", "census", _census, None, "adult.data / adult.test"),
+    "criteo": Dataset("criteo", "criteo", _criteo, "criteo/wide-resdnn", "wide-resdnn train / dev+test"),
+    "avazu": Dataset("avazu", "avazu", _avazu, "avazu/wide-resdnn", "wide-resdnn train / dev+test"),
+    "movielens": Dataset("movielens", "movielens", _movielens, "movielens/ml-100k",
+                         "ml-100k, 20% of (user, item) by crc32 to eval"),
+    "frappe": Dataset("frappe", "frappe", _frappe, "frappe", "NFM validation file / NFM test file"),
+}
+
+
+def preprocess(ds: Dataset) -> str:
+    """The cached preprocess output of ``ds`` (made once)."""
+    from ctrflow.beam_jobs import preprocess as job
+
+    work = os.path.join(WORK, ds.name)
+    data = os.path.join(work, "data")
+    if os.path.exists(os.path.join(data, "manifest.json")):
+        return data
+    os.makedirs(work, exist_ok=True)
+    train, evals = ds.prepare(work)
+    args = ["--schema", os.path.join(SCHEMAS, f"{ds.schema}.yaml"), "--output", data]
+    for f in train:
+        args += ["--train", f]
+    for f in evals:
+        args += ["--eval", f]
+    job.run(args)
+    return data
+
+
+def train_ctrflow(data: str, out: str, flags: list[str]) -> dict:
+    import keras
+
+    from ctrflow.model import train
+
+    keras.backend.clear_session()
+    if os.path.exists(out):
+        shutil.rmtree(out)
+    t = time.time()
+    metrics = train.run(["--data", data, "--output", out] + DEFAULT_FLAGS + flags)
+    metrics["seconds"] = round(time.time() - t, 1)
+    return metrics
+
+
+# ------------------------------------------------------------------ LightGBM
+
+
+def _read_split(data: str, split: str, valid_fraction: float):
+    """(features DataFrame, labels, in-holdout mask) of a preprocess split, model features only."""
+    import pandas as pd
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    from ctrflow.model.inputs import in_holdout, split_files
+    from ctrflow.pipeline.layout import FeatureLayout
+
+    with open(os.path.join(data, "layout.json")) as f:
+        layout = FeatureLayout.from_json(f.read())
+    spec = tft.TFTransformOutput(data).transformed_feature_spec()
+    files = sorted(glob.glob(split_files(data, split)))
+    cols: dict[str, list] = {}
+    labels, holdout = [], []
+    for records in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(8192):
+        parsed = tf.io.parse_example(records, spec)
+        labels.append(parsed[layout.label].numpy().reshape(-1))
+        holdout.append(in_holdout(records, valid_fraction).numpy())
+        for f in layout.sparse:
+            if f.wide_only:
+                continue
+            t = parsed[f.name]
+            if f.multivalent:  # multi-hot when small, else dropped (a tree cannot take a bag of ids)
+                if f.num_ids > 64:
+                    continue
+                dense = tf.sparse.to_dense(t, -1).numpy() if isinstance(t, tf.SparseTensor) else \
+                    t.to_tensor(-1).numpy()
+                for k in range(f.num_ids):
+                    cols.setdefault(f"{f.name}={k}", []).append((dense == k).any(axis=1).astype(np.float32))
+            else:
+                cols.setdefault(f.name, []).append(t.numpy().reshape(-1))
+        for f in layout.dense:
+            cols.setdefault(f.name, []).append(parsed[f.name].numpy().reshape(-1))
+    frame = pd.DataFrame({k: np.concatenate(v) for k, v in cols.items()})
+    categorical = [f.name for f in layout.sparse if not f.multivalent and not f.wide_only]
+    for c in categorical:
+        frame[c] = frame[c].astype("int64").astype("category")
+    return frame, np.concatenate(labels), np.concatenate(holdout)
+
+
+def lightgbm_tuned(data: str, valid_fraction: float) -> dict:
+    """LightGBM tuned on the validation holdout (early stopping + a small grid); eval metrics of the best."""
+    import lightgbm as lgb
+    import pandas as pd
+
+    from ctrflow.model import metrics as mt
+
+    x, y, hold = _read_split(data, "train", valid_fraction)
+    x_eval, y_eval, _ = _read_split(data, "eval", valid_fraction)
+    for c in x.columns:  # one category set for all parts
+        if isinstance(x[c].dtype, pd.CategoricalDtype):
+            cats = sorted(set(x[c].cat.categories) | set(x_eval[c].cat.categories))
+            x[c] = x[c].cat.set_categories(cats)
+            x_eval[c] = x_eval[c].cat.set_categories(cats)
+    x_tr, y_tr, x_va, y_va = x[~hold], y[~hold], x[hold], y[hold]
+    best = None
+    for params in LGB_SETTINGS:
+        model = lgb.train({"objective": "binary", "metric": "auc", "verbose": -1, "num_threads": 1, "seed": 42,
+                           **params}, lgb.Dataset(x_tr, y_tr), num_boost_round=2000,
+                          valid_sets=[lgb.Dataset(x_va, y_va)],
+                          callbacks=[lgb.early_stopping(50, verbose=False)])
+        valid_auc = mt.roc_auc(y_va, model.predict(x_va, num_iteration=model.best_iteration))
+        if best is None or valid_auc > best[0]:
+            best = (valid_auc, params, model)
+    valid_auc, params, model = best
+    probs = model.predict(x_eval, num_iteration=model.best_iteration)
+    return {**mt.summary(y_eval, probs), "valid_auc": valid_auc,
+            "setting": f"num_leaves {params['num_leaves']}, min_child_samples {params['min_child_samples']}, "
+                       f"{model.best_iteration} trees"}
+
+
+# ------------------------------------------------------------------- driver
+
+
+def run_dataset(ds: Dataset, best: bool) -> dict:
+    data = preprocess(ds)
+    models = os.path.join(WORK, ds.name, "models")
+    rows = {"default": train_ctrflow(data, os.path.join(models, "default"), [])}
+    LOG.warning("%s default: eval AUC %.4f", ds.name, rows["default"]["auc"])
+    candidates = {"default": rows["default"]}
+    if best:
+        for name, flags in {**BEST_SETTINGS, **EXTRA_SETTINGS.get(ds.name, {})}.items():
+            candidates[name] = train_ctrflow(data, os.path.join(models, name.replace(" ", "_")), flags)
+            candidates[name]["flags"] = " ".join(flags)
+            LOG.warning("%s %s: valid AUC %.4f eval AUC %.4f", ds.name, name,
+                            candidates[name]["valid"]["auc"], candidates[name]["auc"])
+    pick = max(candidates, key=lambda k: candidates[k]["valid"]["auc"])
+    rows["best"] = {**candidates[pick], "setting": pick}
+    rows["lr"] = train_ctrflow(data, os.path.join(models, "lr"), LR_FLAGS)
+    from ctrflow.model.options import TrainerOptions
+
+    rows["lightgbm"] = lightgbm_tuned(data, TrainerOptions.__dataclass_fields__["valid_fraction"].default)
+    rows["candidates"] = {k: {"valid_auc": v["valid"]["auc"], "eval_auc": v["auc"]} for k, v in candidates.items()}
+    with open(os.path.join(data, "manifest.json")) as f:
+        manifest = json.load(f)
+    rows["rows"] = {s: v.get("output_rows") for s, v in manifest.get("splits", {}).items()}
+    return rows
+
+
+NOTES = """Reading the table (figures from one run on a shared, loaded machine; AUCs are deterministic per seed):
+- The defaults (`--learning-rate 3e-3 --row-weight-decay 2`, 10% validation holdout, Platt calibration) were
+  chosen by validation AUC: lr 3e-3 + row decay 2 beat the earlier defaults (lr 1e-3, no row decay: the
+  "old default" rows below) on the census, Criteo and frappe holdouts and lost on Avazu's (0.7248 vs 0.7273,
+  within the noise of 800 rows). MovieLens ran with defaults, LR and LightGBM only (time).
+- Target "defaults within 0.002 AUC of LightGBM" is NOT met on census (about -0.006), MovieLens (about
+  -0.005; its "best" row is the default: no other setting was run) and frappe (about -0.017; -0.015 with
+  `--epochs 30`). Census: every DeepFM / Wide&Deep variation tried (row decay 1-5,
+  lr 1e-3 / 3e-3, batch 128, FTRL wide part, Wide&Deep) lands within 0.001 of the default on validation:
+  the gap is the trees' exact thresholds on the numeric columns, which buckets plus z-scored values do not
+  recover, so `ctrflow demo` does not reach 0.9275. Frappe: the NFM train file is missing from the sample,
+  so ctrflow trains on 52k rows of the 202k it was designed with, and its validation AUC is still rising
+  when early stopping ends; the trees use the 10 fields' 5,382 ids better at this size.
+- Criteo (800 eval rows) and Avazu (912 eval rows): the standard error of an eval AUC is ~0.02, so
+  differences below that are noise; ctrflow is above LightGBM on both samples.
+- Calibration: Platt scaling on the validation holdout makes mean prediction = base rate on the holdout
+  exactly; on eval the ratio also carries the eval sample's own base-rate noise (on 800 rows, +-7%).
+- Row weight decay, like `--embedding-l2`, moves eval AUC by less than 0.001 on census and Criteo."""
+
+
+def _cell(m: dict) -> list[str]:
+    return [f"{m['auc']:.4f}", f"{m['logloss']:.4f}", f"{m['calibration']:.3f}"]
+
+
+def render(results: dict[str, dict]) -> str:
+    header = ["dataset", "rows train / eval", "model", "eval AUC", "eval log loss", "calibration",
+              "AUC vs LightGBM", "setting"]
+    table = []
+    for name, r in results.items():
+        ref = r["lightgbm"]["auc"]
+        for key, label in (("default", "ctrflow default"), ("best", "ctrflow best"), ("lightgbm", "LightGBM"),
+                           ("lr", "logistic regression")):
+            m = r[key]
+            setting = {"default": f"selected epoch {m.get('selected_epoch')}",
+                       "best": f"{m.get('setting')} ({m.get('flags', 'default flags')})",
+                       "lightgbm": m.get("setting", ""), "lr": " ".join(LR_FLAGS)}[key]
+            table.append([name, f"{r['rows'].get('train')} / {r['rows'].get('eval')}", label, *_cell(m),
+                          f"{m['auc'] - ref:+.4f}", setting])
+    splits = "; ".join(f"{n}: {DATASETS[n].split}" for n in results)
+    settings = [[name, k, f"{v['valid_auc']:.4f}", f"{v['eval_auc']:.4f}"]
+                for name, r in results.items() for k, v in r["candidates"].items()]
+    verdict = ", ".join(f"{n} {'yes' if r['default']['auc'] >= r['lightgbm']['auc'] - 0.002 else 'no'} "
+                        f"({r['default']['auc'] - r['lightgbm']['auc']:+.4f})" for n, r in results.items())
+    return "\n\n".join([
+        "## Model quality across datasets (default flags vs LightGBM)",
+        machine_line(),
+        "Written by `benchmarks/quality.py`. Same preprocess output and same three parts for every model: "
+        "train minus the validation holdout (`--valid-fraction`, 10% of the train records by hash), the "
+        "holdout (early stopping, choosing \"ctrflow best\" among a few settings, tuning LightGBM over "
+        f"{len(LGB_SETTINGS)} settings with early stopping) and eval (only reported). "
+        "Calibration = mean prediction / eval base rate. ctrflow rows use `--cache` (memory, not model). "
+        "Timings are not reported: the machine was shared. Splits: " + splits + ".",
+        markdown_table(header, table),
+        f"Default flags within 0.002 eval AUC of LightGBM: {verdict}.",
+        NOTES,
+        "### ctrflow settings tried for \"best\" (picked by validation AUC)",
+        markdown_table(["dataset", "setting", "valid AUC", "eval AUC"], settings),
+    ])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", nargs="*", choices=list(DATASETS), default=list(DATASETS))
+    p.add_argument("--no-best", action="store_true", help="skip the 'ctrflow best' settings search")
+    p.add_argument("--no-write", action="store_true", help="print, do not write BENCHMARKS.md")
+    p.add_argument("--render-only", action="store_true",
+                   help="write the table from the per-dataset results saved in benchmarks/_work/quality/")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    results = {}
+    for name in args.only:
+        ds = DATASETS[name]
+        if ds.needs and not os.path.exists(os.path.join(SHARED, ds.needs)):
+            print(f"skipping {name}: {os.path.join(SHARED, ds.needs)} is absent (shared data not present)")
+            continue
+        saved = os.path.join(WORK, f"{name}.json")
+        if args.render_only:
+            if os.path.exists(saved):
+                with open(saved) as f:
+                    results[name] = json.load(f)
+            continue
+        results[name] = run_dataset(ds, best=not args.no_best)
+        os.makedirs(WORK, exist_ok=True)
+        with open(os.path.join(WORK, f"{name}.json"), "w") as f:
+            json.dump(results[name], f, indent=2, default=str)
+    body = render(results)
+    print(body)
+    if not args.no_write and results:
+        update_section("quality", body)
+
+
+if __name__ == "__main__":
+    main()
