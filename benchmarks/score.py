@@ -132,7 +132,9 @@ def run_job(path: str, model_dir: str, out: str, batch: int, extra: list[str]):
     m = measure(cmd, env=ENV)
     if m.returncode:
         raise SystemExit(f"scoring job failed:\n{m.output[-5000:]}")
-    manifest = json.load(open(os.path.join(out, f"date={DATE}", "manifest.json")))
+    day = os.path.join(out, f"date={DATE}")
+    latest = open(os.path.join(day, "_LATEST")).read().strip() if os.path.exists(os.path.join(day, "_LATEST")) else ""
+    manifest = json.load(open(os.path.join(day, latest, "manifest.json")))  # versioned partitions: date=D/v=.../
     return m, manifest
 
 

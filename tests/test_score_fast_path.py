@@ -126,7 +126,9 @@ def test_score_job_never_imports_tf_transform_and_reports_its_fixed_costs(clicks
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"tensorflow_transform": False, "tf_keras": False,
                                                                   "keras": False}
     assert "rows/s" in proc.stderr
-    manifest = json.loads((out / "date=2026-11-21" / "manifest.json").read_text())
+    day = out / "date=2026-11-21"
+    latest = (day / "_LATEST").read_text().strip() if (day / "_LATEST").exists() else ""
+    manifest = json.loads((day / latest / "manifest.json").read_text())
     assert (manifest["input_rows"], manifest["scored_rows"], manifest["rejected_rows"]) == (700, 700, 0)
     assert manifest["beam_options"] == [f"--direct_num_workers={os.cpu_count() or 1}",
                                         "--direct_running_mode=multi_threading"]
