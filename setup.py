@@ -57,6 +57,7 @@ setup(
         "matplotlib>=3.8,<4",
         "tensorboard>=2.20,<3",
     ],
-    extras_require={"test": ["pytest>=8,<10", "ruff>=0.17,<0.18", "gcp-storage-emulator>=2026.7,<2027"]},
+    extras_require={"test": ["pytest>=8,<10", "ruff>=0.17,<0.18", "gcp-storage-emulator>=2024.8"],
+                    "bench": ["deepctr>=0.9.4,<0.10"]},  # benchmarks/train.py: the DeepCTR reference
     entry_points={"console_scripts": ["ctrflow=ctrflow.cli:main"]},
 )

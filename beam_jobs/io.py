@@ -5,13 +5,16 @@
 (main output) and ``RejectedRow``s (output ``REJECTED``). Rows are counted as
 read and rejected in Beam counters under ``<split>``, which the job's manifest
 reports; nothing is dropped without a counted reason. Every finished file
-task logs its rows with this worker's running totals and an ETA.
+task logs its rows, the running totals of this process (every worker thread of
+an in-process runner), rows/s and an ETA.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
+import uuid
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -25,6 +28,7 @@ from ctrflow.pipeline.parsing import BatchParser, RejectedRow
 from ctrflow.schemas.types import Schema
 
 REJECTED = "rejected"
+TASK_START_MS, TASK_END_MS = "task_start_ms", "task_end_ms"
 COUNTER_NAMESPACE = "ctrflow"
 
 
@@ -40,6 +44,35 @@ class _Rows:
     rows: list
 
 
+class _Progress:
+    """Read progress of one split in this process, shared by its worker threads."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.started = None
+        self.tasks = self.bytes = self.rows = 0
+
+    def start(self) -> None:
+        with self.lock:
+            self.started = self.started or time.time()
+
+    def add(self, tasks: int, nbytes: int, rows: int) -> tuple[int, int, int, float]:
+        with self.lock:
+            self.tasks += tasks
+            self.bytes += nbytes
+            self.rows += rows
+            return self.tasks, self.bytes, self.rows, time.time() - (self.started or time.time())
+
+
+_PROGRESS: dict[str, _Progress] = {}  # by read id: one per ReadRows of one pipeline
+_PROGRESS_LOCK = threading.Lock()
+
+
+def _progress(read_id: str) -> _Progress:
+    with _PROGRESS_LOCK:
+        return _PROGRESS.setdefault(read_id, _Progress())
+
+
 class _ParseFn(beam.DoFn):
     """Read tasks or BigQuery row chunks -> clean batches + tagged rejected rows, counted."""
 
@@ -48,14 +81,20 @@ class _ParseFn(beam.DoFn):
         self.schema, self.split, self.batch_rows, self.locator = schema, split, batch_rows, locator
         self.with_label, self.keys, self.extra = with_label, keys, extra
         self.total_tasks, self.total_bytes = total_tasks, total_bytes
+        self.read_id = uuid.uuid4().hex
         self.input_rows = Metrics.counter(COUNTER_NAMESPACE, counter_name(split, "input_rows"))
         self.rejected_rows = Metrics.counter(COUNTER_NAMESPACE, counter_name(split, "rejected_rows"))
         self.tasks_done = Metrics.counter(COUNTER_NAMESPACE, counter_name(split, "read_tasks"))
+        # wall-clock ms at which read tasks start and end: the job's manifest splits its pipeline time into
+        # start-up (before the first task), reading/scoring, and finalize (after the last) with their min/max
+        self.task_start_ms = Metrics.distribution(COUNTER_NAMESPACE, counter_name(split, TASK_START_MS))
+        self.task_end_ms = Metrics.distribution(COUNTER_NAMESPACE, counter_name(split, TASK_END_MS))
 
     def setup(self):
         self.parser = BatchParser(self.schema, with_label=self.with_label, keys=self.keys, extra=self.extra,
                                   locator=self.locator)
-        self.started, self.done_tasks, self.done_bytes, self.done_rows = time.time(), 0, 0, 0
+        self.progress = _progress(self.read_id)
+        self.done_rows = 0
 
     def process(self, element):
         if isinstance(element, _Rows):
@@ -78,11 +117,14 @@ class _ParseFn(beam.DoFn):
         self.done_rows += n_in
 
     def _task(self, task: ReadTask):
+        self.progress.start()
         t0, rows_before, first = time.time(), self.done_rows, True
+        self.task_start_ms.update(int(t0 * 1000))
         for raw, bad in read_task(self.schema, task, self.parser.required_columns, self.batch_rows):
             yield from self._emit(raw, bad, task.path, task if first else None)
             first = False
         self.tasks_done.inc()
+        self.task_end_ms.update(int(time.time() * 1000))
         self._log_progress(task, self.done_rows - rows_before, time.time() - t0)
 
     def _rows(self, chunk: _Rows):
@@ -94,14 +136,13 @@ class _ParseFn(beam.DoFn):
         yield from self._emit(bigquery.rows_to_table(chunk.rows, columns), [], chunk.spec, None)
 
     def _log_progress(self, task: ReadTask, rows: int, seconds: float) -> None:
-        self.done_tasks += 1
-        self.done_bytes += task.size
-        elapsed = time.time() - self.started
-        share = self.done_bytes / self.total_bytes if self.total_bytes else 0.0
-        eta = f", ETA {elapsed * (1 - share) / share:.0f}s if alone" if 0 < share < 1 else ""
-        logging.info("[%s] read %s: %d rows in %.1fs | this worker: %d of %d tasks, %d rows, %.0f%% of %d MB%s",
-                     self.split, task.describe(), rows, seconds, self.done_tasks, self.total_tasks,
-                     self.done_rows, 100 * share, self.total_bytes >> 20, eta)
+        tasks, done_bytes, done_rows, elapsed = self.progress.add(1, task.size, rows)
+        share = done_bytes / self.total_bytes if self.total_bytes else 0.0
+        rate = f", {done_rows / elapsed:,.0f} rows/s" if elapsed > 0 else ""
+        eta = f", ETA {elapsed * (1 - share) / share:.0f}s" if 0 < share < 1 else ""
+        logging.info("[%s] read %s: %d rows in %.1fs | this process: %d of %d tasks, %d rows, %.0f%% of %d MB%s%s",
+                     self.split, task.describe(), rows, seconds, tasks, self.total_tasks, done_rows,
+                     100 * share, self.total_bytes >> 20, rate, eta)
 
 
 class ReadRows(beam.PTransform):

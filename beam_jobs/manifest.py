@@ -7,15 +7,16 @@ The counts come from the Beam counters the transforms keep (see
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from importlib import metadata
-from typing import Any
+from typing import Any, Sequence
 
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 
-from ctrflow.beam_jobs.io import COUNTER_NAMESPACE
+from ctrflow.beam_jobs.io import COUNTER_NAMESPACE, TASK_END_MS, TASK_START_MS
 from ctrflow.schemas.errors import UserError
 
 _PACKAGES = ("ctrflow", "apache-beam", "tensorflow", "tensorflow-transform", "tfx-bsl", "keras", "pyarrow",
@@ -44,6 +45,48 @@ def counters(result) -> dict[str, int]:
         value = c.committed if c.committed is not None else c.attempted
         found[c.key.metric.name] = found.get(c.key.metric.name, 0) + int(value or 0)
     return found
+
+
+def task_window(result, splits: str | Sequence[str]) -> tuple[float, float] | None:
+    """(first read task start, last read task end) over the splits, epoch seconds; None without file tasks."""
+    wanted = {splits} if isinstance(splits, str) else set(splits)
+    ends = {}
+    query = result.metrics().query(MetricsFilter().with_namespace(COUNTER_NAMESPACE))
+    for d in query["distributions"]:
+        split, _, what = d.key.metric.name.rpartition("/")
+        value = d.committed if d.committed is not None else d.attempted
+        if split not in wanted or value is None or not value.count:
+            continue
+        if what == TASK_START_MS:
+            ends["start"] = min(ends.get("start", value.min), value.min)
+        elif what == TASK_END_MS:
+            ends["end"] = max(ends.get("end", value.max), value.max)
+    return (ends["start"] / 1000, ends["end"] / 1000) if len(ends) == 2 else None
+
+
+def pipeline_parts(result, splits: str | Sequence[str], began: float, ended: float) -> dict[str, float]:
+    """A pipeline's wall time as start-up / reading (and scoring) / finalize, from its read tasks' times.
+
+    start: building the pipeline (TFT traces the preprocessing_fn here) and the runner's start, until the
+    first read task; read: first task start to last task end; finalize: the rest (combines, file renames).
+    """
+    window = task_window(result, splits)
+    if window is None:
+        return {}
+    first, last = window
+    return {"start": round(first - began, 3), "read": round(last - first, 3), "finalize": round(ended - last, 3)}
+
+
+def process_seconds() -> float | None:
+    """Seconds since this process started (interpreter start-up and imports included); Linux only."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return round(uptime - start_ticks / os.sysconf("SC_CLK_TCK"), 3)
 
 
 def split_counts(found: dict[str, int], split: str, output_key: str) -> dict[str, int]:

@@ -15,6 +15,10 @@ column's offsets (about 3x faster than ``tf.constant`` on an object array).
 """
 from __future__ import annotations
 
+import concurrent.futures
+import logging
+import threading
+import time
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -23,7 +27,7 @@ import pyarrow.compute as pc
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 import ctrflow.beam_jobs.coders  # noqa: F401 - registers the Arrow/PredictionResult coders
-from ctrflow.model import export as exporter
+from ctrflow.model import artifact
 
 
 def string_column_to_tensor(col: pa.Array):
@@ -74,7 +78,61 @@ def _concat(arrays: list[np.ndarray]) -> np.ndarray:
     return np.concatenate([np.pad(a, [(0, 0), (0, width - a.shape[1])], constant_values=-1) for a in arrays])
 
 
-class ServingModelHandler(ModelHandler[pa.RecordBatch, PredictionResult, exporter.ExportedModel]):
+_PRELOADED: dict[str, concurrent.futures.Future] = {}
+_PRELOAD_LOCK = threading.Lock()
+
+
+def _set_threads(threads: int) -> None:
+    if not threads:
+        return
+    tf = artifact.import_tensorflow()
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:  # TF already initialised in this process: keep its settings
+        pass
+
+
+def _load_and_warm(meta: artifact.ModelMetadata, threads: int, signature: str) -> artifact.ExportedModel:
+    """Imports TensorFlow, loads the SavedModel and calls ``signature`` once on a one-row batch."""
+    _set_threads(threads)
+    model = artifact.load(meta.path, meta)
+    tf = artifact.import_tensorflow()
+    fn = model.signature(signature)
+    specs = fn.structured_input_signature[1]
+    fn(**{n: tf.constant([""] if s.dtype == tf.string else [float("nan")], s.dtype) for n, s in specs.items()})
+    return model
+
+
+def preload(meta: artifact.ModelMetadata, threads: int = 0,
+            signature: str = "score_and_ids") -> concurrent.futures.Future:
+    """Starts loading the model in a background thread of this process.
+
+    The driver calls this before it plans the reads and starts Beam, so the
+    TensorFlow import and ``tf.saved_model.load`` (seconds) overlap the Beam
+    import and pipeline start; an in-process runner's ``load_model`` then
+    takes the loaded model. Remote workers load their own copy as before.
+    """
+    with _PRELOAD_LOCK:
+        fut = _PRELOADED.get(meta.path)
+        if fut is None:
+            fut = concurrent.futures.Future()
+            _PRELOADED[meta.path] = fut
+
+            def work():
+                started = time.time()
+                try:
+                    model = _load_and_warm(meta, threads, signature)
+                    fut.load_seconds = round(time.time() - started, 3)  # for the job's manifest
+                    fut.set_result(model)
+                except BaseException as e:  # noqa: BLE001 - re-raised in load_model
+                    fut.set_exception(e)
+
+            threading.Thread(target=work, name="ctrflow-model-preload", daemon=True).start()
+        return fut
+
+
+class ServingModelHandler(ModelHandler[pa.RecordBatch, PredictionResult, artifact.ExportedModel]):
     """RunInference over RecordBatches with the ``score_and_ids`` signature.
 
     ``inference_batch_size`` caps the rows of one model call: larger input
@@ -89,17 +147,16 @@ class ServingModelHandler(ModelHandler[pa.RecordBatch, PredictionResult, exporte
         self._inference_batch_size = inference_batch_size
         self._intra_op_threads = intra_op_threads
 
-    def load_model(self) -> exporter.ExportedModel:
-        if self._intra_op_threads:
-            import tensorflow as tf
-            try:
-                tf.config.threading.set_intra_op_parallelism_threads(self._intra_op_threads)
-                tf.config.threading.set_inter_op_parallelism_threads(self._intra_op_threads)
-            except RuntimeError:  # TF already initialised in this process: keep its settings
-                pass
-        return exporter.load(self._model_path)
+    def load_model(self) -> artifact.ExportedModel:
+        with _PRELOAD_LOCK:
+            fut = _PRELOADED.get(self._model_path)
+        if fut is not None:  # loaded by preload() in this process (in-process runners)
+            logging.debug("using the preloaded model %s", self._model_path)
+            return fut.result()
+        _set_threads(self._intra_op_threads)
+        return artifact.load(self._model_path)
 
-    def run_inference(self, batch: Sequence[pa.RecordBatch], model: exporter.ExportedModel,
+    def run_inference(self, batch: Sequence[pa.RecordBatch], model: artifact.ExportedModel,
                       inference_args: dict[str, Any] | None = None) -> Iterable[PredictionResult]:
         fn = model.signature(self._signature)
         specs = fn.structured_input_signature[1]

@@ -65,3 +65,19 @@ def stage_ctrflow(options: PipelineOptions) -> None:
     setup.extra_packages = [*(setup.extra_packages or []), wheel]  # the user's own packages stay
     logging.info("staging ctrflow to workers as --extra_package %s (built from the installed distribution)",
                  wheel)
+
+
+def with_local_parallelism(beam_args: list[str]) -> list[str]:
+    """On the DirectRunner with no worker flags given: one worker thread per core.
+
+    Beam's DirectRunner defaults to one worker, which leaves all but one core
+    idle. Threads (not processes) because pyarrow and TensorFlow release the
+    GIL in their kernels and the workers then share one loaded model; worker
+    processes would each import TensorFlow and load the model again.
+    """
+    options = PipelineOptions(beam_args)
+    runner = options.view_as(StandardOptions).runner or "DirectRunner"
+    if runner not in ("DirectRunner", "direct") or any(
+            a.startswith(("--direct_num_workers", "--direct_running_mode")) for a in beam_args):
+        return list(beam_args)
+    return [*beam_args, f"--direct_num_workers={os.cpu_count() or 1}", "--direct_running_mode=multi_threading"]

@@ -28,6 +28,7 @@ import functools
 import logging
 import os
 import tempfile
+import time
 
 import apache_beam as beam
 import tensorflow_transform as tft
@@ -214,10 +215,12 @@ def _run_version(options: PreprocessOptions, schema: Schema, tasks: dict, files:
     """Runs the pipeline into the version folder ``output``, checks the counts, publishes it."""
     temp = os.path.join(output, "tmp") if "://" in output else tempfile.mkdtemp(prefix="ctrflow-tft-")
     logging.info("running the preprocess pipeline (read, analyze, transform, write) into %s ...", output)
+    began = time.time()
     with beam.Pipeline(options=pipeline_options(options.beam_args)) as p, tft_beam.Context(temp_dir=temp):
         build_pipeline(p, schema, tasks, output, options, prior, analyze_rows=cache_info is None)
     result = p.result
     watch.lap("pipeline")
+    parts = mf.pipeline_parts(p.result, [*SPLITS, "train_again"], began, time.time())
     if "://" in output:
         publish.delete_folder(temp)
 
@@ -248,7 +251,7 @@ def _run_version(options: PreprocessOptions, schema: Schema, tasks: dict, files:
         "root": root,
         "version": os.path.basename(output),
         "splits": splits,
-        "durations_s": {**watch.stages, "total": watch.total()},
+        "durations_s": {**watch.stages, "pipeline_parts": parts, "total": watch.total()},
         "versions": mf.library_versions(),
         "beam_options": list(options.beam_args),
         "options": options.to_dict(),

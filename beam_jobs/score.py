@@ -28,17 +28,21 @@ rows were rejected keeps its rejected rows and manifest under
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 import os
 import re
+import time
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import PredictionResult, RunInference
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from ctrflow.beam_jobs import bigquery_output as bq_out
 from ctrflow.beam_jobs import manifest as mf
@@ -48,12 +52,12 @@ from ctrflow.beam_jobs.bigquery_output import bigquery_partition
 from ctrflow.beam_jobs.duplicates import CountDuplicateIds
 from ctrflow.beam_jobs.io import COUNTER_NAMESPACE, REJECTED, ReadRows, WriteRejected, counter_name
 from ctrflow.beam_jobs.job_options import ScoreOptions, job_parser, parse_job_options
-from ctrflow.beam_jobs.model_handler import ServingModelHandler
-from ctrflow.beam_jobs.options import pipeline_options
+from ctrflow.beam_jobs.model_handler import ServingModelHandler, preload
+from ctrflow.beam_jobs.options import pipeline_options, with_local_parallelism
 from ctrflow.beam_jobs.profiles import ProfileCombine
 from ctrflow.beam_jobs.score_sinks import WriteScores
 from ctrflow.beam_jobs.sources import DEFAULT_RANGE_BYTES, match_files, plan_reads
-from ctrflow.model.export import ModelMetadata, load_metadata
+from ctrflow.model.artifact import ModelMetadata, load_metadata
 from ctrflow.pipeline import stats
 from ctrflow.pipeline.drift import drift_report
 from ctrflow.pipeline.drift_html import write_drift_html
@@ -216,8 +220,13 @@ def _range_bytes(patterns: list[str]) -> int:
     return int(min(DEFAULT_RANGE_BYTES, max(MIN_RANGE_BYTES, total // 8)))
 
 
-def score_date(options: ScoreOptions, meta: ModelMetadata, date: str) -> dict:
-    """Scores one date into a staging folder, then publishes it; returns the manifest."""
+def score_date(options: ScoreOptions, meta: ModelMetadata, date: str, startup: dict | None = None) -> dict:
+    """Scores one date into a staging folder, then publishes it; returns the manifest.
+
+    ``startup``: for the first date's manifest, the seconds from process start to the job's start
+    (interpreter and imports) and of the model load in the background (a callable: read once scored).
+    """
+    startup = startup or {}
     watch = mf.Stopwatch()
     patterns = [pattern.replace("{date}", date) for pattern in options.input]
     # without an id column each score carries where its row came from (source_file, source_offset)
@@ -229,10 +238,13 @@ def score_date(options: ScoreOptions, meta: ModelMetadata, date: str) -> dict:
     staging = partition.staging_dir(output, date)  # this run's version folder, live once published
     final = partition.partition_dir(output, date)
     logging.info("[%s] scoring %d files (%d read tasks) with model %s", date, len(files), len(tasks), meta.version)
+    watch.lap("plan")
     try:
+        began = time.time()
         with beam.Pipeline(options=pipeline_options(options.beam_args)) as p:
             build_pipeline(p, meta, tasks, parser, staging, date, options)
         watch.lap("pipeline")
+        parts = mf.pipeline_parts(p.result, SPLIT, began, time.time())
         found = mf.counters(p.result)
         counts = mf.split_counts(found, SPLIT, "output_rows")
         counts = {"input_rows": counts["input_rows"], "scored_rows": counts["output_rows"],
@@ -249,7 +261,8 @@ def score_date(options: ScoreOptions, meta: ModelMetadata, date: str) -> dict:
             "output": staging, "partition": final, "version": os.path.basename(staging),
             "output_format": "bigquery" if options.output_table else options.output_format,
             "output_table": bigquery_partition(options.output_table, date) if options.output_table else None,
-            "durations_s": {**watch.stages, "total": watch.total()},
+            "durations_s": {**watch.stages, "pipeline_parts": parts, "total": watch.total(),
+                            **{k: v() if callable(v) else v for k, v in startup.items()}},
             "versions": mf.library_versions(), "beam_options": list(options.beam_args),
             "options": options.to_dict(),
         }
@@ -319,6 +332,22 @@ def _write_drift(meta: ModelMetadata, staging: str, threshold: float, date: str)
     return report
 
 
+def _read_text(path: str) -> str | None:
+    """A model file's text through Beam's filesystems (local or gs://), None if absent."""
+    if not FileSystems.exists(path):
+        return None
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        return f.read().decode("utf-8")
+
+
+def _in_process(beam_args: list[str]) -> bool:
+    """True when the pipeline's workers run in this process (DirectRunner, not multi_processing)."""
+    options = PipelineOptions(beam_args)
+    runner = options.view_as(StandardOptions).runner or "DirectRunner"
+    direct = options.view_as(DirectOptions)
+    return runner in ("DirectRunner", "direct") and direct.direct_running_mode != "multi_processing"
+
+
 def run(argv: list[str] | None = None) -> list[dict]:
     """Parses the flags and scores every requested date; returns their manifests."""
     return run_job(parse_job_options(ScoreOptions, build_arg_parser(), argv))
@@ -327,9 +356,19 @@ def run(argv: list[str] | None = None) -> list[dict]:
 def run_job(options: ScoreOptions) -> list[dict]:
     """Scores every requested date; returns their manifests."""
     setup_logging()
-    meta = load_metadata(options.model)
+    options = dataclasses.replace(options, beam_args=tuple(with_local_parallelism(list(options.beam_args))))
+    startup = {"process_start": mf.process_seconds()}
+    meta = load_metadata(options.model, _read_text, FileSystems.exists)
+    loading = preload(meta, options.model_threads) if _in_process(list(options.beam_args)) else None
+    # ^ the TF import and model load overlap planning and the Beam start
     check_output_location(options.output, list(options.input), os.path.dirname(meta.path.rstrip("/")))
-    manifests = [score_date(options, meta, d) for d in options.dates]
+    manifests = []
+    for d in options.dates:
+        if loading is not None and not manifests:
+            startup["model_load_background"] = lambda: (getattr(loading, "load_seconds", None)
+                                                        if loading.done() and not loading.exception() else None)
+        manifests.append(score_date(options, meta, d, startup))
+        startup = {}
     drifted = {m["date"]: m["drifted_features"] for m in manifests if m["drifted_features"]}
     if options.fail_on_drift and drifted:
         raise DriftError(f"drift over PSI {options.psi_threshold}: {drifted} (the output was written; see "

@@ -13,6 +13,7 @@ import datetime
 import os
 import platform
 import re
+import resource
 import subprocess
 import threading
 import time
@@ -28,6 +29,7 @@ class Measurement:
     peak_rss_mb: float
     returncode: int
     output: str
+    cpu_seconds: float = 0.0  # user + system of the command's processes (less sensitive to a shared machine)
 
 
 def _tree(pid: int) -> list[int]:
@@ -57,6 +59,7 @@ def _rss_bytes(pids: list[int]) -> int:
 
 def measure(cmd: list[str], env: dict | None = None, interval: float = 0.1, cwd: str | None = None) -> Measurement:
     """Runs ``cmd``; wall seconds and peak RSS (MB) of its process tree."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, **(env or {})}, cwd=cwd or ROOT)
@@ -75,7 +78,15 @@ def measure(cmd: list[str], env: dict | None = None, interval: float = 0.1, cwd:
     seconds = time.perf_counter() - start
     stop.set()
     sampler.join()
-    return Measurement(seconds, peak / 2**20, proc.returncode, output)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return Measurement(seconds, peak / 2**20, proc.returncode, output, cpu)
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
 def machine_line() -> str:

@@ -26,7 +26,6 @@ the feature layout, the training profile (drift baseline) and model_info.json
 """
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import hashlib
 import json
@@ -34,15 +33,25 @@ import os
 
 import tensorflow as tf
 
+from ctrflow.model import artifact
+from ctrflow.model.artifact import (  # noqa: F401
+    EXTRA,
+    INFO_FILE,
+    LAYOUT_FILE,
+    SCHEMA_FILE,
+    STATS_FILE,
+    ExportedModel,
+    ModelMetadata,
+    find_export_dir,
+    load_metadata,
+    read_extra,
+)
 from ctrflow.model.inputs import model_features
 from ctrflow.pipeline import artifacts as af
 from ctrflow.pipeline import raw_values
 from ctrflow.pipeline.layout import FeatureLayout
 from ctrflow.pipeline.transform import raw_feature_spec
-from ctrflow.schemas import Schema, loads_schema
-
-EXTRA = af.ASSETS_EXTRA
-SCHEMA_FILE, LAYOUT_FILE, STATS_FILE, INFO_FILE = af.SCHEMA, af.LAYOUT, af.STATS, af.MODEL_INFO
+from ctrflow.schemas import Schema
 
 
 class ServingModule(tf.Module):
@@ -118,62 +127,6 @@ def export(model, tft_output, schema: Schema, layout: FeatureLayout, export_dir:
     return info
 
 
-@dataclasses.dataclass
-class ModelMetadata:
-    """What travels beside the graph: read without loading the SavedModel."""
-
-    path: str  # the export dir
-    schema: Schema
-    layout: FeatureLayout
-    info: dict
-    train_stats: dict | None
-
-    @property
-    def version(self) -> str:
-        return self.info.get("version", "unknown")
-
-
-@dataclasses.dataclass
-class ExportedModel:
-    """A loaded serving model with its metadata."""
-
-    meta: ModelMetadata
-    loaded: object
-
-    @property
-    def info(self) -> dict:
-        return self.meta.info
-
-    def signature(self, name: str = "serving_default"):
-        return self.loaded.signatures[name]
-
-
-def find_export_dir(model_path: str) -> str:
-    """Accepts a trainer output dir (MODEL_DIR) or the export dir itself."""
-    return af.ExportArtifacts.find(model_path).dir
-
-
-def read_extra(export_dir: str, name: str) -> str | None:
-    return af.ExportArtifacts(export_dir).read_extra(name)
-
-
-def load_metadata(model_path: str) -> ModelMetadata:
-    """Schema, layout, version and training baseline of an export."""
-    export_dir = find_export_dir(model_path)
-    schema_text = read_extra(export_dir, SCHEMA_FILE)
-    if schema_text is None:
-        raise FileNotFoundError(f"{export_dir}: {EXTRA}/{SCHEMA_FILE} is missing; was it exported by ctrflow?")
-    stats = read_extra(export_dir, STATS_FILE)
-    return ModelMetadata(
-        path=export_dir,
-        schema=loads_schema(schema_text, os.path.join(export_dir, EXTRA, SCHEMA_FILE)),
-        layout=FeatureLayout.from_json(read_extra(export_dir, LAYOUT_FILE)),
-        info=json.loads(read_extra(export_dir, INFO_FILE) or "{}"),
-        train_stats=json.loads(stats) if stats else None,
-    )
-
-
 def load(model_path: str) -> ExportedModel:
     """Loads the SavedModel (``tf.saved_model.load``) with its metadata."""
-    meta = load_metadata(model_path)
-    return ExportedModel(meta=meta, loaded=tf.saved_model.load(meta.path))
+    return artifact.load(model_path)

@@ -27,7 +27,7 @@ _TRAIN_COLOR, _DAY_COLOR = "#8da0b8", "#d9822b"
 
 def load_vocabularies(export_dir: str, names: list[str]) -> dict[str, list[str]]:
     """Tokens by id of each named vocabulary feature (``assets/vocab_<name>``), where present."""
-    from ctrflow.pipeline.transform import vocab_name
+    from ctrflow.pipeline.layout import vocab_name
 
     out: dict[str, list[str]] = {}
     for name in names:

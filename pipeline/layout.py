@@ -22,6 +22,15 @@ import json
 from typing import Any
 
 
+def vocab_name(column: str) -> str:
+    """Name of a column's vocabulary asset in the transform graph.
+
+    Here rather than in ``pipeline.transform`` so that readers of an export
+    (the drift page) need not import tf.Transform (about 1.5 s) for it.
+    """
+    return f"vocab_{column}"
+
+
 @dataclasses.dataclass(frozen=True)
 class SparseFeature:
     """One categorical (or bucketized) field: ids to embed."""

@@ -63,17 +63,12 @@ from ctrflow.pipeline.global_index import (
     global_fields,
     global_index_layout,
 )
-from ctrflow.pipeline.layout import DenseFeature, FeatureLayout, SparseFeature
+from ctrflow.pipeline.layout import DenseFeature, FeatureLayout, SparseFeature, vocab_name  # noqa: F401
 from ctrflow.pipeline.prior import AnalysisPrior
 from ctrflow.schemas.types import MISSING_TOKEN, Column, Schema
 
 SCALED_SUFFIX = "__scaled"
 GROUP_KEY = "__group__"  # int64 hash of the schema's pairwise group column
-
-
-def vocab_name(column: str) -> str:
-    """Name of a column's vocabulary asset in the transform graph."""
-    return f"vocab_{column}"
 
 
 def raw_feature_spec(schema: Schema, with_label: bool = True) -> dict[str, tf.io.FixedLenFeature]:

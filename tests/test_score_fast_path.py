@@ -1,0 +1,139 @@
+"""The scoring job's fast path: no tf.Transform import, the model preloaded while Beam starts,
+one worker thread per core by default, true progress lines and a fixed-cost breakdown in the manifest."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import make_clicks, write_csv
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_local_parallelism_is_added_only_when_nothing_was_chosen():
+    from ctrflow.beam_jobs.options import with_local_parallelism
+
+    cores = os.cpu_count() or 1
+    assert with_local_parallelism([]) == [f"--direct_num_workers={cores}", "--direct_running_mode=multi_threading"]
+    assert with_local_parallelism(["--runner", "DirectRunner"])[-1] == "--direct_running_mode=multi_threading"
+    mine = ["--direct_num_workers", "1"]
+    assert with_local_parallelism(mine) == mine
+    assert with_local_parallelism(["--direct_running_mode=multi_processing"]) == [
+        "--direct_running_mode=multi_processing"]
+    dataflow = ["--runner", "DataflowRunner", "--project", "p"]
+    assert with_local_parallelism(dataflow) == dataflow
+
+
+def test_metadata_is_read_through_the_given_file_functions(tmp_path):
+    """The score job reads an export's metadata through Beam's filesystems, without TensorFlow."""
+    from apache_beam.io.filesystems import FileSystems
+
+    from ctrflow.beam_jobs.score import _read_text
+    from ctrflow.model import artifact
+    from ctrflow.pipeline.layout import FeatureLayout
+
+    export = tmp_path / "model" / "export"
+    (export / artifact.EXTRA).mkdir(parents=True)
+    (export / "saved_model.pb").write_bytes(b"\x08\x01")
+    (export / artifact.EXTRA / artifact.SCHEMA_FILE).write_text(
+        "name: tiny\nformat: {type: csv}\ncolumns:\n  - {name: x, role: numeric, scale: zscore}\n"
+        "  - {name: y, role: label, positive: ['1'], negative: ['0']}\n")
+    layout = FeatureLayout(sparse=(), dense=(), label="y")
+    (export / artifact.EXTRA / artifact.LAYOUT_FILE).write_text(layout.to_json())
+    (export / artifact.EXTRA / artifact.INFO_FILE).write_text(json.dumps({"version": "v7"}))
+    seen = []
+
+    def read(path):
+        seen.append(os.path.basename(path))
+        return _read_text(path)
+
+    meta = artifact.load_metadata(str(tmp_path / "model"), read, FileSystems.exists)
+    assert (meta.path, meta.version, meta.schema.name, meta.train_stats) == (str(export), "v7", "tiny", None)
+    assert [c.name for c in meta.schema.columns] == ["x", "y"]
+    assert meta.layout.label == "y"
+    assert sorted(seen) == sorted([artifact.SCHEMA_FILE, artifact.STATS_FILE, artifact.LAYOUT_FILE,
+                                   artifact.INFO_FILE])
+    with pytest.raises(FileNotFoundError, match="no saved_model.pb"):
+        artifact.load_metadata(str(tmp_path), read, FileSystems.exists)
+
+
+def test_handler_takes_the_preloaded_model(monkeypatch):
+    from ctrflow.beam_jobs import model_handler
+    from ctrflow.model.artifact import ModelMetadata
+
+    loaded = object()
+    calls = []
+
+    def fake_load(meta, threads, signature):
+        calls.append((meta.path, threads, signature))
+        return loaded
+
+    monkeypatch.setattr(model_handler, "_load_and_warm", fake_load)
+    monkeypatch.setattr(model_handler, "_PRELOADED", {})
+    meta = ModelMetadata(path="/models/m/export", schema=None, layout=None, info={}, train_stats=None)
+    future = model_handler.preload(meta, threads=3)
+    assert model_handler.preload(meta) is future  # one load per model and process
+    assert model_handler.ServingModelHandler("/models/m/export").load_model() is loaded
+    assert calls == [("/models/m/export", 3, "score_and_ids")]
+    assert future.load_seconds >= 0
+
+
+def test_progress_lines_show_the_process_totals_rate_and_eta(caplog):
+    from ctrflow.beam_jobs.io import _ParseFn
+    from ctrflow.beam_jobs.sources import ReadTask
+    from ctrflow.schemas import loads_schema
+    from tests.conftest import CLICKS_SCHEMA
+
+    schema = loads_schema(CLICKS_SCHEMA, "clicks.yaml")
+    # two worker threads of one process: two DoFn copies share the tally of their read
+    fn = _ParseFn(schema, "score", False, True, (), 100, total_tasks=4, total_bytes=400 << 20)
+    twin = _ParseFn(schema, "score", False, True, (), 100, total_tasks=4, total_bytes=400 << 20)
+    twin.read_id = fn.read_id
+    fn.setup()
+    twin.setup()
+    fn.progress.start()
+    fn.progress.started -= 10.0  # the read began 10 s ago
+    with caplog.at_level(logging.INFO):
+        fn._log_progress(ReadTask(path="a.csv", size=100 << 20), 250_000, 5.0)
+        twin._log_progress(ReadTask(path="b.csv", size=100 << 20), 250_000, 5.0)
+    first, second = [r.getMessage() for r in caplog.records]
+    assert "1 of 4 tasks, 250000 rows, 25% of 400 MB" in first
+    assert "2 of 4 tasks, 500000 rows, 50% of 400 MB" in second
+    rate = int(second.split(" rows/s")[0].rsplit(", ", 1)[1].replace(",", ""))
+    assert 45_000 <= rate <= 50_000  # 500,000 rows in 10 s and a little
+    assert second.endswith("ETA 10s")  # half done after 10 s
+
+
+@pytest.mark.slow
+def test_score_job_never_imports_tf_transform_and_reports_its_fixed_costs(clicks_run, tmp_path):
+    """The whole job in a fresh process: exact counts, no tf.Transform/tf_keras, a manifest breakdown."""
+    day = make_clicks(700, seed=5, first_id=50_000)
+    (tmp_path / "in").mkdir()
+    csv = write_csv(day, tmp_path / "in" / "day.csv")
+    out = tmp_path / "scores"
+    code = ("import sys, json; from ctrflow.beam_jobs import score; "
+            f"score.run(['--model', {clicks_run['model']!r}, '--input', {csv!r}, '--date', '2026-11-21', "
+            f"'--output', {str(out)!r}]); "
+            "print(json.dumps({m: m in sys.modules for m in ('tensorflow_transform', 'tf_keras', 'keras')}))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"tensorflow_transform": False, "tf_keras": False,
+                                                                  "keras": False}
+    assert "rows/s" in proc.stderr
+    day = out / "date=2026-11-21"
+    latest = (day / "_LATEST").read_text().strip() if (day / "_LATEST").exists() else ""
+    manifest = json.loads((day / latest / "manifest.json").read_text())
+    assert (manifest["input_rows"], manifest["scored_rows"], manifest["rejected_rows"]) == (700, 700, 0)
+    assert manifest["beam_options"] == [f"--direct_num_workers={os.cpu_count() or 1}",
+                                        "--direct_running_mode=multi_threading"]
+    d = manifest["durations_s"]
+    assert d["process_start"] > 0 and d["model_load_background"] > 0
+    parts = d["pipeline_parts"]
+    assert set(parts) == {"start", "read", "finalize"} and min(parts.values()) >= 0
+    assert abs(sum(parts.values()) - d["pipeline"]) < 0.5
