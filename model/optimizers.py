@@ -73,13 +73,15 @@ class _RowDecay:
     are created for every variable, but hold one float per *row* only.
     """
 
-    def _init_row_decay(self, row_weight_decay: float) -> None:
+    def __init__(self, *args, row_weight_decay: float = 0.0, **kwargs):
+        super().__init__(*args, **kwargs)
         if row_weight_decay < 0:
             raise ValueError(f"row_weight_decay must be >= 0, got {row_weight_decay}")
         self.row_weight_decay = float(row_weight_decay)
         self._last_steps: list = []
 
-    def _build_row_decay(self, var_list) -> None:
+    def build(self, var_list):
+        super().build(var_list)
         if not self.row_weight_decay:
             return
         self._last_steps = [self.add_variable((v.shape[0],) if len(v.shape) else (), initializer="zeros",
@@ -99,24 +101,13 @@ class _RowDecay:
         factor = tf.reshape(tf.cast(factor, w.dtype), [-1] + [1] * (len(w.shape) - 1))
         return w * factor
 
-    def _row_decay_config(self, config: dict) -> dict:
-        return {**config, "row_weight_decay": self.row_weight_decay}
+    def get_config(self):
+        return {**super().get_config(), "row_weight_decay": self.row_weight_decay}
 
 
 @register
 class LazyAdam(_RowDecay, keras.optimizers.Adam):
     """Adam; sparse gradients update only their rows' moments and weights (and decay them)."""
-
-    def __init__(self, *args, row_weight_decay: float = 0.0, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_row_decay(row_weight_decay)
-
-    def build(self, var_list):
-        super().build(var_list)
-        self._build_row_decay(var_list)
-
-    def get_config(self):
-        return self._row_decay_config(super().get_config())
 
     def update_step(self, gradient, variable, learning_rate):
         if not isinstance(gradient, tf.IndexedSlices) or self.amsgrad:
@@ -139,17 +130,6 @@ class LazyAdam(_RowDecay, keras.optimizers.Adam):
 @register
 class SparseAdagrad(_RowDecay, keras.optimizers.Adagrad):
     """Adagrad; sparse gradients touch only their rows (same result as dense, without row decay)."""
-
-    def __init__(self, *args, row_weight_decay: float = 0.0, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_row_decay(row_weight_decay)
-
-    def build(self, var_list):
-        super().build(var_list)
-        self._build_row_decay(var_list)
-
-    def get_config(self):
-        return self._row_decay_config(super().get_config())
 
     def update_step(self, gradient, variable, learning_rate):
         if not isinstance(gradient, tf.IndexedSlices):
