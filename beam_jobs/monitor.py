@@ -37,7 +37,7 @@ from ctrflow.beam_jobs import partition
 from ctrflow.beam_jobs.job_options import parse_dates
 from ctrflow.beam_jobs.sources import match_files
 from ctrflow.model import metrics as mt
-from ctrflow.model.export import load_metadata
+from ctrflow.model.artifact import load_metadata
 from ctrflow.pipeline import score_profile
 from ctrflow.pipeline.artifacts import live_dir
 from ctrflow.pipeline.logs import setup_logging

@@ -15,7 +15,7 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from ctrflow.beam_jobs import manifest as mf
-from ctrflow.model.export import ModelMetadata
+from ctrflow.model.artifact import ModelMetadata
 from ctrflow.pipeline import score_profile
 
 SCORE_PROFILE = "score_profile.json"
