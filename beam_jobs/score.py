@@ -28,6 +28,7 @@ rows were rejected keeps its rejected rows and manifest under
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import datetime
 import logging
@@ -361,14 +362,19 @@ def run_job(options: ScoreOptions) -> list[dict]:
     meta = load_metadata(options.model, _read_text, FileSystems.exists)
     loading = preload(meta, options.model_threads) if _in_process(list(options.beam_args)) else None
     # ^ the TF import and model load overlap planning and the Beam start
-    check_output_location(options.output, list(options.input), os.path.dirname(meta.path.rstrip("/")))
     manifests = []
-    for d in options.dates:
-        if loading is not None and not manifests:
-            startup["model_load_background"] = lambda: (getattr(loading, "load_seconds", None)
-                                                        if loading.done() and not loading.exception() else None)
-        manifests.append(score_date(options, meta, d, startup))
-        startup = {}
+    try:
+        check_output_location(options.output, list(options.input), os.path.dirname(meta.path.rstrip("/")))
+        for d in options.dates:
+            if loading is not None and not manifests:
+                startup["model_load_background"] = lambda: (getattr(loading, "load_seconds", None)
+                                                            if loading.done() and not loading.exception() else None)
+            manifests.append(score_date(options, meta, d, startup))
+            startup = {}
+    except BaseException:
+        if loading is not None:  # an interpreter that exits while TF loads in the daemon thread aborts (SIGABRT)
+            concurrent.futures.wait([loading])
+        raise
     drifted = {m["date"]: m["drifted_features"] for m in manifests if m["drifted_features"]}
     if options.fail_on_drift and drifted:
         raise DriftError(f"drift over PSI {options.psi_threshold}: {drifted} (the output was written; see "
