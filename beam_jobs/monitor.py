@@ -42,7 +42,7 @@ from ctrflow.pipeline import score_profile
 from ctrflow.pipeline.artifacts import live_dir
 from ctrflow.pipeline.logs import setup_logging
 from ctrflow.pipeline.monitor_html import write_trend_page
-from ctrflow.schemas.errors import OptionsError, UserError
+from ctrflow.schemas.errors import CheckFailed, OptionsError, UserError
 from ctrflow.schemas.flags import FlagParser, build_parser, from_namespace, option, to_dict
 
 EXIT_THRESHOLD = 4
@@ -52,15 +52,10 @@ METRICS = ("auc", "logloss", "calibration", "psi", "matched_rows", "unmatched_sc
            "unmatched_rate", "positive_rate", "mean_score")
 
 
-class ThresholdBreached(SystemExit):
+class ThresholdBreached(CheckFailed):
     """A --fail-on rule was broken; the outputs are written."""
 
-    def __init__(self, message: str):
-        super().__init__(EXIT_THRESHOLD)
-        self.message = message
-
-    def __str__(self) -> str:
-        return self.message
+    exit_code = EXIT_THRESHOLD
 
 
 @dataclasses.dataclass(frozen=True)

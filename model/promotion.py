@@ -23,22 +23,17 @@ from ctrflow.model import metrics as mt
 from ctrflow.model.config import ModelConfig
 from ctrflow.pipeline.layout import FeatureLayout
 from ctrflow.pipeline.transform import vocab_name
-from ctrflow.schemas.errors import UserError
+from ctrflow.schemas.errors import CheckFailed, UserError
 from ctrflow.schemas.types import Schema
 
 EXIT_NOT_PROMOTED = 3
 PROMOTION_FILE = "promotion.json"
 
 
-class NotPromoted(SystemExit):
+class NotPromoted(CheckFailed):
     """The new model is worse than the baseline by more than --require-better."""
 
-    def __init__(self, message: str):
-        super().__init__(EXIT_NOT_PROMOTED)
-        self.message = message
-
-    def __str__(self) -> str:
-        return self.message
+    exit_code = EXIT_NOT_PROMOTED
 
 
 def id_maps(schema: Schema, old: FeatureLayout, new: FeatureLayout, vocab_of) -> dict[str, np.ndarray]:

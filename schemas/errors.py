@@ -20,6 +20,22 @@ class OptionsError(UserError, ValueError):
     exit_code = 2
 
 
+class CheckFailed(SystemExit):
+    """A check failed after the job wrote its outputs (monitor thresholds, the promotion gate).
+
+    Exits with the subclass's ``exit_code``, so a scheduler can tell which check failed; ``str()`` is the message.
+    """
+
+    exit_code = 1
+
+    def __init__(self, message: str):
+        super().__init__(self.exit_code)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
 def user_error_names() -> set[str]:
     """Class names of every ``UserError`` subclass imported so far.
 
