@@ -31,6 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import criteo_gen  # noqa: E402
 from benchmarks.report import ROOT, machine_line, machine_state, markdown_table, measure, update_section  # noqa: E402
+from ctrflow.pipeline.artifacts import live_dir  # noqa: E402
 
 WORK = os.path.join(ROOT, "benchmarks", "_work")
 SCHEMA = os.path.join(ROOT, "schemas", "criteo.yaml")
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
         out = os.path.join(args.work, f"ctrflow_{n}")
         ours = measure(_ctrflow_cmd(data, out), env=ENV)
         _check(ours, f"ctrflow preprocess at {n} rows")
-        with open(os.path.join(out, "manifest.json")) as f:
+        with open(os.path.join(live_dir(out), "manifest.json")) as f:  # the published version, OUT/v=<run>/
             breakdowns.append((n, _breakdown(json.load(f)["durations_s"])))
         shutil.rmtree(out, ignore_errors=True)
         ratio = f"{plain.seconds / ours.seconds:.1f}x" if plain else "-"

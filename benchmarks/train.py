@@ -134,8 +134,8 @@ def criteo(work: str, rows: int, epochs: int, batch: int, repeats: int = 1) -> s
     note = "" if os.path.isdir(CRITEO_REAL) else f"\n\nReal sample skipped: {CRITEO_REAL} not found."
     return ("### (b) Criteo: ctrflow DeepFM vs DeepCTR DeepFM\n\n"
             f"Same preprocessed split (`schemas/criteo.yaml`), embedding_dim 4, DNN 256-128-64, Adam 1e-3, "
-            f"L2 1e-5, no dropout, {epochs} epochs, no early stopping. examples/s = training examples / fit "
-            "wall time (graph building included for both: it dominates on the tiny real sample, whose AUC has a "
+            f"L2 1e-5 (no row weight decay in either), no dropout, {epochs} epochs, no early stopping. "
+            "examples/s = training examples / fit wall time (graph building included for both: it dominates on the tiny real sample, whose AUC has a "
             "standard error of ~0.03 on 391 rows). The kaggle-3idiots tiny "
             "sample is not used: its labelled rows are a subset of wide-resdnn and its test file is unlabelled.\n\n"
             + markdown_table(["data", "implementation", "test AUC", "test log loss", "train examples/s (median)",

@@ -90,7 +90,7 @@ def run_ctrflow(args: argparse.Namespace) -> dict:
         layout = FeatureLayout.from_json(f.read())
     spec = tft.TFTransformOutput(args.data).transformed_feature_spec()
     config = ModelConfig(model="deepfm", embedding_dim=args.embedding_dim, hidden_units=tuple(args.hidden_units),
-                         dropout=0.0, embedding_l2=1e-5, linear_l2=1e-5, optimizer="adam",
+                         dropout=0.0, embedding_l2=1e-5, linear_l2=1e-5, row_weight_decay=0.0, optimizer="adam",
                          learning_rate=args.learning_rate, sparse_updates=not args.dense_updates)
     model = compile_model(build_model(layout, config), config)
     train = make_dataset(split_files(args.data, "train"), spec, layout, args.batch_size, shuffle=True,
@@ -158,6 +158,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--floor", action="store_true",
                    help="ctrflow: also time one more epoch of the train step alone on in-memory batches")
     args = p.parse_args(argv)
+    from ctrflow.pipeline.artifacts import live_dir
+
+    args.data = live_dir(args.data)  # the published version (OUTPUT/v=<run>/) of the preprocess output
     result = run_deepctr(args) if args.impl == "deepctr" else run_ctrflow(args)
     json.dump(result, sys.stdout)
     print()
