@@ -57,12 +57,12 @@ DEFAULT_FLAGS = ["--cache", "--verbose", "0"]
 LR_FLAGS = ["--model", "lr", "--optimizer", "adagrad", "--learning-rate", "0.1"]
 # "ctrflow best": a few settings; the one with the best validation AUC is reported
 BEST_SETTINGS = {
-    "lr 1e-3, no row decay (old default)": ["--learning-rate", "0.001", "--row-weight-decay", "0"],
-    "wide_deep, lr 1e-3, no row decay": ["--model", "wide_deep", "--learning-rate", "0.001",
-                                         "--row-weight-decay", "0"],
+    "previous default (lr 3e-3, constant, row decay 2, 10 epochs, patience 2)": [
+        "--learning-rate", "0.003", "--lr-schedule", "constant", "--row-weight-decay", "2", "--epochs", "10",
+        "--patience", "2"],
+    "row decay 2": ["--row-weight-decay", "2"],
 }
-# frappe's default run was still improving at the last epoch
-EXTRA_SETTINGS = {"frappe": {"epochs 30": ["--epochs", "30"]}}
+EXTRA_SETTINGS: dict[str, dict[str, list[str]]] = {}
 LGB_SETTINGS = [{"num_leaves": nl, "min_child_samples": mc, "learning_rate": 0.05, "feature_fraction": 0.8,
                  "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0, "cat_smooth": 10}
                 for nl in (7, 15, 31, 63) for mc in (20, 100)]
