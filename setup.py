@@ -59,5 +59,5 @@ setup(
     ],
     extras_require={"test": ["pytest>=8,<10", "ruff>=0.17,<0.18", "gcp-storage-emulator>=2024.8"],
                     "bench": ["deepctr>=0.9.4,<0.10"]},  # benchmarks/train.py: the DeepCTR reference
-    entry_points={"console_scripts": ["ctrflow=ctrflow.cli:main"]},
+    entry_points={"console_scripts": ["ctrflow=ctrflow.cli:entry"]},
 )

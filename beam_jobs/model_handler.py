@@ -132,6 +132,22 @@ def preload(meta: artifact.ModelMetadata, threads: int = 0,
         return fut
 
 
+class _LoadingModel:
+    """A model ``preload`` is still loading; it blocks on first use, at the first batch, not in ``setup``.
+
+    RunInference loads its model in ``DoFn.setup``, which the runner calls
+    before its stage reads any input: handing it this placeholder lets each
+    worker read and parse its first batch while TensorFlow is still being
+    imported and the model loaded.
+    """
+
+    def __init__(self, future: concurrent.futures.Future):
+        self._future = future
+
+    def __getattr__(self, name: str):
+        return getattr(self._future.result(), name)
+
+
 class ServingModelHandler(ModelHandler[pa.RecordBatch, PredictionResult, artifact.ExportedModel]):
     """RunInference over RecordBatches with the ``score_and_ids`` signature.
 
@@ -152,7 +168,7 @@ class ServingModelHandler(ModelHandler[pa.RecordBatch, PredictionResult, artifac
             fut = _PRELOADED.get(self._model_path)
         if fut is not None:  # loaded by preload() in this process (in-process runners)
             logging.debug("using the preloaded model %s", self._model_path)
-            return fut.result()
+            return fut.result() if fut.done() else _LoadingModel(fut)
         _set_threads(self._intra_op_threads)
         return artifact.load(self._model_path)
 

@@ -55,7 +55,7 @@ from ctrflow.beam_jobs.io import COUNTER_NAMESPACE, REJECTED, ReadRows, WriteRej
 from ctrflow.beam_jobs.job_options import ScoreOptions, job_parser, parse_job_options
 from ctrflow.beam_jobs.model_handler import ServingModelHandler, preload
 from ctrflow.beam_jobs.options import pipeline_options, with_local_parallelism
-from ctrflow.beam_jobs.profiles import ProfileCombine
+from ctrflow.beam_jobs.profiles import ProfileBatches
 from ctrflow.beam_jobs.score_sinks import WriteScores
 from ctrflow.beam_jobs.sources import DEFAULT_RANGE_BYTES, match_files, plan_reads
 from ctrflow.model.artifact import ModelMetadata, load_metadata
@@ -188,7 +188,6 @@ def build_pipeline(p: beam.Pipeline, meta: ModelMetadata, tasks, parser: BatchPa
     _ = read[REJECTED] | "Rejected" >> WriteRejected(os.path.join(staging, "rejected"))
     handler = ServingModelHandler(meta.path, inference_batch_size=options.inference_batch_size,
                                   intra_op_threads=options.model_threads)
-    read.rows.element_type = pa.RecordBatch  # coders that size Arrow data without pickling it
     results = read.rows | "Score" >> RunInference(handler).with_output_types(PredictionResult)
     out_schema = output_arrow_schema(parser)
     _ = (results
@@ -198,9 +197,8 @@ def build_pipeline(p: beam.Pipeline, meta: ModelMetadata, tasks, parser: BatchPa
     baseline = stats.Profile.from_dict(meta.train_stats["train"]) if meta.train_stats else stats.Profile()
     id_names = [f.name for f in meta.layout.sparse if not f.wide_only]
     _ = (results
-         | "ProfileInputs" >> beam.Map(lambda r: (r.example, {n: r.inference[n] for n in id_names
-                                                              if n in r.inference}))
-         | "Profile" >> beam.CombineGlobally(ProfileCombine(schema, baseline.ranges))
+         | "Profile" >> ProfileBatches(schema, lambda r: (r.example, {n: r.inference[n] for n in id_names
+                                                                      if n in r.inference}), baseline.ranges)
          | "WriteProfile" >> beam.Map(lambda prof: mf.write_json(os.path.join(staging, "profile.json"),
                                                                  prof.to_dict())))
     ids = tuple(c.name for c in schema.columns if c.role == "id")

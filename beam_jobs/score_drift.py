@@ -32,8 +32,14 @@ def edges(meta: ModelMetadata) -> list[float]:
     return list(ref["edges"]) if ref and ref.get("edges") else _FALLBACK_EDGES
 
 
+def bin_scores(scores, bin_edges: list[float]) -> tuple[np.ndarray, float, int]:
+    """One batch's scores -> (counts per bin, sum, rows): what reaches the combine (not the scores)."""
+    scores = np.asarray(scores, np.float64).reshape(-1)
+    return np.asarray(score_profile.counts(scores, bin_edges), np.int64), float(scores.sum()), len(scores)
+
+
 class ScoreHistogram(beam.CombineFn):
-    """Score arrays -> (counts per bin, sum, rows)."""
+    """Per-batch ``bin_scores`` partials -> {counts per bin, mean, edges}."""
 
     def __init__(self, bin_edges: list[float]):
         self.edges = bin_edges
@@ -41,10 +47,8 @@ class ScoreHistogram(beam.CombineFn):
     def create_accumulator(self):
         return np.zeros(len(self.edges) + 1, np.int64), 0.0, 0
 
-    def add_input(self, acc, scores):
-        c, s, n = acc
-        scores = np.asarray(scores, np.float64).reshape(-1)
-        return c + np.asarray(score_profile.counts(scores, self.edges)), s + float(scores.sum()), n + len(scores)
+    def add_input(self, acc, partial):
+        return self.merge_accumulators([acc, partial])
 
     def merge_accumulators(self, accs):
         c, s, n = self.create_accumulator()
@@ -58,10 +62,11 @@ class ScoreHistogram(beam.CombineFn):
 
 
 def profile_scores(results, meta: ModelMetadata, staging: str) -> None:
-    """Adds the score histogram branch to the scoring pipeline."""
+    """Adds the score histogram branch to the scoring pipeline (binned per batch, like ``ProfileBatches``)."""
+    bin_edges = edges(meta)
     _ = (results
-         | "Scores" >> beam.Map(lambda r: r.inference["score"])
-         | "ScoreHistogram" >> beam.CombineGlobally(ScoreHistogram(edges(meta)))
+         | "Scores" >> beam.Map(lambda r: bin_scores(r.inference["score"], bin_edges))
+         | "ScoreHistogram" >> beam.CombineGlobally(ScoreHistogram(bin_edges))
          | "WriteScoreProfile" >> beam.Map(lambda doc: mf.write_json(os.path.join(staging, SCORE_PROFILE), doc)))
 
 

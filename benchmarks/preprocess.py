@@ -30,7 +30,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import criteo_gen  # noqa: E402
-from benchmarks.report import ROOT, machine_line, markdown_table, measure, update_section  # noqa: E402
+from benchmarks.report import ROOT, machine_line, machine_state, markdown_table, measure, update_section  # noqa: E402
 
 WORK = os.path.join(ROOT, "benchmarks", "_work")
 SCHEMA = os.path.join(ROOT, "schemas", "criteo.yaml")
@@ -146,9 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     body = [
         "## Preprocess: ctrflow vs plain tf.Transform",
         "",
-        f"Machine: {machine_line()}. **Shared machine**: other engineers' jobs and tests ran at the same time "
-        f"(load average {load:.1f} on 2 cores at the start){'; ' + args.note if args.note else ''}: absolute "
-        "seconds are inflated and noisy, ratios come from this one invocation. Same generated Criteo file (13 "
+        f"Machine: {machine_line()}. {machine_state(load)}{'; ' + args.note if args.note else ''}. Same generated Criteo file (13 "
         "ints + 26 categoricals) for both; wall seconds of the whole command, CPU = user + system seconds of its "
         "processes, peak RSS of its process tree. Speed-up = plain seconds / ctrflow seconds; x floor = seconds / "
         "the single-process Arrow/numpy floor below.",

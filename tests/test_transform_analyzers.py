@@ -14,13 +14,13 @@ def _batch(rng, n: int, cardinality: int) -> tuple[list[bytes], list[bytes]]:
             [f"b{v}".encode() for v in rng.integers(0, 5, n)])
 
 
-def _input(columns: tuple[list[bytes], ...]) -> list[np.ndarray]:
-    """What the analyzer receives per batch: (uniques, counts) per column."""
+def _input(columns: tuple[list[bytes], ...]):
+    """What the combiner receives per batch: the graph's (uniques, counts) per column, made Arrow per batch."""
     out = []
     for tokens in columns:
         uniques, counts = np.unique(np.array(tokens, dtype=object), return_counts=True)
         out += [uniques, counts]
-    return out
+    return analyzers.batch_to_arrow(out)
 
 
 def test_counts_merge_and_compaction_equal_counter(monkeypatch):
