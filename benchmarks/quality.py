@@ -151,7 +151,6 @@ DATASETS = {
 def preprocess(ds: Dataset) -> str:
     """The cached preprocess output of ``ds`` (made once)."""
     from ctrflow.beam_jobs import preprocess as job
-
     from ctrflow.pipeline.artifacts import LATEST, live_dir
 
     work = os.path.join(WORK, ds.name)
