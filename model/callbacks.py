@@ -7,8 +7,14 @@ import time
 import keras
 
 
-def make_callbacks(model_dir: str, *, patience: int, resume: bool) -> list[keras.callbacks.Callback]:
+def make_callbacks(model_dir: str, *, patience: int, resume: bool,
+                   plateau: tuple[float, int] | None = None) -> list[keras.callbacks.Callback]:
     """Early stopping on validation AUC (``val_auc``), best checkpoint, TensorBoard, and the resume backup.
+
+    ``plateau=(factor, epochs)``: the main optimiser's learning rate is
+    multiplied by ``factor`` after ``epochs`` epochs without a validation AUC
+    gain (``ModelConfig.lr_schedule == "plateau"``). It runs before early
+    stopping so a drop gets its chance before ``patience`` ends the run.
 
     The backup (``save_weights``) holds the optimiser slots and iteration
     count too, so a resumed run continues the same optimisation from the last
@@ -19,7 +25,12 @@ def make_callbacks(model_dir: str, *, patience: int, resume: bool) -> list[keras
 
     ckpt_dir = os.path.join(model_dir, "checkpoints")
     tf.io.gfile.makedirs(ckpt_dir)  # gs:// too
-    callbacks = [
+    callbacks: list[keras.callbacks.Callback] = []
+    if plateau is not None:
+        factor, epochs = plateau
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_auc", mode="max", factor=factor,
+                                                           patience=epochs, min_delta=0.0, verbose=1))
+    callbacks += [
         keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=patience,
                                       restore_best_weights=True, verbose=1),
         keras.callbacks.ModelCheckpoint(os.path.join(ckpt_dir, "best.weights.h5"), monitor="val_auc", mode="max",

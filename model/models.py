@@ -242,7 +242,12 @@ def build_model(layout: FeatureLayout, config: ModelConfig) -> CTRModel:
 
 
 def learning_rate(config: ModelConfig) -> float | keras.optimizers.schedules.LearningRateSchedule:
-    """The main learning rate, or its decay schedule."""
+    """The main learning rate, or its decay schedule.
+
+    ``plateau`` starts constant: ``model.callbacks.make_callbacks`` lowers the
+    rate when validation AUC stalls (it needs the epoch's metric, so it is a
+    callback, not a step schedule).
+    """
     if config.lr_schedule == "cosine":
         return keras.optimizers.schedules.CosineDecay(config.learning_rate, config.decay_steps)
     if config.lr_schedule == "exponential":

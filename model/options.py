@@ -22,8 +22,9 @@ class TrainerOptions:
                                            "command-line flags override it")
     batch_size: int = option(512, help="training batch size (pairs for the pairwise loss)")
     eval_batch_size: int = option(8192, help="batch size of evaluation passes")
-    epochs: int = option(10, help="maximum epochs (early stopping may end sooner)")
-    patience: int = option(2, help="epochs without validation AUC improvement before stopping")
+    epochs: int = option(30, help="maximum epochs (early stopping usually ends sooner: census stops near 8)")
+    patience: int = option(3, help="epochs without validation AUC improvement before stopping (one more than "
+                                   "the plateau schedule's, so a learning-rate cut gets its chance)")
     valid_fraction: float = option(0.1, help="share of the training records (by a stable hash of each record) held "
                                              "out for early stopping, model selection and Platt calibration, so "
                                              "the eval split is only reported; 0 selects on eval (optimistic)")

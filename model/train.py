@@ -165,7 +165,8 @@ def run_job(opts: TrainerOptions, config: ModelConfig) -> dict:
                      warm["copied_weights"], warm["copied_rows"], warm["fresh_rows"])
     out = opts.output.rstrip("/")
     throughput = Throughput(opts.batch_size)
-    callbacks = make_callbacks(out, patience=opts.patience, resume=opts.resume) + [throughput]
+    plateau = (config.plateau_factor, config.plateau_patience) if config.lr_schedule == "plateau" else None
+    callbacks = make_callbacks(out, patience=opts.patience, resume=opts.resume, plateau=plateau) + [throughput]
     logging.info("training %s on %s (%d sparse, %d dense features)", config.model, data, len(layout.sparse),
                  len(layout.dense))
     history = model.fit(train_ds, validation_data=valid_ds, epochs=opts.epochs,

@@ -174,6 +174,34 @@ def test_optimizers_and_schedules_compile(optimizer: str, schedule: str) -> None
     assert np.isfinite(model.train_on_batch(x, make_labels(x), return_dict=True)["loss"])
 
 
+def test_plateau_schedule_cuts_the_learning_rate_after_patience_epochs_without_a_validation_gain(
+        tmp_path: Path) -> None:
+    """lr 0.01, factor 0.3, patience 1: val_auc 0.70, 0.72 (gain), 0.72 (no gain: cut), 0.71 (cut again)."""
+    from ctrflow.model.callbacks import make_callbacks
+
+    model = model_for(model="lr", lr_schedule="plateau", learning_rate=0.01, plateau_factor=0.3,
+                      plateau_patience=1)
+    callbacks = keras.callbacks.CallbackList(
+        make_callbacks(str(tmp_path), patience=3, resume=False, plateau=(0.3, 1)), model=model)
+    callbacks.on_train_begin()
+    lrs = []
+    for epoch, auc in enumerate([0.70, 0.72, 0.72, 0.71]):
+        callbacks.on_epoch_end(epoch, {"val_auc": auc, "loss": 0.5})
+        lrs.append(float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)))
+    expected = np.float32(0.01) * np.array([1.0, 1.0, 0.3, 0.09], np.float32)
+    np.testing.assert_allclose(lrs, expected, rtol=1e-6)
+    assert not model.stop_training  # early stopping (patience 3) has not fired yet
+
+
+def test_default_schedule_is_plateau_with_a_wider_early_stopping_patience() -> None:
+    from ctrflow.model.options import TrainerOptions
+
+    config, trainer = ModelConfig(), TrainerOptions(data="d", output="o")
+    assert config.lr_schedule == "plateau" and trainer.patience > config.plateau_patience
+    with pytest.raises(ValueError, match="plateau_factor"):
+        ModelConfig(plateau_factor=1.0)
+
+
 def test_build_errors_are_explicit() -> None:
     wide_only = FeatureLayout(sparse=(SparseFeature("c", 3, wide_only=True),), dense=(), label="y")
     with pytest.raises(ValueError, match="non-wide_only"):

@@ -69,3 +69,16 @@ def test_fit_platt_meets_the_likelihood_equations_and_recovers_known_parameters(
     assert abs(a - 0.6) < 0.05 and abs(b + 0.8) < 0.05
     assert fit_platt(-z, y)[0] == 1.0  # would reverse the order: identity
     assert fit_platt(z, np.ones_like(z)) == (1.0, 0.0)
+
+
+def test_fit_platt_converges_on_overconfident_log_odds() -> None:
+    """Undamped Newton from (1, 0) diverged here (a ~ 7e10, every score saturated); the halved steps must not."""
+    from ctrflow.model.calibration import fit_platt
+
+    rng = np.random.default_rng(0)
+    z = 5.0 * rng.normal(size=20_000) - 2.5  # log-odds 5x too spread: true a = 0.3, b = 0.3
+    y = (rng.random(z.size) < 1 / (1 + np.exp(-(0.3 * z + 0.3)))).astype(float)
+    a, b = fit_platt(z, y)
+    p = 1 / (1 + np.exp(-(a * z + b)))
+    assert abs((y - p).sum()) < 1e-3 and abs(((y - p) * z).sum()) < 1e-3
+    assert abs(a - 0.3) < 0.02 and abs(b - 0.3) < 0.05
