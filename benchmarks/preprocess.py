@@ -30,7 +30,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import criteo_gen  # noqa: E402
-from benchmarks.report import ROOT, machine_line, machine_state, markdown_table, measure, update_section  # noqa: E402
+from benchmarks.report import ROOT, busy_cores, machine_line, machine_state, markdown_table, measure, update_section  # noqa: E402
 from ctrflow.pipeline.artifacts import live_dir  # noqa: E402
 
 WORK = os.path.join(ROOT, "benchmarks", "_work")
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     os.makedirs(args.work, exist_ok=True)
     rows, summary, floors, breakdowns = [], [], [], []
-    load = os.getloadavg()[0]
+    load = busy_cores()
     floor_sizes = {int(x) for x in args.floor_sizes.split(",") if x}
     for n in sizes:
         data = criteo_gen.ensure(os.path.join(args.work, f"criteo_{n}.txt"), n, seed=0)

@@ -94,13 +94,31 @@ def machine_line() -> str:
             f"{os.sysconf('SC_PHYS_PAGES') * _PAGE / 2**30:.0f} GiB RAM, Python {platform.python_version()}")
 
 
-def machine_state(load: float) -> str:
-    """How busy the machine was when a benchmark started (its 1-minute load average), in words."""
+def busy_cores(seconds: float = 3.0) -> float:
+    """Cores in use by other processes right now (from /proc/stat over ``seconds``); the load average lags."""
+    def snapshot() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+        return sum(values), values[3] + values[4]  # total, idle + iowait
+
+    try:
+        total0, idle0 = snapshot()
+        time.sleep(seconds)
+        total1, idle1 = snapshot()
+    except OSError:
+        return float("nan")
+    share = 1 - (idle1 - idle0) / max(total1 - total0, 1)
+    return share * (os.cpu_count() or 1)
+
+
+def machine_state(busy: float) -> str:
+    """How busy the machine was when a benchmark started (``busy_cores()``), in words."""
     cores = os.cpu_count() or 1
-    if load < 0.5 * cores:
-        return f"Quiet machine: nothing else ran (load average {load:.1f} on {cores} cores at the start)"
-    return (f"**Shared machine**: other jobs ran at the same time (load average {load:.1f} on {cores} cores at "
-            "the start), so absolute seconds are inflated and noisy; ratios come from this one invocation")
+    if busy < 0.25 * cores:
+        return (f"Quiet machine: nothing else ran ({busy:.2f} of {cores} cores busy in the seconds before the "
+                "start)")
+    return (f"**Shared machine**: other jobs ran at the same time ({busy:.2f} of {cores} cores busy at the "
+            "start), so absolute seconds are inflated and noisy; ratios come from this one invocation")
 
 
 def markdown_table(header: list[str], rows: list[list]) -> str:

@@ -33,6 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import criteo_gen  # noqa: E402
 from benchmarks.report import (  # noqa: E402
     ROOT,
+    busy_cores,
     machine_line,
     machine_state,
     markdown_table,
@@ -200,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     t = time.time()
     model_dir = prepare_model()
     print(f"model: {model_dir} ({time.time() - t:.0f}s)", flush=True)
-    load = os.getloadavg()[0]
+    load = busy_cores()
     rows_out, floors, breakdowns = [], [], []
     floor_sizes = {int(s) for s in args.floor_sizes.split(",") if s}
     for size in [int(s) for s in args.sizes.split(",") if s]:

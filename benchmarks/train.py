@@ -23,7 +23,7 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks.report import machine_line, machine_state, markdown_table, update_section  # noqa: E402
+from benchmarks.report import busy_cores, machine_line, machine_state, markdown_table, update_section  # noqa: E402
 
 PYTHON = sys.executable
 CTRFLOW = [PYTHON, "-m", "ctrflow.cli"]
@@ -96,7 +96,7 @@ def _deepctr_missing() -> bool:
 
 
 def criteo(work: str, rows: int, epochs: int, batch: int, repeats: int = 1) -> str:
-    load = os.getloadavg()[0]
+    load = busy_cores()
     schema = os.path.join(ROOT, "schemas", "criteo.yaml")
     gen = os.path.join(work, "criteo_gen")
     os.makedirs(gen, exist_ok=True)

@@ -37,9 +37,13 @@ def in_holdout(records: tf.Tensor, fraction: float) -> tf.Tensor:
     """True for serialized records in the validation holdout of ``fraction``.
 
     FarmHash Fingerprint64 of the record bytes (``to_hash_bucket_fast``) modulo
-    10^9 below ``fraction`` * 10^9: the same records in every run, whatever the
-    sharding, batching or shuffling, so a model's validation rows never train it
-    (identical records go together). The benchmarks apply it to split the same rows.
+    10^9 below ``fraction`` * 10^9: the same records in every training run on one
+    preprocess output, whatever the sharding, batching or shuffling, so a model's
+    validation rows never train it (identical records go together). The benchmarks
+    apply it to split the same rows. Not stable ACROSS preprocess runs: protobuf
+    serializes a tf.Example's feature map in a per-process order (checked: one
+    RecordBatch encoded by tfx_bsl in three processes gave three byte strings), so
+    a re-run of preprocess over the same rows draws another holdout.
     """
     buckets = tf.strings.to_hash_bucket_fast(records, _HASH_BUCKETS)
     return buckets < round(fraction * _HASH_BUCKETS)
