@@ -30,7 +30,15 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import criteo_gen  # noqa: E402
-from benchmarks.report import ROOT, busy_cores, machine_line, machine_state, markdown_table, measure, update_section  # noqa: E402
+from benchmarks.report import (  # noqa: E402
+    ROOT,
+    busy_cores,
+    machine_line,
+    machine_state,
+    markdown_table,
+    measure,
+    update_section,
+)
 from ctrflow.pipeline.artifacts import live_dir  # noqa: E402
 
 WORK = os.path.join(ROOT, "benchmarks", "_work")
@@ -110,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     os.makedirs(args.work, exist_ok=True)
     rows, summary, floors, breakdowns = [], [], [], []
-    load = busy_cores()
+    busy = busy_cores()
     floor_sizes = {int(x) for x in args.floor_sizes.split(",") if x}
     for n in sizes:
         data = criteo_gen.ensure(os.path.join(args.work, f"criteo_{n}.txt"), n, seed=0)
@@ -147,10 +155,10 @@ def main(argv: list[str] | None = None) -> None:
     body = [
         "## Preprocess: ctrflow vs plain tf.Transform",
         "",
-        f"Machine: {machine_line()}. {machine_state(load)}{'; ' + args.note if args.note else ''}. Same generated Criteo file (13 "
-        "ints + 26 categoricals) for both; wall seconds of the whole command, CPU = user + system seconds of its "
-        "processes, peak RSS of its process tree. Speed-up = plain seconds / ctrflow seconds; x floor = seconds / "
-        "the single-process Arrow/numpy floor below.",
+        f"Machine: {machine_line()}. {machine_state(busy)}{'; ' + args.note if args.note else ''}. "
+        "Same generated Criteo file (13 ints + 26 categoricals) for both; wall seconds of the whole command, "
+        "CPU = user + system seconds of its processes, peak RSS of its process tree. Speed-up = plain seconds / "
+        "ctrflow seconds; x floor = seconds / the single-process Arrow/numpy floor below.",
         "",
         markdown_table(["rows", "pipeline", "seconds", "rows/s", "CPU s", "peak RSS MB", "speed-up", "x floor"],
                        rows),

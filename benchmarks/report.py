@@ -95,7 +95,11 @@ def machine_line() -> str:
 
 
 def busy_cores(seconds: float = 3.0) -> float:
-    """Cores in use by other processes right now (from /proc/stat over ``seconds``); the load average lags."""
+    """Cores in use right now, by every process (from /proc/stat over ``seconds``; the caller sleeps meanwhile).
+
+    Why not the load average: it decays over a minute, so a benchmark started
+    just after another job ended was reported as running on a shared machine.
+    """
     def snapshot() -> tuple[int, int]:
         with open("/proc/stat") as f:
             values = [int(v) for v in f.readline().split()[1:]]

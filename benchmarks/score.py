@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     t = time.time()
     model_dir = prepare_model()
     print(f"model: {model_dir} ({time.time() - t:.0f}s)", flush=True)
-    load = busy_cores()
+    busy = busy_cores()
     rows_out, floors, breakdowns = [], [], []
     floor_sizes = {int(s) for s in args.floor_sizes.split(",") if s}
     for size in [int(s) for s in args.sizes.split(",") if s]:
@@ -238,17 +238,17 @@ def main(argv: list[str] | None = None) -> None:
                          f"**{loop_s / job_s:.2f}x**", f"{ratios[0]:.2f}-{ratios[-1]:.2f}x",
                          f"{job_s / floor['floor_s']:.1f}x" if floor else "-"])
         print(" | ".join(rows_out[-1]), flush=True)
-    write_section(args, rows_out, floors, breakdowns, load)
+    write_section(args, rows_out, floors, breakdowns, busy)
 
 
-def write_section(args, rows_out, floors, breakdowns, load: float) -> None:
+def write_section(args, rows_out, floors, breakdowns, busy: float) -> None:
     header = ["rows", "job s (median)", "job rows/s", "job CPU s", "job peak RSS MB", "loop s (median)",
               "loop rows/s", "loop CPU s", "loop peak RSS MB", "job speed / loop", "range over repeats",
               "job / floor"]
     body = [
         "## Batch scoring (`benchmarks/score.py`)",
         "",
-        f"{machine_line()}. {machine_state(load)}"
+        f"{machine_line()}. {machine_state(busy)}"
         f"{' (' + args.note + ')' if args.note else ''}. Job and loop ran interleaved, {args.repeats} times each up to "
         f"{args.one_run_above:,} rows and once each above, and every figure is a median of those runs (peak "
         "RSS: the largest). Generated Criteo-format TSV (13 numeric + 26 "

@@ -96,7 +96,7 @@ def _deepctr_missing() -> bool:
 
 
 def criteo(work: str, rows: int, epochs: int, batch: int, repeats: int = 1) -> str:
-    load = busy_cores()
+    busy = busy_cores()
     schema = os.path.join(ROOT, "schemas", "criteo.yaml")
     gen = os.path.join(work, "criteo_gen")
     os.makedirs(gen, exist_ok=True)
@@ -135,13 +135,14 @@ def criteo(work: str, rows: int, epochs: int, batch: int, repeats: int = 1) -> s
     return ("### (b) Criteo: ctrflow DeepFM vs DeepCTR DeepFM\n\n"
             f"Same preprocessed split (`schemas/criteo.yaml`), embedding_dim 4, DNN 256-128-64, Adam 1e-3, "
             f"L2 1e-5 (no row weight decay in either), no dropout, {epochs} epochs, no early stopping. "
-            "examples/s = training examples / fit wall time (graph building included for both: it dominates on the tiny real sample, whose AUC has a "
-            "standard error of ~0.03 on 391 rows). The kaggle-3idiots tiny "
+            "examples/s = training examples / fit wall time (graph building included for both: it dominates on "
+            "the tiny real sample, whose AUC has a standard error of ~0.03 on 391 rows). The kaggle-3idiots tiny "
             "sample is not used: its labelled rows are a subset of wide-resdnn and its test file is unlabelled.\n\n"
             + markdown_table(["data", "implementation", "test AUC", "test log loss", "train examples/s (median)",
                               "examples/s of each run", "speed vs DeepCTR", "last epoch",
                               "train-step floor per epoch (epoch / floor)"], table) + note
-            + f"\n\n{machine_state(load)}. Runs interleaved (ctrflow, DeepCTR, ctrflow, ...): the median run of each is shown, with every run's examples/s. Train-step floor: one "
+            + f"\n\n{machine_state(busy)}. Runs interleaved (ctrflow, DeepCTR, ctrflow, ...): the median run "
+            "of each is shown, with every run's examples/s. Train-step floor: one "
             "more epoch of ctrflow's compiled Keras train function fed from in-memory tensors (no tf.data), "
             "after the timed epochs; 'last epoch' is the last timed epoch (reading from the tf.data cache).")
 
