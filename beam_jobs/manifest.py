@@ -125,6 +125,7 @@ class Stopwatch:
 
     def __init__(self):
         self.started = time.time()
+        self.process_start = process_seconds()  # interpreter start-up and imports before this watch started
         self.stages: dict[str, float] = {}
         self._t = self.started
 

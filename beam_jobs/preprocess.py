@@ -148,12 +148,6 @@ def build_pipeline(p: beam.Pipeline, schema: Schema, tasks: dict[str, list], out
          | "WriteStats" >> beam.Map(lambda doc: artifacts.write_stats(doc)))
 
 
-def _seconds_before(watch: mf.Stopwatch) -> float | None:
-    """Seconds from process start to the job's start (interpreter and imports), as the score job records them."""
-    age = mf.process_seconds()
-    return None if age is None else round(age - watch.total(), 3)
-
-
 def stats_json(profile: stats.Profile) -> dict:
     return {"train": profile.to_dict()}
 
@@ -256,7 +250,7 @@ def _run_version(options: PreprocessOptions, schema: Schema, tasks: dict, files:
         "root": root,
         "version": os.path.basename(output),
         "splits": splits,
-        "durations_s": {"process_start": _seconds_before(watch), **watch.stages, "pipeline_parts": parts,
+        "durations_s": {"process_start": watch.process_start, **watch.stages, "pipeline_parts": parts,
                         "total": watch.total()},
         "versions": mf.library_versions(),
         "beam_options": list(options.beam_args),

@@ -32,7 +32,7 @@ def empty_accumulator() -> Accumulator:
 def profile_element(schema: Schema, ranges: Mapping[str, stats.NumericRange] | None, element) -> Accumulator:
     """One ``(raw batch, ids)`` element -> its accumulator."""
     raw, ids = element
-    profile, counts = stats.Profile(), {}
+    profile, counts = empty_accumulator()
     if raw is not None:
         profile = stats.profile_raw(raw, schema, ranges)
     if ids:
@@ -50,7 +50,7 @@ class MergeProfiles(beam.CombineFn):
         return self.merge_accumulators([acc, partial])
 
     def merge_accumulators(self, accs) -> Accumulator:
-        profile, counts = stats.Profile(), {}
+        profile, counts = empty_accumulator()
         for p, c in accs:
             profile = profile.merge(p)
             for name, more in c.items():
