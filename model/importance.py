@@ -24,7 +24,8 @@ from ctrflow.pipeline.layout import FeatureLayout
 
 def feature_columns(layout: FeatureLayout) -> list[tuple[str, list[str], int | None]]:
     """(name shown, input tensors shuffled together, column in a [batch, fields] tensor or None)."""
-    out = [(f.name, [f.name], None) for f in layout.sparse] + [(f.name, [f.name], None) for f in layout.dense]
+    out = [(f.name, [f.name] + ([f.position] if f.position else []), None) for f in layout.sparse]
+    out += [(f.name, [f.name], None) for f in layout.dense]
     gi = layout.global_index
     if gi is not None:
         names = gi.fields or tuple(f"field{j}" for j in range(gi.num_fields))

@@ -63,6 +63,8 @@ def model_features(transformed: dict, layout: FeatureLayout) -> dict[str, tf.Ten
         elif isinstance(t, tf.RaggedTensor):
             t = t.to_tensor(default_value=-1)
         features[f.name] = t
+        if f.position is not None:
+            features[f.position] = transformed[f.position]
     for f in layout.dense:
         features[f.name] = transformed[f.name]
     if layout.global_index is not None:

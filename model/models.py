@@ -29,6 +29,7 @@ def feature_spec(layout: FeatureLayout) -> dict[str, tf.TensorSpec]:
     spec = {f.name: tf.TensorSpec([None, None] if f.multivalent else [None], tf.int64, f.name)
             for f in layout.sparse}
     spec.update({f.name: tf.TensorSpec([None], tf.float32, f.name) for f in layout.dense})
+    spec.update({f.position: tf.TensorSpec([None], tf.float32, f.position) for f in layout.sparse if f.position})
     if layout.global_index is not None:
         gi = layout.global_index
         spec[gi.index_key] = tf.TensorSpec([None, gi.num_fields], tf.int64, gi.index_key)
@@ -58,8 +59,9 @@ class CTRModel(keras.Model):
         config = config if isinstance(config, ModelConfig) else ModelConfig.from_dict(config)
         self.layout, self.model_config = layout, config
         self.dense_names = tuple(f.name for f in layout.dense)
+        self.piecewise = None if config.numeric_encoding == "bucket" else config.numeric_encoding
         self.linear = Linear(layout.sparse, self.dense_names, layout.global_index,
-                             l2=config.linear_l2, name="linear")
+                             l2=config.linear_l2, piecewise=self.piecewise, name="linear")
         self.embedding = self.fm = self.hadamard = self.dnn = self.deep_head = None
         if config.model != "lr":
             self._build_deep_part(layout, config)
@@ -78,7 +80,7 @@ class CTRModel(keras.Model):
             raise ValueError(f"{config.model} needs at least one non-wide_only sparse field "
                              "or a global index to embed")
         self.embedding = FieldEmbedding(
-            fields, config.embedding_dim, layout.global_index, l2=config.embedding_l2,
+            fields, config.embedding_dim, layout.global_index, l2=config.embedding_l2, piecewise=self.piecewise,
             embeddings_initializer=keras.initializers.RandomNormal(stddev=config.embedding_init_stddev),
             name="embedding")
         if config.model == "deepfm":

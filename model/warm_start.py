@@ -65,6 +65,11 @@ def previous_config(model_dir: str) -> ModelConfig:
         return ModelConfig.from_dict(json.loads(f.read())["model"])
 
 
+def _numeric_encoding(layout: FeatureLayout, config: ModelConfig) -> str:
+    """What a bucket row holds; layouts from before positions always used plain bucket rows."""
+    return config.numeric_encoding if any(f.position for f in layout.sparse) else "bucket"
+
+
 def check_compatible(old: FeatureLayout, new: FeatureLayout, old_cfg: ModelConfig, new_cfg: ModelConfig,
                      where: str) -> None:
     problems = []
@@ -72,6 +77,10 @@ def check_compatible(old: FeatureLayout, new: FeatureLayout, old_cfg: ModelConfi
         problems.append(f"model {old_cfg.model} != {new_cfg.model}")
     if old_cfg.model != "lr" and old_cfg.embedding_dim != new_cfg.embedding_dim:
         problems.append(f"embedding_dim {old_cfg.embedding_dim} != {new_cfg.embedding_dim}")
+    old_enc, new_enc = _numeric_encoding(old, old_cfg), _numeric_encoding(new, new_cfg)
+    if (old_enc == "ple") != (new_enc == "ple"):  # interpolate and bucket rows are both values at a bucket
+        problems.append(f"numeric encoding {old_enc} != {new_enc} (ple rows are increments, bucket rows values; "
+                        "--numeric-encoding picks it)")
     if (old.global_index is None) != (new.global_index is None):
         problems.append("one uses the global feat_index layout, the other per-field ids")
     old_fields, new_fields = [f.name for f in old.sparse], [f.name for f in new.sparse]

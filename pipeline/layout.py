@@ -8,6 +8,9 @@ known then) and saved as ``layout.json`` beside the transform graph.
 Tensor conventions (what the model's ``call`` receives, keyed by name):
 - ``SparseFeature``: int64 ids in ``[0, num_ids)``; shape ``[batch]``, or
   ``[batch, L]`` padded with ``-1`` when ``multivalent``.
+- ``SparseFeature.position`` (bucketized numerics): float32 ``[batch]``, the
+  value's place in its bucket in [0, 1]; with the id it gives the value's
+  piecewise-linear encoding (``model.layers.ple_weights``).
 - ``DenseFeature``: float32, shape ``[batch]``.
 - ``GlobalIndex`` (DeepFM ``feat_index``/``feat_value`` layout): ``feat_index``
   int64 ``[batch, num_fields]`` in one id space of ``num_ids`` and
@@ -40,6 +43,8 @@ class SparseFeature:
     multivalent: bool = False
     wide_only: bool = False  # crosses: only the linear/wide part sees them
     group: str | None = None  # interaction group, e.g. "user" / "item"
+    position: str | None = None  # bucketized numerics: float32 feature, the value's place in its bucket
+    missing_id: int | None = None  # bucketized numerics: the id of the missing-value bucket (not ordered)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +79,7 @@ class FeatureLayout:
     def feature_names(self) -> list[str]:
         """Names of every model input tensor (label excluded)."""
         names = [f.name for f in self.sparse] + [f.name for f in self.dense]
+        names += [f.position for f in self.sparse if f.position is not None]
         if self.global_index is not None:
             names += [self.global_index.index_key, self.global_index.value_key]
         return names

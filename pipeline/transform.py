@@ -16,6 +16,9 @@ numeric, bucketize              ``<name>``: quantile bucket id in          int64
   {num_buckets, epsilon}        [0, num_buckets) (+1 id for missing when
                                 ``missing: bucket``); a repeated quantile
                                 (point mass) gets a bucket of its own
+numeric, bucketize (per-column ``<name>__position``: where the value lies    float32
+  layout)                       in its bucket, in [0, 1] (see
+                                ``bucket_position``); 0 for missing
 numeric, scale: zscore|minmax   ``<name>`` (or ``<name>__scaled`` beside a  float32
                                 bucket id): (v - mean) / std, or
                                 (v - min) / (max - min), of the value above
@@ -68,6 +71,7 @@ from ctrflow.pipeline.prior import AnalysisPrior
 from ctrflow.schemas.types import MISSING_TOKEN, Column, Schema
 
 SCALED_SUFFIX = "__scaled"
+POSITION_SUFFIX = "__position"  # a bucketized value's place in its bucket (piecewise-linear encoding)
 GROUP_KEY = "__group__"  # int64 hash of the schema's pairwise group column
 
 
@@ -142,13 +146,42 @@ def separate_point_masses(boundaries: tf.Tensor) -> tf.Tensor:
     return tf.reshape(tf.sort(tf.concat([unique, after], axis=0)), [1, -1])
 
 
-def _bucketize_fused(values: dict[str, tf.Tensor], cols: list[Column],
-                     prior: AnalysisPrior | None = None) -> dict[str, tf.Tensor]:
-    """One quantiles analyzer per (num_buckets, epsilon) group; NaNs are ignored by the sketch."""
+def bucket_position(x: tf.Tensor, boundaries: tf.Tensor, bucket: tf.Tensor) -> tf.Tensor:
+    """Where ``x`` lies inside its bucket: ``clip((x - lo) / (hi - lo), 0, 1)``.
+
+    ``bucket`` is ``tft.apply_buckets(x, boundaries)`` (bucket i holds
+    ``b[i-1] <= x < b[i]``). The open-ended first and last buckets get the width
+    of their neighbour (``lo = b[0] - (b[1] - b[0])``, ``hi = b[-1] + (b[-1] -
+    b[-2])``), so values beyond it saturate at 0 / 1 and the encoding needs no
+    analyzer beyond the boundaries (kept boundaries of ``--base`` suffice). An
+    empty bucket (width 0) gives 0. With the bucket id this is the value's
+    piecewise-linear encoding (``model.layers.ple_weights``): continuous at every
+    edge, so the model can fit the trees' exact thresholds between quantiles.
+    """
+    b = tf.reshape(boundaries, [-1])
+    widths = b[1:] - b[:-1]
+    first_width = tf.concat([widths, [0.0]], axis=0)[0]  # 0 when there is a single boundary
+    last_width = tf.concat([[0.0], widths], axis=0)[-1]
+    lo = tf.concat([b[:1] - first_width, b], axis=0)
+    hi = tf.concat([b, b[-1:] + last_width], axis=0)
+    lo_x, hi_x = tf.gather(lo, bucket), tf.gather(hi, bucket)
+    span = hi_x - lo_x
+    frac = tf.clip_by_value((x - lo_x) / tf.where(span > 0, span, 1.0), 0.0, 1.0)
+    return tf.where(span > 0, frac, tf.zeros_like(frac))
+
+
+def _bucketize_fused(values: dict[str, tf.Tensor], cols: list[Column], prior: AnalysisPrior | None = None,
+                     ) -> tuple[dict[str, tf.Tensor], dict[str, tf.Tensor]]:
+    """(bucket ids, positions in bucket) by column.
+
+    One quantiles analyzer per (num_buckets, epsilon) group; NaNs are ignored
+    by the sketch. A missing value in its own bucket has position 0.
+    """
     groups: dict[tuple[int, float], list[Column]] = collections.defaultdict(list)
     for c in cols:
         groups[(c.numeric.bucketize.num_buckets, c.numeric.bucketize.epsilon)].append(c)
     ids: dict[str, tf.Tensor] = {}
+    positions: dict[str, tf.Tensor] = {}
     for (num_buckets, epsilon), group in sorted(groups.items()):
         kept = [prior.boundaries_of(c.name) for c in group] if prior is not None else [None]
         if all(b is not None for b in kept):  # fixed up front (--base, analysis cache): no analyzer
@@ -161,11 +194,15 @@ def _bucketize_fused(values: dict[str, tf.Tensor], cols: list[Column],
             x = values[c.name]
             missing = tf.math.is_nan(x)
             filled = tf.where(missing, tf.constant(c.numeric.default, tf.float32), x)
-            bucket = tft.apply_buckets(filled, separate_point_masses(boundaries[i]))
+            edges = separate_point_masses(boundaries[i])
+            bucket = tft.apply_buckets(filled, edges)
+            position = bucket_position(filled, edges, bucket)
             if c.numeric.missing_bucket:
                 bucket = tf.where(missing, tf.constant(num_buckets, tf.int64), bucket)
+                position = tf.where(missing, tf.zeros_like(position), position)
             ids[c.name] = bucket
-    return ids
+            positions[c.name] = position
+    return ids, positions
 
 
 def _fixed_scale(x: tf.Tensor, kind: str, params: list[tuple[float, float]]) -> tf.Tensor:
@@ -274,13 +311,14 @@ def make_preprocessing_fn(schema: Schema, prior: AnalysisPrior | None = None,
         outputs: dict[str, tf.Tensor] = {}
         values = {c.name: _numeric_value(inputs[c.name], c) for c in schema.numeric}
         bucketized = [c for c in schema.numeric if c.numeric.bucketize is not None]
-        buckets = _bucketize_fused(values, bucketized, prior)
+        buckets, positions = _bucketize_fused(values, bucketized, prior)
         scaled = _scale_fused(values, [c for c in schema.numeric if c.numeric.scale != "none"], prior)
         tokens = {c.name: _tokens(inputs[c.name], c) for c in schema.categorical}
         global_name = GLOBAL_VOCAB if schema.global_index is not None else None
         ids, global_file = _categorical_ids(tokens, schema, global_name, prior)
         if schema.global_index is None:
             outputs.update(buckets)
+            outputs.update({name + POSITION_SUFFIX: p for name, p in positions.items()})
             for name, x in scaled.items():
                 outputs[name + SCALED_SUFFIX if name in outputs else name] = x
             outputs.update(ids)
@@ -326,7 +364,9 @@ def build_layout(schema: Schema, vocabulary_size: Callable[[str], int]) -> Featu
     for c in schema.numeric:
         t = c.numeric
         if t.bucketize is not None:
-            sparse.append(SparseFeature(c.name, t.bucketize.num_buckets + int(t.missing_bucket), group=c.group))
+            sparse.append(SparseFeature(c.name, t.bucketize.num_buckets + int(t.missing_bucket), group=c.group,
+                                        position=c.name + POSITION_SUFFIX,
+                                        missing_id=t.bucketize.num_buckets if t.missing_bucket else None))
         if t.scale != "none":
             dense.append(DenseFeature(c.name + SCALED_SUFFIX if t.bucketize is not None else c.name))
     for c in schema.categorical:
