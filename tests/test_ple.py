@@ -184,3 +184,25 @@ def test_warm_start_refuses_mixing_increment_rows_with_value_rows():
             check_compatible(new_data, new_data, cfg[old], cfg[new], "m")
     with pytest.raises(IncompatibleModelError, match="numeric encoding bucket != ple"):
         check_compatible(old_data, new_data, cfg["ple"], cfg["ple"], "m")
+
+
+@pytest.mark.parametrize("model,wide", [("wide_deep", "ftrl"), ("deepfm", None), ("lr", None)])
+def test_every_model_trains_the_rows_of_a_piecewise_field(model, wide):
+    """One step moves the rows around each value's bucket (sparse optimisers, FTRL wide part included)."""
+    import keras
+
+    from ctrflow.model.config import ModelConfig
+    from ctrflow.model.models import build_model, compile_model
+    from ctrflow.pipeline.layout import FeatureLayout, SparseFeature
+    layout = FeatureLayout(sparse=(SparseFeature("age", 6, position="age__position", missing_id=5),
+                                   SparseFeature("city", 4)), dense=(), label="y")
+    config = ModelConfig(model=model, wide_optimizer=wide, embedding_dim=4, hidden_units=(8,))
+    keras.utils.set_random_seed(0)
+    m = compile_model(build_model(layout, config), config)
+    x = {"age": np.array([1, 1, 5]), "age__position": np.array([0.5, 0.25, 0.0], np.float32),
+         "city": np.array([0, 1, 2])}
+    before = m.linear.id_weights.embeddings.numpy().copy()
+    m.train_on_batch(x, np.array([1.0, 0.0, 1.0], np.float32))
+    moved = np.abs(m.linear.id_weights.embeddings.numpy() - before).reshape(-1) > 0
+    # age rows 1, 2 (bucket 1 and its upper knot) and 5 (missing), city rows 0-2 (offset 6); not age 0/3/4, city 3
+    np.testing.assert_array_equal(np.flatnonzero(moved), [1, 2, 5, 6, 7, 8])
