@@ -6,7 +6,7 @@ every model, and every model uses the same three parts of it:
 
 - train: the preprocess train split minus the validation holdout,
 - valid: the trainer's ``--valid-fraction`` hash holdout of the train split
-  (``model.inputs.in_holdout`` on each record's bytes, applied here too), used
+  (``model.inputs.in_holdout`` on each record's content, applied here too), used
   for early stopping, for picking "ctrflow best" and for tuning LightGBM,
 - eval: the preprocess eval split, only reported.
 
@@ -305,9 +305,10 @@ NOTES = """Reading the table (one run on a shared, loaded machine; AUCs are dete
   between two preprocess runs of the same files (a new holdout draw, below), and the previous defaults
   score 0.6995 on this draw. Frappe: the NFM train file is missing from the sample, so models train on 52k
   rows; LightGBM uses the 10 fields' 5,382 ids better at this size.
-- The validation holdout hashes each serialized record, and tf.Example serialization does not fix the
-  order of features, so each preprocess run of the same files draws a different (equally valid) holdout:
-  figures from different preprocess outputs differ by the holdout's noise (census valid AUC ~0.92 vs ~0.93).
+- The validation holdout hashes each record's content (its features in any order, `model.inputs.in_holdout`),
+  so every preprocess run of the same files draws the same holdout. (Earlier versions hashed the serialized
+  bytes, whose feature order protobuf picks per process: each run drew another holdout, and figures from
+  different preprocess outputs differed by its noise, census valid AUC ~0.92 vs ~0.93.)
 - Calibration: Platt scaling on the validation holdout makes mean prediction = base rate on the holdout
   exactly; on eval the ratio also carries the eval sample's own base-rate noise (on 800 rows, +-7%). Its
   Newton fit now halves steps until the loss drops: full steps diverged on frappe (scale 4e10, saturated
