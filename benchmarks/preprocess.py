@@ -29,7 +29,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks import criteo_gen  # noqa: E402
+from benchmarks import criteo_gen, floors_summary  # noqa: E402
 from benchmarks.report import (  # noqa: E402
     ROOT,
     busy_cores,
@@ -139,6 +139,11 @@ def main(argv: list[str] | None = None) -> None:
         floor = _run_floor(data, os.path.join(args.work, f"floor_{n}")) if n in floor_sizes else None
         if floor:
             floors.append((n, floor, ours.seconds, plain.seconds if plain else None))
+            floors_summary.record(f"preprocessing {n}", {
+                "job": "preprocessing", "rows": n, "floor_what": "one Arrow/numpy process, same outputs",
+                "floor_s": floor["floor_s"], "job_s": ours.seconds, "baseline": "plain per-column tf.Transform",
+                "baseline_s": plain.seconds if plain else None, "target": 10.0,
+                "measured": machine_state(busy).split(":")[0]})
         for name, m in (("plain tf.Transform", plain), ("ctrflow preprocess", ours)):
             if m is not None:
                 rows.append([f"{n:,}", name, f"{m.seconds:.1f}", f"{n / m.seconds:,.0f}", f"{m.cpu_seconds:.0f}",
