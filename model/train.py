@@ -151,9 +151,9 @@ def _fit_member(k: int, opts: TrainerOptions, config: ModelConfig, layout, schem
         fit = model.fit(train_ds, validation_data=valid_ds, epochs=opts.epochs, steps_per_epoch=opts.steps_per_epoch,
                         callbacks=callbacks + ([throughput] if k == 0 else []), verbose=opts.verbose)
         history = {name: [float(v) for v in vals] for name, vals in fit.history.items()}
-        if k > 0:
-            model.save_weights(final)
     platt = fit_calibration(model, valid_ds) if opts.valid_fraction > 0 else None
+    if k > 0 and history:
+        model.save_weights(final)  # with its Platt parameters: what --resume and a promotion gate load
     valid_aucs = history.get("val_auc", [])
     valid_auc = mt.roc_auc(*predict_split(model, valid_ds)) if opts.ensemble > 1 else None
     return {"model": model, "warm": warm, "history": history, "platt": platt, "seed": seed, "valid_auc": valid_auc,
