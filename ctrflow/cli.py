@@ -19,6 +19,8 @@ COMMANDS = {
     "preprocess": ("ctrflow.beam_jobs.preprocess",
                    "analyze + transform train/eval data into TFRecords (Beam + tf.Transform)"),
     "train": ("ctrflow.model.train", "train DeepFM / Wide&Deep / LR and export one raw-feature SavedModel"),
+    "tune": ("ctrflow.model.tune", "a few trials of learning rate, embedding size, weight decay and dropout, "
+                                   "ranked on the validation holdout"),
     "evaluate": ("ctrflow.model.evaluate", "evaluate an exported model on preprocessed data (AUC, log loss, plots)"),
     "score": ("ctrflow.beam_jobs.score", "batch-score a daily table with an exported model (Beam), with drift report"),
     "monitor": ("ctrflow.beam_jobs.monitor", "join scored dates with their labels: AUC, calibration, score PSI"),

@@ -84,14 +84,18 @@ def evaluate_importance(model_dir: str, data: str, split: str, out_dir: str, row
     import tensorflow as tf
     import tensorflow_transform as tft
 
+    from ctrflow.model.ensemble import SeedEnsemble
     from ctrflow.model.inputs import make_dataset, split_files
     from ctrflow.model.models import build_model
-    from ctrflow.model.warm_start import previous_config, weights_file
+    from ctrflow.model.warm_start import member_weight_files, previous_config
 
     with tf.io.gfile.GFile(os.path.join(data, "layout.json")) as f:
         layout = FeatureLayout.from_json(f.read())
-    model = build_model(layout, previous_config(model_dir))
-    model.load_weights(weights_file(model_dir))
+    members = []
+    for path in member_weight_files(model_dir):  # the model as its export serves it (an --ensemble mean)
+        members.append(build_model(layout, previous_config(model_dir)))
+        members[-1].load_weights(path)
+    model = members[0] if len(members) == 1 else SeedEnsemble(members)
     spec = tft.TFTransformOutput(data).transformed_feature_spec()
     x, y = next(iter(make_dataset(split_files(data, split), spec, layout, rows, shuffle=False)))  # first rows
     features = {k: v.numpy() for k, v in x.items()}

@@ -31,21 +31,43 @@ from ctrflow.pipeline.layout import FeatureLayout
 
 _UNIFORM_BITS = 2**24
 _HASH_BUCKETS = 1_000_000_000
+_HOLDOUT_BLOCK = 4096
+_ENTRY_BUCKETS = 2**40  # sums of up to 2^23 entries stay below 2^63
+
+
+def content_key(records: tf.Tensor) -> tf.Tensor:
+    """int64 key of each serialized tf.Example's content, independent of its byte order.
+
+    protobuf serializes a tf.Example's feature map in a per-process order (checked:
+    one RecordBatch encoded by tfx_bsl in three processes gave three byte strings),
+    so hashing the record bytes gives a different key each preprocess run. Here
+    each map entry (name + value, whose own encoding is fixed) is hashed on its
+    own with FarmHash Fingerprint64, and the entry hashes are summed, which
+    does not depend on their order (``in_holdout`` hashes the sum once more). Two vectorised
+    ``decode_proto`` calls, no per-feature parsing and no feature spec needed.
+    Values are hashed as written, so a float that changes in its last bit
+    (an analyzer computed in another order) moves its row.
+    """
+    flat = tf.reshape(records, [-1])
+    _, (features,) = tf.io.decode_proto(flat, "tensorflow.Example", ["features"], [tf.string])
+    sizes, (entries,) = tf.io.decode_proto(tf.reshape(features, [-1]), "tensorflow.Features", ["feature"],
+                                           [tf.string])
+    present = tf.sequence_mask(tf.reshape(sizes, [-1]), tf.shape(entries)[1])
+    entry_hashes = tf.where(present, tf.strings.to_hash_bucket_fast(entries, _ENTRY_BUCKETS), 0)
+    return tf.reshape(tf.reduce_sum(entry_hashes, axis=1), tf.shape(records))
 
 
 def in_holdout(records: tf.Tensor, fraction: float) -> tf.Tensor:
     """True for serialized records in the validation holdout of ``fraction``.
 
-    FarmHash Fingerprint64 of the record bytes (``to_hash_bucket_fast``) modulo
-    10^9 below ``fraction`` * 10^9: the same records in every training run on one
-    preprocess output, whatever the sharding, batching or shuffling, so a model's
-    validation rows never train it (identical records go together). The benchmarks
-    apply it to split the same rows. Not stable ACROSS preprocess runs: protobuf
-    serializes a tf.Example's feature map in a per-process order (checked: one
-    RecordBatch encoded by tfx_bsl in three processes gave three byte strings), so
-    a re-run of preprocess over the same rows draws another holdout.
+    FarmHash Fingerprint64 of ``content_key`` (the record's content, not its
+    bytes) modulo 10^9 below ``fraction`` * 10^9: the same rows in every training run and
+    every preprocess run of the same input (same transform), whatever the
+    sharding, batching, shuffling or feature order, so a model's validation
+    rows never train it (identical records go together). The benchmarks apply
+    it to split the same rows.
     """
-    buckets = tf.strings.to_hash_bucket_fast(records, _HASH_BUCKETS)
+    buckets = tf.strings.to_hash_bucket_fast(tf.strings.as_string(content_key(records)), _HASH_BUCKETS)
     return buckets < round(fraction * _HASH_BUCKETS)
 
 
@@ -127,7 +149,10 @@ def _records(files: list[str], shuffle_files: bool, seed: int | None, determinis
                        deterministic=deterministic)
     if holdout is not None and holdout[0] > 0:
         fraction, inside = holdout
-        ds = ds.filter(lambda r: tf.equal(in_holdout(r, fraction), inside))
+        # decided per block of records (two vectorised decode_proto calls), not per record
+        ds = ds.batch(_HOLDOUT_BLOCK).map(
+            lambda r: tf.boolean_mask(r, tf.equal(in_holdout(r, fraction), inside)),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
     return ds
 
 

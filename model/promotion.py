@@ -88,9 +88,10 @@ def decide(new: dict, baseline: dict, tolerance: float) -> dict:
 def gate(model, layout: FeatureLayout, schema: Schema, data_dir: str, eval_ds, baseline_dir: str,
          tolerance: float, output: str, predict) -> dict:
     """Scores both models on the eval split, writes promotion.json, returns it."""
+    from ctrflow.model.ensemble import SeedEnsemble
     from ctrflow.model.export import load_metadata
     from ctrflow.model.models import build_model
-    from ctrflow.model.warm_start import check_compatible, model_vocabulary, previous_config, weights_file
+    from ctrflow.model.warm_start import check_compatible, member_weight_files, model_vocabulary, previous_config
     from ctrflow.pipeline.vocab_extend import read_vocabulary
 
     baseline_dir = baseline_dir.rstrip("/")
@@ -99,8 +100,12 @@ def gate(model, layout: FeatureLayout, schema: Schema, data_dir: str, eval_ds, b
                      baseline_dir)
     if layout.global_index is not None:
         raise UserError("--baseline: the global feat_index layout is not supported by the gate yet")
-    old_model = build_model(meta.layout, old_cfg)
-    old_model.load_weights(weights_file(baseline_dir))
+    old_members = []
+    for path in member_weight_files(baseline_dir):  # the baseline as its export serves it (an --ensemble mean)
+        member = build_model(meta.layout, old_cfg)
+        member.load_weights(path)
+        old_members.append(member)
+    old_model = old_members[0] if len(old_members) == 1 else SeedEnsemble(old_members)
     old_data = [meta.info["data"]] if meta.info.get("data") else []
 
     def vocab_of(which: str, name: str) -> list[bytes]:

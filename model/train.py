@@ -105,6 +105,61 @@ def fit_calibration(model, valid_ds) -> dict | None:
     return {"scale": a, "bias": b}
 
 
+def _member_dir(out: str, k: int) -> str:
+    """Member 0 writes where a single model does; member k > 0 under ``members/k``."""
+    return out if k == 0 else os.path.join(out, "members", str(k))
+
+
+def _fit_member(k: int, opts: TrainerOptions, config: ModelConfig, layout, schema, data: str, spec: dict,
+                valid_ds, throughput) -> dict:
+    """Trains ensemble member ``k`` (seed ``opts.seed + k``) with early stopping and Platt scaling on valid.
+
+    With ``--resume``, a member whose ``checkpoints/final.weights.h5`` exists is
+    loaded, not retrained (members k > 0 write it as soon as they finish).
+    """
+    import dataclasses
+
+    import tensorflow as tf
+
+    from ctrflow.model import metrics as mt
+    from ctrflow.model.callbacks import make_callbacks
+    from ctrflow.model.models import build_model, compile_model
+
+    seed = opts.seed + k
+    _set_seed(seed, opts.deterministic)
+    member_dir = _member_dir(opts.output.rstrip("/"), k)
+    model = compile_model(build_model(layout, config), config)
+    warm = None
+    if opts.warm_start:
+        from ctrflow.model.warm_start import warm_start
+
+        warm = warm_start(model, layout, config, schema, data, opts.warm_start)
+        logging.info("warm start from %s: %d weights copied, %d embedding rows copied, %d fresh", opts.warm_start,
+                     warm["copied_weights"], warm["copied_rows"], warm["fresh_rows"])
+    final = os.path.join(member_dir, "checkpoints", "final.weights.h5")
+    history: dict = {}
+    if k > 0 and opts.resume and tf.io.gfile.exists(final):
+        logging.info("ensemble member %d: loading the finished %s", k, final)
+        model.load_weights(final)
+    else:
+        plateau = (config.plateau_factor, config.plateau_patience) if config.lr_schedule == "plateau" else None
+        callbacks = make_callbacks(member_dir, patience=opts.patience, resume=opts.resume, plateau=plateau)
+        logging.info("training %s on %s (%d sparse, %d dense features)%s", config.model, data, len(layout.sparse),
+                     len(layout.dense), f", ensemble member {k + 1}/{opts.ensemble} (seed {seed})"
+                     if opts.ensemble > 1 else "")
+        train_ds = _train_dataset(dataclasses.replace(opts, seed=seed), config, data, spec, layout)
+        fit = model.fit(train_ds, validation_data=valid_ds, epochs=opts.epochs, steps_per_epoch=opts.steps_per_epoch,
+                        callbacks=callbacks + ([throughput] if k == 0 else []), verbose=opts.verbose)
+        history = {name: [float(v) for v in vals] for name, vals in fit.history.items()}
+    platt = fit_calibration(model, valid_ds) if opts.valid_fraction > 0 else None
+    if k > 0 and history:
+        model.save_weights(final)  # with its Platt parameters: what --resume and a promotion gate load
+    valid_aucs = history.get("val_auc", [])
+    valid_auc = mt.roc_auc(*predict_split(model, valid_ds)) if opts.ensemble > 1 else None
+    return {"model": model, "warm": warm, "history": history, "platt": platt, "seed": seed, "valid_auc": valid_auc,
+            "selected_epoch": int(np.argmax(valid_aucs)) + 1 if valid_aucs else None}
+
+
 def run(argv: list[str] | None = None) -> dict:
     """Parses the flags, trains, evaluates and exports; returns the metrics."""
     opts, config = parse_options(argv)
@@ -120,9 +175,9 @@ def run_job(opts: TrainerOptions, config: ModelConfig) -> dict:
 
     from ctrflow.model import export as exporter
     from ctrflow.model import metrics as mt
-    from ctrflow.model.callbacks import Throughput, make_callbacks
+    from ctrflow.model.callbacks import Throughput
+    from ctrflow.model.ensemble import SeedEnsemble
     from ctrflow.model.inputs import make_dataset, split_files
-    from ctrflow.model.models import build_model, compile_model
     from ctrflow.pipeline import artifacts as af
     from ctrflow.pipeline import score_profile
     from ctrflow.pipeline.artifacts import PreprocessArtifacts
@@ -144,7 +199,6 @@ def run_job(opts: TrainerOptions, config: ModelConfig) -> dict:
     eval_split = "eval" if has_eval else "train"
     if not has_eval:
         logging.warning("no eval split in %s: metrics use the training data", data)
-    train_ds = _train_dataset(opts, config, data, spec, layout)
     eval_ds = make_dataset(split_files(data, eval_split), spec, layout, opts.eval_batch_size, shuffle=False,
                            cache=True)
     if opts.valid_fraction > 0:
@@ -155,40 +209,32 @@ def run_job(opts: TrainerOptions, config: ModelConfig) -> dict:
                         "are optimistic", eval_split)
         valid_ds = eval_ds
 
-    model = compile_model(build_model(layout, config), config)
-    warm = None
-    if opts.warm_start:
-        from ctrflow.model.warm_start import warm_start
-
-        warm = warm_start(model, layout, config, schema, data, opts.warm_start)
-        logging.info("warm start from %s: %d weights copied, %d embedding rows copied, %d fresh", opts.warm_start,
-                     warm["copied_weights"], warm["copied_rows"], warm["fresh_rows"])
     out = opts.output.rstrip("/")
     throughput = Throughput(opts.batch_size)
-    plateau = (config.plateau_factor, config.plateau_patience) if config.lr_schedule == "plateau" else None
-    callbacks = make_callbacks(out, patience=opts.patience, resume=opts.resume, plateau=plateau) + [throughput]
-    logging.info("training %s on %s (%d sparse, %d dense features)", config.model, data, len(layout.sparse),
-                 len(layout.dense))
-    history = model.fit(train_ds, validation_data=valid_ds, epochs=opts.epochs,
-                        steps_per_epoch=opts.steps_per_epoch, callbacks=callbacks,
-                        verbose=opts.verbose)
+    fits = [_fit_member(k, opts, config, layout, schema, data, spec, valid_ds, throughput)
+            for k in range(opts.ensemble)]
     train_seconds = time.time() - t0
-
-    platt = fit_calibration(model, valid_ds) if opts.valid_fraction > 0 else None
+    first, warm = fits[0]["model"], fits[0]["warm"]
+    model = first if opts.ensemble == 1 else SeedEnsemble([f["model"] for f in fits])
+    platt = fits[0]["platt"]
     labels, probs = predict_split(model, eval_ds)
-    valid_aucs = history.history.get("val_auc", [])
+    history = fits[0]["history"]
     metrics = {**mt.summary(labels, probs), "split": eval_split,
                "selected_on": "valid" if opts.valid_fraction > 0 else eval_split,
                "valid": mt.summary(*predict_split(model, valid_ds)) if opts.valid_fraction > 0 else None,
-               "selected_epoch": int(np.argmax(valid_aucs)) + 1 if valid_aucs else None, "platt": platt,
-               "epochs_run": len(history.history["loss"]),
+               "selected_epoch": fits[0]["selected_epoch"], "platt": platt,
+               "epochs_run": len(history.get("loss", [])),
                "train_seconds": round(train_seconds, 2),
                "train_examples_per_second": round(throughput.examples_per_second, 1),
-               "history": {k: [float(v) for v in vals] for k, vals in history.history.items()}}
+               "history": history}
+    if opts.ensemble > 1:
+        metrics["members"] = [{"seed": f["seed"], "selected_epoch": f["selected_epoch"], "platt": f["platt"],
+                               "valid_auc": f["valid_auc"]} for f in fits]
     export_dir = os.path.join(out, "export")
     if tf.io.gfile.exists(export_dir):
         tf.io.gfile.rmtree(export_dir)
-    model.save_weights(os.path.join(out, "checkpoints", "final.weights.h5"))  # the exported weights: --warm-start
+    # the first member's weights: what --warm-start and a promotion gate's baseline load
+    first.save_weights(os.path.join(out, "checkpoints", "final.weights.h5"))
     info = exporter.export(model, tft_output, schema, layout, export_dir, schema_text=schema_text,
                            train_stats=train_stats,
                            extra_info={"model": config.model, "data": data, "eval_auc": metrics["auc"],

@@ -57,6 +57,23 @@ def weights_file(model_dir: str) -> str:
                             "MODEL_DIR?")
 
 
+def member_weight_files(model_dir: str) -> list[str]:
+    """Weights of every model the export of ``model_dir`` averages (``--ensemble``; one file for a single model).
+
+    Member 0 is ``checkpoints/final.weights.h5`` (what ``--warm-start`` copies); member k > 0 is
+    ``members/k/checkpoints/final.weights.h5``. Each file holds its member's Platt parameters.
+    """
+    with tf.io.gfile.GFile(os.path.join(model_dir, "config.json")) as f:
+        size = int(json.loads(f.read()).get("trainer", {}).get("ensemble", 1))
+    files = [weights_file(model_dir)]
+    for k in range(1, size):
+        path = os.path.join(model_dir, "members", str(k), "checkpoints", "final.weights.h5")
+        if not tf.io.gfile.exists(path):
+            raise UserError(f"--baseline {model_dir}: ensemble member {k} has no {path}")
+        files.append(path)
+    return files
+
+
 def previous_config(model_dir: str) -> ModelConfig:
     path = os.path.join(model_dir, "config.json")
     if not tf.io.gfile.exists(path):
