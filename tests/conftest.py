@@ -63,7 +63,11 @@ def write_csv(df: pd.DataFrame, path) -> str:
 
 @pytest.fixture(scope="session")
 def clicks_run(tmp_path_factory):
-    """Real preprocess (Beam + TFT) and a 1-epoch DeepFM train + export on generated clicks."""
+    """Real preprocess (Beam + TFT) and a 1-epoch single DeepFM (``--ensemble 1``) train + export on generated clicks.
+
+    A single model, so tests can rebuild the exported model from ``checkpoints/final.weights.h5``;
+    ``tests/test_ensemble.py`` covers the (default) ensemble export.
+    """
     from ctrflow.beam_jobs import preprocess
     from ctrflow.model import train
     from ctrflow.pipeline.artifacts import live_dir
@@ -79,7 +83,7 @@ def clicks_run(tmp_path_factory):
     manifest = preprocess.run(["--schema", str(schema), "--train", train_csv, "--eval", eval_csv,
                                "--output", str(data)])
     metrics = train.run(["--data", str(data), "--output", str(model_dir), "--model", "deepfm", "--epochs", "1",
-                         "--batch-size", "256", "--verbose", "0"])
+                         "--batch-size", "256", "--verbose", "0", "--ensemble", "1"])
     return {"root": root, "schema": str(schema), "train_df": train_df, "eval_df": eval_df,
             "train_csv": train_csv, "eval_csv": eval_csv, "data": live_dir(str(data)), "data_root": str(data),
             "model": str(model_dir),
