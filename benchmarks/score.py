@@ -65,7 +65,7 @@ def prepare_model(work: str = WORK, train_rows: int = TRAIN_ROWS) -> str:
          "--max-rejected-fraction", "0.01"],
         [_python(), "-m", "ctrflow.cli", "train", "--data", data, "--output", model_dir, "--model", "deepfm",
          "--epochs", "1", "--batch-size", "1024", "--embedding-dim", "8", "--hidden-units", "64", "32",
-         "--verbose", "0"],
+         "--ensemble", "1", "--verbose", "0"],  # one model: job and loop score the same graph either way
     ):
         m = measure(cmd, env=ENV)
         if m.returncode:
@@ -257,7 +257,7 @@ def write_section(args, rows_out, floors, breakdowns, busy: float) -> None:
         f"{' (' + args.note + ')' if args.note else ''}. Job and loop ran interleaved, {args.repeats} times each up to "
         f"{args.one_run_above:,} rows and once each above, and every figure is a median of those runs (peak "
         "RSS: the largest). Generated Criteo-format TSV (13 numeric + 26 "
-        f"categorical columns), small DeepFM trained on {TRAIN_ROWS:,} generated rows; the scored days come "
+        f"categorical columns), small DeepFM (one model, `--ensemble 1`) trained on {TRAIN_ROWS:,} generated rows; the scored days come "
         "from the same generator (same tokens), other rows.",
         "",
         f"Job: `ctrflow score --model M --input DAY --date D --output O --batch-rows {args.batch_rows}"
