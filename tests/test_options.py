@@ -62,6 +62,6 @@ def test_manifests_and_config_json_record_every_option(clicks_run):
     with open(os.path.join(clicks_run["model"], "config.json")) as f:
         config = json.load(f)
     trainer = TrainerOptions(data=clicks_run["data_root"], output=clicks_run["model"], epochs=1, batch_size=256,
-                             verbose=0)
+                             verbose=0, ensemble=1)
     assert config["trainer"] == trainer.to_dict()
     assert set(config["trainer"]) == {f.name for f in dataclasses.fields(TrainerOptions)}
