@@ -91,7 +91,8 @@ def run_ctrflow(args: argparse.Namespace) -> dict:
     spec = tft.TFTransformOutput(args.data).transformed_feature_spec()
     config = ModelConfig(model="deepfm", embedding_dim=args.embedding_dim, hidden_units=tuple(args.hidden_units),
                          dropout=0.0, embedding_l2=1e-5, linear_l2=1e-5, row_weight_decay=0.0, optimizer="adam",
-                         learning_rate=args.learning_rate, sparse_updates=not args.dense_updates)
+                         learning_rate=args.learning_rate, sparse_updates=not args.dense_updates,
+                         numeric_encoding="bucket")  # one id per field, like DeepCTR (no piecewise numerics)
     model = compile_model(build_model(layout, config), config)
     train = make_dataset(split_files(args.data, "train"), spec, layout, args.batch_size, shuffle=True,
                          seed=args.seed, cache=True)
