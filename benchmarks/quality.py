@@ -150,17 +150,21 @@ DATASETS = {
 }
 
 
-def preprocess(ds: Dataset) -> str:
-    """The cached preprocess output of ``ds`` (made once)."""
+def preprocess(ds: Dataset, work: str | None = None,
+               prepare: Callable[[str], tuple[list[str], list[str]]] | None = None) -> str:
+    """The cached preprocess output of ``ds`` (made once) under ``work`` (default ``WORK/<name>``).
+
+    ``prepare`` replaces ``ds.prepare`` (``quality_cv.py`` passes one fold's files).
+    """
     from ctrflow.beam_jobs import preprocess as job
     from ctrflow.pipeline.artifacts import LATEST, live_dir
 
-    work = os.path.join(WORK, ds.name)
+    work = work or os.path.join(WORK, ds.name)
     data = os.path.join(work, "data")
     if os.path.exists(os.path.join(data, LATEST)):  # the live version folder holds manifest, layout, splits
         return live_dir(data)
     os.makedirs(work, exist_ok=True)
-    train, evals = ds.prepare(work)
+    train, evals = (prepare or ds.prepare)(work)
     args = ["--schema", os.path.join(SCHEMAS, f"{ds.schema}.yaml"), "--output", data]
     for f in train:
         args += ["--train", f]
@@ -279,14 +283,24 @@ def run_dataset(ds: Dataset, best: bool, settings: list[str] | None = None) -> d
     pick = max(candidates, key=lambda k: candidates[k]["valid"]["auc"])
     rows["best"] = {**candidates[pick], "setting": pick}
     rows["lr"] = train_ctrflow(data, os.path.join(models, "lr"), LR_FLAGS)
+    rows["lightgbm"] = lightgbm_tuned(data, default_valid_fraction())
+    rows["candidates"] = {k: {"valid_auc": v["valid"]["auc"], "eval_auc": v["auc"]} for k, v in candidates.items()}
+    rows["rows"] = split_rows(data)
+    return rows
+
+
+def default_valid_fraction() -> float:
+    """The trainer's default ``--valid-fraction``: LightGBM tunes on the same holdout ctrflow selects on."""
     from ctrflow.model.options import TrainerOptions
 
-    rows["lightgbm"] = lightgbm_tuned(data, TrainerOptions.__dataclass_fields__["valid_fraction"].default)
-    rows["candidates"] = {k: {"valid_auc": v["valid"]["auc"], "eval_auc": v["auc"]} for k, v in candidates.items()}
+    return TrainerOptions.__dataclass_fields__["valid_fraction"].default
+
+
+def split_rows(data: str) -> dict[str, int | None]:
+    """Output rows per split of a preprocess output (from its manifest)."""
     with open(os.path.join(data, "manifest.json")) as f:
         manifest = json.load(f)
-    rows["rows"] = {s: v.get("output_rows") for s, v in manifest.get("splits", {}).items()}
-    return rows
+    return {s: v.get("output_rows") for s, v in manifest.get("splits", {}).items()}
 
 
 NOTES = """Reading the table (AUCs are deterministic per seed and preprocess output; timings are not compared):

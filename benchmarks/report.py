@@ -136,14 +136,23 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def update_section(name: str, body: str, path: str = BENCHMARKS_MD) -> None:
-    """Replaces the ``name`` section of BENCHMARKS.md (creating the file or section)."""
+def update_section(name: str, body: str, path: str = BENCHMARKS_MD, after: str | None = None) -> None:
+    """Replaces the ``name`` section of BENCHMARKS.md (creating the file or section).
+
+    A new section goes right after the ``after`` section when that exists, else at the end.
+    """
     begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
     text = open(path).read() if os.path.exists(path) else (
         "# ctrflow benchmarks\n\nWritten by the scripts in `benchmarks/`; each script rewrites only its own "
         "section. Ratios compare runs made in the same invocation on the same machine.\n")
     block = f"{begin}\n{body.strip()}\n{end}"
     pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
-    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    anchor = f"<!-- END {after} -->" if after else None
+    if pattern.search(text):
+        text = pattern.sub(lambda _: block, text)
+    elif anchor and anchor in text:
+        text = text.replace(anchor, anchor + "\n\n" + block, 1)
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
     with open(path, "w") as f:
         f.write(text)
