@@ -84,9 +84,12 @@ def test_paired_difference_and_verdict():
     assert d["mean"] == pytest.approx(diffs.mean())
     assert d["se"] == pytest.approx(diffs.std(ddof=1) / 2)
     assert d["se_corrected"] == pytest.approx(diffs.std(ddof=1) * math.sqrt(1 / 4 + 1 / 3))
-    assert quality_cv.verdict({"mean": 0.001, "se_corrected": 0.001}) == "yes"
-    assert quality_cv.verdict({"mean": -0.02, "se_corrected": 0.005}) == "no"
-    assert quality_cv.verdict({"mean": -0.005, "se_corrected": 0.01}).startswith("undecided")
+    # t(0.975, 4 degrees of freedom) = 2.776: half-widths 0.0028, 0.0028 and 0.0278
+    assert quality_cv.verdict({"mean": 0.001, "se_corrected": 0.001, "folds": 5}).startswith("yes (95% interval "
+                                                                                            "-0.0018 .. +0.0038)")
+    assert quality_cv.verdict({"mean": -0.006, "se_corrected": 0.001, "folds": 5}).startswith("no")
+    assert quality_cv.verdict({"mean": 0.001, "se_corrected": 0.01, "folds": 5}).startswith("undecided")
+    assert quality_cv.verdict({"mean": 0.001, "se_corrected": float("nan"), "folds": 1}) == "undecided (one fold)"
 
 
 def test_update_section_places_a_new_section_after_another(tmp_path):
