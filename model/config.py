@@ -83,6 +83,11 @@ class ModelConfig:
                                    "batch touches: each is shrunk by (1 - lr * wd) per step, with exact catch-up "
                                    "for the steps it was not touched (adam with sparse updates only; ignored with "
                                    "a warning otherwise; see model.optimizers).")
+    linear_row_weight_decay: float | None = _opt(
+        None, "Row weight decay of the linear (first-order and cross) weights; None: row_weight_decay. 0 on "
+        "frappe with its user x item cross: validation AUC 0.9479 vs 0.9443 (one model, mean of 2 seeds; "
+        "the decay pulls a pair seen once an epoch back between its visits); without the cross, and on "
+        "census, 0 lost, so it is not the default.")
     clipnorm: float | None = _opt(None, "Clip each gradient to this norm (every optimiser).")
     sparse_updates: bool = _opt(True, "Update only the embedding rows a batch touched (lazy Adam, sparse "
                                 "Adagrad/FTRL): step time independent of table size. Off: Keras' dense updates.")
@@ -114,6 +119,8 @@ class ModelConfig:
             raise ValueError(f"negative_keep_rate must be in (0, 1], got {self.negative_keep_rate}")
         if self.row_weight_decay < 0:
             raise ValueError(f"row_weight_decay must be >= 0, got {self.row_weight_decay}")
+        if self.linear_row_weight_decay is not None and self.linear_row_weight_decay < 0:
+            raise ValueError(f"linear_row_weight_decay must be >= 0, got {self.linear_row_weight_decay}")
         if not 0.0 < self.plateau_factor < 1.0:
             raise ValueError(f"plateau_factor must be in (0, 1), got {self.plateau_factor}")
         if self.plateau_patience < 0:
