@@ -33,6 +33,7 @@ from benchmarks import criteo_gen, floors_summary  # noqa: E402
 from benchmarks.report import (  # noqa: E402
     ROOT,
     busy_cores,
+    machine_label,
     machine_line,
     machine_state,
     markdown_table,
@@ -143,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
                 "job": "preprocessing", "rows": n, "floor_what": "one Arrow/numpy process, same outputs",
                 "floor_s": floor["floor_s"], "job_s": ours.seconds, "baseline": "plain per-column tf.Transform",
                 "baseline_s": plain.seconds if plain else None, "target": 10.0,
-                "measured": machine_state(busy).split(":")[0]})
+                "measured": machine_label(busy)})
         for name, m in (("plain tf.Transform", plain), ("ctrflow preprocess", ours)):
             if m is not None:
                 rows.append([f"{n:,}", name, f"{m.seconds:.1f}", f"{n / m.seconds:,.0f}", f"{m.cpu_seconds:.0f}",

@@ -125,6 +125,11 @@ def machine_state(busy: float) -> str:
             "start), so absolute seconds are inflated and noisy; ratios come from this one invocation")
 
 
+def machine_label(busy: float) -> str:
+    """The short form of ``machine_state`` for a table cell ("Quiet machine" / "**Shared machine**")."""
+    return machine_state(busy).split(":")[0]
+
+
 def markdown_table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]

@@ -34,6 +34,7 @@ from benchmarks import criteo_gen, floors_summary  # noqa: E402
 from benchmarks.report import (  # noqa: E402
     ROOT,
     busy_cores,
+    machine_label,
     machine_line,
     machine_state,
     markdown_table,
@@ -234,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
             floors_summary.record(f"scoring {size}", {
                 "job": "scoring", "rows": size, "floor_what": "Arrow CSV parse + `score_and_ids` on ready tensors",
                 "floor_s": floor["floor_s"] if floor else None, "job_s": job_s, "baseline": "pandas loop (median)",
-                "baseline_s": loop_s, "target": 2.0, "measured": machine_state(busy).split(":")[0]})
+                "baseline_s": loop_s, "target": 2.0, "measured": machine_label(busy)})
         mid = sorted(jobs, key=lambda jm: jm[0].seconds)[len(jobs) // 2][1]
         breakdowns.append((size, _breakdown(mid)))
         rows_out.append([f"{size:,}", f"{job_s:.1f}", f"{size / job_s:,.0f}", f"{job_cpu:.0f}",

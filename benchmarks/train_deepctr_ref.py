@@ -92,7 +92,7 @@ def run_ctrflow(args: argparse.Namespace) -> dict:
     config = ModelConfig(model="deepfm", embedding_dim=args.embedding_dim, hidden_units=tuple(args.hidden_units),
                          dropout=0.0, embedding_l2=1e-5, linear_l2=1e-5, row_weight_decay=0.0, optimizer="adam",
                          learning_rate=args.learning_rate, sparse_updates=not args.dense_updates,
-                         numeric_encoding="bucket")  # one id per field, like DeepCTR (no piecewise numerics)
+                         numeric_encoding=args.numeric_encoding)
     model = compile_model(build_model(layout, config), config)
     train = make_dataset(split_files(args.data, "train"), spec, layout, args.batch_size, shuffle=True,
                          seed=args.seed, cache=True)
@@ -156,6 +156,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=1024)
     p.add_argument("--dense-updates", action="store_true", help="ctrflow with Keras' dense optimiser updates")
+    p.add_argument("--numeric-encoding", default="bucket", choices=("bucket", "interpolate", "ple"),
+                   help="ctrflow: 'bucket' is one id per field, like DeepCTR; 'interpolate' is ctrflow's default")
     p.add_argument("--floor", action="store_true",
                    help="ctrflow: also time one more epoch of the train step alone on in-memory batches")
     args = p.parse_args(argv)

@@ -24,6 +24,21 @@ def stack_dense(features: Mapping[str, Any], names: Sequence[str]):
     return ops.stack([ops.reshape(ops.cast(features[n], "float32"), (-1,)) for n in names], axis=1)
 
 
+def _split_columns(x, n: int):
+    """``(x[:, :n], x[:, n:])``, by ``split`` when the width is static.
+
+    Why: the gradient of a strided slice of a ``[batch, T, dim]`` tensor
+    (StridedSliceGrad) cost more than the extra embedding gather it serves
+    (200 steps of 1024 rows, 13 of 39 fields interpolated: 2.6 s CPU with
+    slices, 1.3 s with split, 0.9 s without interpolation); split's gradient
+    is a concat.
+    """
+    width = x.shape[1]
+    if width is None:
+        return x[:, :n], x[:, n:]
+    return ops.split(x, [n], axis=1) if n < width else (x, x[:, n:])
+
+
 def ple_weights(ids, position, num_ids: int, missing_id: int | None = None):
     """Piecewise-linear encoding ``[batch, num_ids]`` of bucket ``ids`` and ``position`` in the bucket.
 
@@ -116,6 +131,10 @@ class FieldEmbedding(keras.layers.Layer):
     ``l2`` penalises only the rows looked up in the batch (``l2 * sum(rows^2) /
     batch``): penalising the whole table each step would cost O(table) and
     shrink ids the batch never saw.
+
+    ``ordered=False`` returns the fields in gather order (interpolated
+    numerics first): for a caller that sums over fields (``Linear``), which
+    then skips the reordering gather and its gradient.
     """
 
     def __init__(
@@ -126,9 +145,11 @@ class FieldEmbedding(keras.layers.Layer):
         l2: float = 0.0,
         embeddings_initializer: Any = "random_normal",
         piecewise: str | None = None,
+        ordered: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.ordered = ordered
         self.fields = tuple(f if isinstance(f, SparseFeature) else SparseFeature(**f) for f in fields)
         if piecewise is not None and piecewise not in PIECEWISE_WEIGHTS:
             raise ValueError(f"piecewise={piecewise!r}; expected one of {sorted(PIECEWISE_WEIGHTS)} or None")
@@ -148,12 +169,15 @@ class FieldEmbedding(keras.layers.Layer):
         self.num_fields = len(self.fields) + (global_index.num_fields if global_index else 0)
         # Univalent fields first (one stack), multivalent after (pooled one by one);
         # `_perm` puts the pooled result back in the given field order.
-        self._univalent = [i for i, f in enumerate(self.fields) if not f.multivalent]
+        # Interpolated (piecewise) fields lead the univalent block, so their rows are one slice.
+        self._univalent = self._ple_fields + [i for i, f in enumerate(self.fields)
+                                              if not f.multivalent and i not in self._ple_fields]
         self._multivalent = [i for i, f in enumerate(self.fields) if f.multivalent]
         gather_order = self._univalent + self._multivalent
         perm = [gather_order.index(i) for i in range(len(self.fields))]
         identity = perm == list(range(len(perm)))
-        self._perm = None if identity else perm + list(range(len(perm), self.num_fields))
+        keep_order = ordered or piecewise == "ple"  # ple indexes the pooled fields by position
+        self._perm = None if identity or not keep_order else perm + list(range(len(perm), self.num_fields))
 
     def build(self, input_shape: Any = None) -> None:
         self.embeddings = self.add_weight(
@@ -177,17 +201,51 @@ class FieldEmbedding(keras.layers.Layer):
 
     def call(self, features: Mapping[str, Any], training: bool = False):
         ids = self._offset_ids(features)
-        rows = ops.take(self.embeddings, ops.maximum(ids, 0), axis=0)  # [batch, T, dim]
+        p = len(self._ple_fields) if self.piecewise == "interpolate" else 0
+        if p:  # each interpolated field's upper knot row rides along in the same gather
+            upper_ids, upper_weight = self._upper_knots(ids[:, :p], features)
+            rows = ops.take(self.embeddings, ops.maximum(ops.concatenate([upper_ids, ids], axis=1), 0), axis=0)
+            upper, rows = _split_columns(rows, p)
+        else:
+            rows = ops.take(self.embeddings, ops.maximum(ids, 0), axis=0)  # [batch, T, dim]
         if self._multivalent:
             rows = rows * ops.expand_dims(ops.cast(ids >= 0, rows.dtype), -1)
         if training and self.l2 > 0:
             batch = ops.cast(ops.shape(rows)[0], rows.dtype)
             self.add_loss(self.l2 * ops.sum(ops.square(rows)) / batch)
+        if p:  # row_i + position * (row_{i+1} - row_i) on the leading interpolated fields
+            lower, rest = _split_columns(rows, p)
+            blended = lower + ops.expand_dims(upper_weight, -1) * (upper - lower)
+            rows = ops.concatenate([blended, rest], axis=1)
         fields = self._pool(rows, features)
-        return self._piecewise_linear(fields, features) if self._ple_fields else fields
+        return self._piecewise_linear(fields, features) if self._ple_fields and not p else fields
+
+    def _upper_knots(self, lower_ids, features: Mapping[str, Any]):
+        """Table rows of the interpolated fields' next buckets ``[batch, P]``, and their weights.
+
+        ``lower_ids`` are the fields' own (offset) rows. The weight is the
+        position in the bucket, 0 where there is no next value bucket (the
+        last one, or the missing bucket): the weights of
+        ``interpolation_weights`` as a pair of gathered rows instead of a
+        ``[batch, num_ids]`` matrix. Why: the matrix form multiplies every row
+        of each numeric field's table for every example and sends them all a
+        gradient (and so a lazy-Adam update). Measured, train-step CPU seconds
+        per epoch, 200k generated Criteo rows (13 numerics of 39 fields),
+        shared machine: one id per field 5.5-6.1, the row pair 6.0-7.8 (8.1-8.3
+        before ``_split_columns``), the matrix 9.4-10.2. Validation AUC with
+        one model, matrix -> row pair:
+        census 0.93205 -> 0.93236, Criteo sample 0.76224 -> 0.76235.
+        """
+        f = [self.fields[j] for j in self._ple_fields]
+        offsets = [self.offsets[j] for j in self._ple_fields]
+        position = ops.stack([ops.reshape(ops.cast(features[x.position], "float32"), (-1,)) for x in f], axis=1)
+        end = ops.array([o + x.num_ids - (x.missing_id is not None) for o, x in zip(offsets, f)], "int64")
+        missing = ops.array([-1 if x.missing_id is None else o + x.missing_id for o, x in zip(offsets, f)], "int64")
+        has_next = (lower_ids + 1 < end) & (lower_ids != missing)
+        return ops.where(has_next, lower_ids + 1, lower_ids), ops.where(has_next, position, 0.0)
 
     def _piecewise_linear(self, fields, features: Mapping[str, Any]):
-        """Replaces the looked-up row of each piecewise field by ``weights @ field rows``.
+        """Replaces the looked-up row of each piecewise field by ``weights @ field rows`` (``ple``).
 
         The rows are gathered (not sliced) so their gradient stays row-sparse.
         """
@@ -203,6 +261,9 @@ class FieldEmbedding(keras.layers.Layer):
     def _pool(self, rows, features: Mapping[str, Any]):
         """Per-position rows -> one vector per field (mean over multivalent ids)."""
         start = len(self._univalent)
+        if not self._multivalent and self.global_index is None:  # no slice: its gradient is not free
+            fields = rows if self._perm is None else ops.take(rows, self._perm, axis=1)
+            return ops.reshape(fields, (-1, self.num_fields, self.dim))
         out = [rows[:, :start]] if start else []
         for i in self._multivalent:
             ids = features[self.fields[i].name]
@@ -228,6 +289,7 @@ class FieldEmbedding(keras.layers.Layer):
             "l2": self.l2,
             "embeddings_initializer": keras.initializers.serialize(self.embeddings_initializer),
             "piecewise": self.piecewise,
+            "ordered": self.ordered,
         }
 
 
@@ -256,7 +318,7 @@ class Linear(keras.layers.Layer):
         self.dense_names = tuple(dense_names)
         self.id_weights = (
             FieldEmbedding(fields, dim=1, global_index=global_index, l2=l2, piecewise=piecewise,
-                           embeddings_initializer="zeros", name="id_weights")
+                           embeddings_initializer="zeros", ordered=False, name="id_weights")
             if fields or global_index else None
         )
         self.dense_weights = (
