@@ -84,10 +84,10 @@ class ModelConfig:
                                    "for the steps it was not touched (adam with sparse updates only; ignored with "
                                    "a warning otherwise; see model.optimizers).")
     linear_row_weight_decay: float | None = _opt(
-        None, "Row weight decay of the linear (first-order and cross) weights; None: row_weight_decay. 0 on "
-        "frappe with its user x item cross: validation AUC 0.9479 vs 0.9443 (one model, mean of 2 seeds; "
-        "the decay pulls a pair seen once an epoch back between its visits); without the cross, and on "
-        "census, 0 lost, so it is not the default.")
+        None, "Row weight decay of the linear (first-order and cross) weights; None: row_weight_decay. 0 lets "
+        "a cross memorise a combination seen about once an epoch (the decay pulls it back between visits): "
+        "frappe with its user x item cross, validation AUC 0.9535 vs 0.9505 (3-model ensembles). Not the "
+        "default: census 0.9329 vs 0.9327, MovieLens 0.7893 vs 0.7892, Criteo sample 0.7732 vs 0.7740.")
     clipnorm: float | None = _opt(None, "Clip each gradient to this norm (every optimiser).")
     sparse_updates: bool = _opt(True, "Update only the embedding rows a batch touched (lazy Adam, sparse "
                                 "Adagrad/FTRL): step time independent of table size. Off: Keras' dense updates.")
