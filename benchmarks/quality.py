@@ -54,7 +54,7 @@ LOG = logging.getLogger("benchmarks.quality")
 WORK = os.path.join(ROOT, "benchmarks", "_work", "quality")
 SCHEMAS = os.path.join(ROOT, "schemas")
 DEFAULT_FLAGS = ["--cache", "--verbose", "0"]
-LR_FLAGS = ["--model", "lr", "--optimizer", "adagrad", "--learning-rate", "0.1"]
+LR_FLAGS = ["--model", "lr", "--optimizer", "adagrad", "--learning-rate", "0.1", "--ensemble", "1"]
 # "ctrflow best": a few settings; the one with the best validation AUC is reported
 BEST_SETTINGS = {
     "previous default (lr 3e-3, constant, row decay 2, 10 epochs, patience 2)": [
@@ -63,6 +63,7 @@ BEST_SETTINGS = {
     "row decay 2": ["--row-weight-decay", "2"],
     "bucket encoding": ["--numeric-encoding", "bucket"],
     "single model": ["--ensemble", "1"],
+    "linear rows decayed (previous default)": ["--linear-row-weight-decay", "0.5"],
 }
 EXTRA_SETTINGS: dict[str, dict[str, list[str]]] = {}
 LGB_SETTINGS = [{"num_leaves": nl, "min_child_samples": mc, "learning_rate": 0.05, "feature_fraction": 0.8,

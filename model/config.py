@@ -83,6 +83,12 @@ class ModelConfig:
                                    "batch touches: each is shrunk by (1 - lr * wd) per step, with exact catch-up "
                                    "for the steps it was not touched (adam with sparse updates only; ignored with "
                                    "a warning otherwise; see model.optimizers).")
+    linear_row_weight_decay: float | None = _opt(
+        0.0, "Row weight decay of the linear (first-order and cross) weights; None: row_weight_decay. 0 (the "
+        "default) lets a first-order weight or cross keep what it learned about an id seen about once an epoch "
+        "(the decay pulls it back between visits); the embeddings keep row_weight_decay. Validation AUC, 0 vs "
+        "0.5, 3-model ensembles: frappe (user x item cross) 0.9535 vs 0.9505, census 0.9329 vs 0.9327, "
+        "MovieLens 0.7893 vs 0.7892, Criteo sample 0.7732 vs 0.7740 (800 rows: standard error ~0.02).")
     clipnorm: float | None = _opt(None, "Clip each gradient to this norm (every optimiser).")
     sparse_updates: bool = _opt(True, "Update only the embedding rows a batch touched (lazy Adam, sparse "
                                 "Adagrad/FTRL): step time independent of table size. Off: Keras' dense updates.")
@@ -114,6 +120,8 @@ class ModelConfig:
             raise ValueError(f"negative_keep_rate must be in (0, 1], got {self.negative_keep_rate}")
         if self.row_weight_decay < 0:
             raise ValueError(f"row_weight_decay must be >= 0, got {self.row_weight_decay}")
+        if self.linear_row_weight_decay is not None and self.linear_row_weight_decay < 0:
+            raise ValueError(f"linear_row_weight_decay must be >= 0, got {self.linear_row_weight_decay}")
         if not 0.0 < self.plateau_factor < 1.0:
             raise ValueError(f"plateau_factor must be in (0, 1), got {self.plateau_factor}")
         if self.plateau_patience < 0:

@@ -285,7 +285,11 @@ def compile_model(model: CTRModel, config: ModelConfig) -> CTRModel:
     """Compile with the config's optimiser(s), schedule and XLA setting."""
     wide = (make_optimizer(config.wide_optimizer, config.wide_learning_rate, config)
             if config.wide_optimizer else None)
-    model.compile(optimizer=make_optimizer(config.optimizer, learning_rate(config), config),
-                  wide_optimizer=wide, jit_compile=config.jit_compile,
+    main = make_optimizer(config.optimizer, learning_rate(config), config)
+    if config.linear_row_weight_decay is not None:  # whichever optimiser holds the linear weights
+        for opt in (main, wide):
+            if isinstance(opt, LazyAdam):  # the optimiser that applies row decay (make_optimizer)
+                opt.set_row_weight_decay(model.linear.trainable_variables, config.linear_row_weight_decay)
+    model.compile(optimizer=main, wide_optimizer=wide, jit_compile=config.jit_compile,
                   steps_per_execution=config.steps_per_execution)
     return model

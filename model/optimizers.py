@@ -30,7 +30,9 @@ per row, 4 bytes): exactly the dense decay for a constant learning rate. With
 a learning-rate schedule the current rate stands in for the skipped steps'
 rates (an approximation, exact when the rate changes slowly). Only sparse
 (``IndexedSlices``) gradients are decayed: embedding and linear rows, not DNN
-kernels or biases (``kernel_l2`` covers kernels).
+kernels or biases (``kernel_l2`` covers kernels). ``set_row_weight_decay``
+gives some variables their own rate (``ModelConfig.linear_row_weight_decay``:
+the first-order and cross weights).
 
 Duplicate ids in a batch are summed first (``tf.unique`` + segment sum), as
 in the dense gradient. They are regular Keras optimisers (serialisable,
@@ -79,10 +81,22 @@ class _RowDecay:
             raise ValueError(f"row_weight_decay must be >= 0, got {row_weight_decay}")
         self.row_weight_decay = float(row_weight_decay)
         self._last_steps: list = []
+        self._rates: dict[str, float] = {}  # per-variable rates (set_row_weight_decay)
+
+    def set_row_weight_decay(self, variables, rate: float) -> None:
+        """Decay ``variables``' rows at ``rate`` instead of ``row_weight_decay`` (call before build)."""
+        if self.built:
+            raise ValueError("set_row_weight_decay must be called before the optimizer is built")
+        if rate < 0:
+            raise ValueError(f"row weight decay must be >= 0, got {rate}")
+        self._rates.update({self._var_key(v): float(rate) for v in variables})
+
+    def _rate(self, variable) -> float:
+        return self._rates.get(self._var_key(variable), self.row_weight_decay)
 
     def build(self, var_list):
         super().build(var_list)
-        if not self.row_weight_decay:
+        if not self.row_weight_decay and not any(self._rates.values()):
             return
         self._last_steps = [self.add_variable((v.shape[0],) if len(v.shape) else (), initializer="zeros",
                                               dtype="float32", name="last_step") for v in var_list]
@@ -90,13 +104,14 @@ class _RowDecay:
     def _decayed_rows(self, variable, ids: tf.Tensor, learning_rate) -> tf.Tensor:
         """The touched rows after their decay for every step since they were last touched."""
         w = _rows(variable, ids)
-        if not self.row_weight_decay:
+        rate = self._rate(variable)
+        if not rate:
             return w
         last_var = self._last_steps[self._get_variable_index(variable)]
         step = tf.cast(self.iterations + 1, tf.float32)
         skipped = step - _rows(last_var, ids)
         _scatter(last_var, ids, tf.fill(tf.shape(ids), step))
-        keep = 1.0 - tf.cast(learning_rate, tf.float32) * self.row_weight_decay
+        keep = 1.0 - tf.cast(learning_rate, tf.float32) * rate
         factor = tf.pow(keep, skipped)
         factor = tf.reshape(tf.cast(factor, w.dtype), [-1] + [1] * (len(w.shape) - 1))
         return w * factor

@@ -67,3 +67,60 @@ def test_without_row_decay_nothing_changes_and_config_round_trips() -> None:
     np.testing.assert_array_equal(table.numpy(), before)
     with pytest.raises(ValueError, match="row_weight_decay"):
         LazyAdam(row_weight_decay=-1.0)
+
+
+
+
+def test_a_variable_decays_at_its_own_rate() -> None:
+    """set_row_weight_decay: one table at 0 (kept), one at 2.0, one at the optimiser's rate; zero
+    gradients, 3 steps touching every row -> factors (1 - lr*rate)**3."""
+    emb, linear, other = _table(0), _table(1), _table(2)
+    before = [t.numpy().copy() for t in (emb, linear, other)]
+    opt = LazyAdam(learning_rate=LR, row_weight_decay=WD)
+    opt.set_row_weight_decay([linear], 0.0)
+    opt.set_row_weight_decay([other], 2.0)
+    opt.build([emb, linear, other])
+    zero = np.zeros((ROWS, DIM), "float32")
+    for _ in range(3):
+        opt.apply_gradients([(_sparse(list(range(ROWS)), zero), t) for t in (emb, linear, other)])
+    np.testing.assert_allclose(emb.numpy(), before[0] * (1 - LR * WD) ** 3, rtol=1e-6)
+    np.testing.assert_array_equal(linear.numpy(), before[1])
+    np.testing.assert_allclose(other.numpy(), before[2] * (1 - LR * 2.0) ** 3, rtol=1e-6)
+    with pytest.raises(ValueError, match="before the optimizer is built"):
+        opt.set_row_weight_decay([other], 1.0)
+
+
+def test_a_variable_rate_alone_creates_the_decay_state() -> None:
+    """No default decay, one table at 2.0: its touched rows shrink by (1 - lr*2), the other table keeps."""
+    table, other = _table(2), _table(3)
+    before, before_other = table.numpy().copy(), other.numpy().copy()
+    opt = LazyAdam(learning_rate=LR)
+    opt.set_row_weight_decay([table], 2.0)
+    opt.build([other, table])
+    zero = np.zeros((2, DIM), "float32")
+    opt.apply_gradients([(_sparse([0, 4], zero), table), (_sparse([0, 4], zero), other)])
+    expected = before.copy()
+    expected[[0, 4]] *= 1 - LR * 2.0
+    np.testing.assert_allclose(table.numpy(), expected, rtol=1e-6)
+    np.testing.assert_array_equal(other.numpy(), before_other)
+
+
+@pytest.mark.parametrize("wide_optimizer", [None, "adam"])
+def test_compile_model_gives_the_linear_weights_their_own_decay(wide_optimizer: str | None) -> None:
+    """ModelConfig.linear_row_weight_decay reaches whichever optimiser holds the Linear layer's weights
+    (the main one, or the wide one); every other weight keeps row_weight_decay."""
+    from ctrflow.model.config import ModelConfig
+    from ctrflow.model.models import build_model, compile_model
+    from ctrflow.pipeline.layout import FeatureLayout, SparseFeature
+
+    layout = FeatureLayout(sparse=(SparseFeature("a", 5), SparseFeature("b", 7),
+                                   SparseFeature("a_x_b", 11, wide_only=True)), dense=(), label="y")
+    config = ModelConfig(model="deepfm", embedding_dim=4, hidden_units=(8,), row_weight_decay=0.5,
+                         linear_row_weight_decay=0.0, wide_optimizer=wide_optimizer)
+    model = compile_model(build_model(layout, config), config)
+    linear = model.linear.trainable_variables
+    holder = model.wide_optimizer or model.optimizer
+    assert linear and all(holder._rate(v) == 0.0 for v in linear)
+    ids = {id(v) for v in linear}
+    rest = [v for v in model.trainable_variables if id(v) not in ids]
+    assert rest and all(model.optimizer._rate(v) == 0.5 for v in rest)
