@@ -196,3 +196,30 @@ def test_layout_and_tfrecords_with_multivalent(run):
     expected = sorted(zip(*(map(tuple, a.reshape(N, -1).tolist()) for a in (
         _np(run["out"]["c"]), _np(run["out"]["h"]), expected_tags))))
     assert written == expected
+
+
+def test_export_with_a_multivalent_field_and_interpolated_numerics(run, tmp_path):
+    """The serving graph (TFT layer -> model) traces with a multivalent field beside a piecewise-linear
+    numeric (regression: MovieLens's export failed, the upper knots were cut from the stacked ids, whose
+    rank the serving graph leaves unknown) and scores raw rows as the Keras model scores their transform."""
+    from ctrflow.model import export
+    from ctrflow.model.config import ModelConfig
+    from ctrflow.model.inputs import model_features
+    from ctrflow.model.models import build_model
+    from ctrflow.pipeline.layout import FeatureLayout
+    from ctrflow.schemas.loader import loads_schema
+    layout = FeatureLayout.from_json(open(os.path.join(run["data"], "layout.json")).read())
+    config = ModelConfig(numeric_encoding="interpolate", embedding_dim=4, hidden_units=(8,))
+    assert any(f.position for f in layout.sparse) and any(f.multivalent for f in layout.sparse)
+    model = build_model(layout, config)
+    export.export(model, run["tft"], loads_schema(SCHEMA), layout, str(tmp_path / "export"), schema_text=SCHEMA,
+                  train_stats=None)
+    loaded = tf.saved_model.load(str(tmp_path / "export"))
+    df = run["df"].head(20)
+    columns = ("x", "y", "z", "c", "d", "h", "tags")
+    text = {c: tf.constant(df[c].fillna("").astype(str).to_numpy(object)) for c in columns}
+    served = loaded.signatures["serving_default"](**text)["score"].numpy()
+    transformed = run["tft"].transform_raw_features(raw_tensors(df, ["x", "y", "z"], ["c", "d", "h", "tags"]),
+                                                    drop_unused_features=True)
+    expected = model.probabilities(model_features(transformed, layout)).numpy().reshape(-1)
+    np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-6)
