@@ -87,8 +87,9 @@ class ModelConfig:
         0.0, "Row weight decay of the linear (first-order and cross) weights; None: row_weight_decay. 0 (the "
         "default) lets a first-order weight or cross keep what it learned about an id seen about once an epoch "
         "(the decay pulls it back between visits); the embeddings keep row_weight_decay. Validation AUC, 0 vs "
-        "0.5, 3-model ensembles: frappe (user x item cross) 0.9535 vs 0.9505, census 0.9329 vs 0.9327, "
-        "MovieLens 0.7893 vs 0.7892, Criteo sample 0.7732 vs 0.7740 (800 rows: standard error ~0.02).")
+        "0.5, 3-model ensembles (benchmarks/quality.py): frappe (user x item cross) 0.9538 vs 0.9520, MovieLens "
+        "0.7910 vs 0.7887, Criteo sample 0.7727 vs 0.7725, census 0.9319 vs 0.9327, Avazu sample 0.6613 vs "
+        "0.6620 (~800 validation rows: standard error ~0.02).")
     clipnorm: float | None = _opt(None, "Clip each gradient to this norm (every optimiser).")
     sparse_updates: bool = _opt(True, "Update only the embedding rows a batch touched (lazy Adam, sparse "
                                 "Adagrad/FTRL): step time independent of table size. Off: Keras' dense updates.")
