@@ -371,6 +371,24 @@ def render(results: dict[str, dict]) -> str:
     ])
 
 
+def present_dataset(name: str) -> Dataset | None:
+    """``DATASETS[name]``, or None (saying why) when its folder of ``../shared/data`` is absent."""
+    ds = DATASETS[name]
+    if ds.needs and not os.path.exists(os.path.join(SHARED, ds.needs)):
+        print(f"skipping {name}: {os.path.join(SHARED, ds.needs)} is absent (shared data not present)")
+        return None
+    return ds
+
+
+def load_saved(work: str, name: str) -> dict | None:
+    """The per-dataset results a previous run saved under ``work`` (for ``--render-only``), if any."""
+    path = os.path.join(work, f"{name}.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", nargs="*", choices=list(DATASETS), default=list(DATASETS))
@@ -384,15 +402,12 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     results = {}
     for name in args.only:
-        ds = DATASETS[name]
-        if ds.needs and not os.path.exists(os.path.join(SHARED, ds.needs)):
-            print(f"skipping {name}: {os.path.join(SHARED, ds.needs)} is absent (shared data not present)")
+        ds = present_dataset(name)
+        if ds is None:
             continue
-        saved = os.path.join(WORK, f"{name}.json")
         if args.render_only:
-            if os.path.exists(saved):
-                with open(saved) as f:
-                    results[name] = json.load(f)
+            if (saved := load_saved(WORK, name)) is not None:
+                results[name] = saved
             continue
         results[name] = run_dataset(ds, best=not args.no_best, settings=args.best)
         os.makedirs(WORK, exist_ok=True)

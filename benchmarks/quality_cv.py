@@ -359,15 +359,12 @@ def main() -> None:
     flags = ["--ensemble", str(args.ensemble)] if args.ensemble is not None else []
     results = {}
     for name in args.only:
-        ds = quality.DATASETS[name]
-        if ds.needs and not os.path.exists(os.path.join(quality.SHARED, ds.needs)):
-            print(f"skipping {name}: {os.path.join(quality.SHARED, ds.needs)} is absent (shared data not present)")
+        ds = quality.present_dataset(name)
+        if ds is None:
             continue
-        saved = os.path.join(WORK, f"{name}.json")
         if args.render_only:
-            if os.path.exists(saved):
-                with open(saved) as f:
-                    results[name] = json.load(f)
+            if (saved := quality.load_saved(WORK, name)) is not None:
+                results[name] = saved
             continue
         results[name] = run_dataset(ds, args.folds, run_folds, flags)
     body = render(results)
