@@ -184,13 +184,22 @@ class FieldEmbedding(keras.layers.Layer):
             shape=(self.num_rows, self.dim), initializer=self.embeddings_initializer, name="embeddings"
         )
 
-    def _offset_ids(self, features: Mapping[str, Any]):
-        """All ids as one int64 ``[batch, T]`` matrix of table rows; -1 marks padding."""
+    def _univalent_ids(self, features: Mapping[str, Any]):
+        """The univalent fields' table rows, int64 ``[batch, U]`` in gather order (static rank), or None."""
+        if not self._univalent:
+            return None
+        ids = ops.stack([ops.reshape(ops.cast(features[self.fields[i].name], "int64"), (-1,))
+                         for i in self._univalent], axis=1)
+        return ids + ops.array([self.offsets[i] for i in self._univalent], "int64")
+
+    def _offset_ids(self, features: Mapping[str, Any], univalent=None):
+        """All ids as one int64 ``[batch, T]`` matrix of table rows; -1 marks padding.
+
+        ``univalent``: ``_univalent_ids(features)`` when the caller already has it.
+        """
         parts = []
         if self._univalent:
-            ids = ops.stack([ops.reshape(ops.cast(features[self.fields[i].name], "int64"), (-1,))
-                             for i in self._univalent], axis=1)
-            parts.append(ids + ops.array([self.offsets[i] for i in self._univalent], "int64"))
+            parts.append(self._univalent_ids(features) if univalent is None else univalent)
         for i in self._multivalent:
             ids = ops.cast(features[self.fields[i].name], "int64")
             parts.append(ops.where(ids >= 0, ids + self.offsets[i], -1))
@@ -200,10 +209,11 @@ class FieldEmbedding(keras.layers.Layer):
         return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=1)
 
     def call(self, features: Mapping[str, Any], training: bool = False):
-        ids = self._offset_ids(features)
+        univalent = self._univalent_ids(features)
+        ids = self._offset_ids(features, univalent)
         p = len(self._ple_fields) if self.piecewise == "interpolate" else 0
         if p:  # each interpolated field's upper knot row rides along in the same gather
-            upper_ids, upper_weight = self._upper_knots(features)
+            upper_ids, upper_weight = self._upper_knots(univalent[:, :p], features)
             rows = ops.take(self.embeddings, ops.maximum(ops.concatenate([upper_ids, ids], axis=1), 0), axis=0)
             upper, rows = _split_columns(rows, p)
         else:
@@ -220,12 +230,12 @@ class FieldEmbedding(keras.layers.Layer):
         fields = self._pool(rows, features)
         return self._piecewise_linear(fields, features) if self._ple_fields and not p else fields
 
-    def _upper_knots(self, features: Mapping[str, Any]):
+    def _upper_knots(self, lower_ids, features: Mapping[str, Any]):
         """Table rows of the interpolated fields' next buckets ``[batch, P]``, and their weights.
 
-        Built from the features themselves, not sliced from the stacked ids:
-        with a multivalent field of unknown shape (a serving graph) that stack
-        has no static rank. The weight is the
+        ``lower_ids``: their own rows, the leading columns of ``_univalent_ids``
+        (static rank; not the stack with multivalent ids, whose rank a serving
+        graph can leave unknown). The weight is the
         position in the bucket, 0 where there is no next value bucket (the
         last one, or the missing bucket): the weights of
         ``interpolation_weights`` as a pair of gathered rows instead of a
@@ -240,8 +250,6 @@ class FieldEmbedding(keras.layers.Layer):
         """
         f = [self.fields[j] for j in self._ple_fields]
         offsets = [self.offsets[j] for j in self._ple_fields]
-        lower_ids = ops.stack([ops.reshape(ops.cast(features[x.name], "int64"), (-1,)) for x in f], axis=1)
-        lower_ids = lower_ids + ops.array(offsets, "int64")
         position = ops.stack([ops.reshape(ops.cast(features[x.position], "float32"), (-1,)) for x in f], axis=1)
         end = ops.array([o + x.num_ids - (x.missing_id is not None) for o, x in zip(offsets, f)], "int64")
         missing = ops.array([-1 if x.missing_id is None else o + x.missing_id for o, x in zip(offsets, f)], "int64")
