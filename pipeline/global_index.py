@@ -26,6 +26,7 @@ import tensorflow_transform as tft
 
 from ctrflow.pipeline.analyzers import GlobalField
 from ctrflow.pipeline.layout import GlobalIndex
+from ctrflow.pipeline.vocab_lookup import lookup_with_fallback
 from ctrflow.schemas.types import Column, Schema
 
 GLOBAL_VOCAB = "vocab__global"
@@ -89,8 +90,8 @@ def feat_index_and_value(schema: Schema, tokens: dict[str, tf.Tensor], buckets: 
         keys.append(key)
         fallback.append(other)
         value.append(tf.ones(tf.shape(key), tf.float32))
-    found = tft.apply_vocabulary(tf.stack(keys, axis=1), global_file, default_value=-1)
-    index = tf.where(found >= 0, found, tft.apply_vocabulary(tf.stack(fallback, axis=1), global_file))
+    index = tft.apply_vocabulary(tf.stack([tf.stack(keys, axis=1), tf.stack(fallback, axis=1)]), global_file,
+                                 lookup_fn=lookup_with_fallback)  # one table for both lookups
     return index, tf.stack(value, axis=1)
 
 

@@ -68,6 +68,7 @@ from ctrflow.pipeline.global_index import (
 )
 from ctrflow.pipeline.layout import DenseFeature, FeatureLayout, SparseFeature, vocab_name  # noqa: F401
 from ctrflow.pipeline.prior import AnalysisPrior
+from ctrflow.pipeline.vocab_lookup import vocabulary_lookup
 from ctrflow.schemas.types import MISSING_TOKEN, Column, Schema
 
 SCALED_SUFFIX = "__scaled"
@@ -295,7 +296,7 @@ def _categorical_ids(tokens: dict[str, tf.Tensor], schema: Schema, global_name: 
             ids[c.name] = tf.ragged.map_flat_values(tf.strings.to_hash_bucket_fast, tokens[c.name], t.hash.buckets)
         else:
             ids[c.name] = tft.apply_vocabulary(tokens[c.name], files[vocab_index[c.name]],
-                                               num_oov_buckets=t.vocabulary.num_oov_buckets)
+                                               lookup_fn=vocabulary_lookup(t.vocabulary.num_oov_buckets))
     return ids, global_file
 
 

