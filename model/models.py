@@ -287,9 +287,13 @@ def compile_model(model: CTRModel, config: ModelConfig) -> CTRModel:
             if config.wide_optimizer else None)
     main = make_optimizer(config.optimizer, learning_rate(config), config)
     if config.linear_row_weight_decay is not None:  # whichever optimiser holds the linear weights
-        for opt in (main, wide):
-            if isinstance(opt, LazyAdam):  # the optimiser that applies row decay (make_optimizer)
-                opt.set_row_weight_decay(model.linear.trainable_variables, config.linear_row_weight_decay)
+        holder = wide if wide is not None else main
+        if isinstance(holder, LazyAdam):  # the optimiser that applies row decay (make_optimizer)
+            holder.set_row_weight_decay(model.linear.trainable_variables, config.linear_row_weight_decay)
+        elif config.linear_row_weight_decay:
+            logging.getLogger(__name__).info(
+                "linear_row_weight_decay %g is ignored: the linear weights' optimiser is %s, not adam with "
+                "sparse updates", config.linear_row_weight_decay, type(holder).__name__)
     model.compile(optimizer=main, wide_optimizer=wide, jit_compile=config.jit_compile,
                   steps_per_execution=config.steps_per_execution)
     return model
