@@ -206,4 +206,3 @@ def test_every_model_trains_the_rows_of_a_piecewise_field(model, wide):
     moved = np.abs(m.linear.id_weights.embeddings.numpy() - before).reshape(-1) > 0
     # age rows 1, 2 (bucket 1 and its upper knot) and 5 (missing), city rows 0-2 (offset 6); not age 0/3/4, city 3
     np.testing.assert_array_equal(np.flatnonzero(moved), [1, 2, 5, 6, 7, 8])
-
