@@ -11,10 +11,8 @@ from __future__ import annotations
 import logging
 import os
 
-import apache_beam as beam
-
 from ctrflow.beam_jobs import analysis_cache
-from ctrflow.beam_jobs.options import pipeline_options
+from ctrflow.beam_jobs.options import new_pipeline
 from ctrflow.pipeline import prior as pr
 from ctrflow.pipeline import vocab_extend
 from ctrflow.pipeline.global_index import GLOBAL_VOCAB
@@ -51,7 +49,7 @@ def run_cache(options, schema: Schema, schema_text: str, window_patterns: list[s
     logging.info("analysis cache %s: %d of %d days cached, analyzing %s", root, len(dates) - len(missing),
                  len(dates), ", ".join(missing) or "none")
     if missing:
-        with beam.Pipeline(options=pipeline_options(options.beam_args)) as p:
+        with new_pipeline(options.beam_args) as p:
             analysis_cache.analyze_days(p, schema, {d: plan_date(d) for d in missing}, root, options.batch_rows)
     prior = analysis_cache.prior_from_cache(root, dates, schema)
     return prior, {"dir": root, "dates": len(dates), "cached_dates": len(dates) - len(missing),

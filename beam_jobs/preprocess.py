@@ -41,7 +41,7 @@ from ctrflow.beam_jobs import daily, publish
 from ctrflow.beam_jobs import manifest as mf
 from ctrflow.beam_jobs.io import COUNTER_NAMESPACE, REJECTED, ReadRows, WriteRejected, counter_name
 from ctrflow.beam_jobs.job_options import PreprocessOptions, job_parser, parse_dates, parse_job_options
-from ctrflow.beam_jobs.options import pipeline_options
+from ctrflow.beam_jobs.options import new_pipeline
 from ctrflow.beam_jobs.profiles import ProfileBatches
 from ctrflow.beam_jobs.sources import ReadTask, plan_reads
 from ctrflow.beam_jobs.splits import HashSplit
@@ -215,7 +215,7 @@ def _run_version(options: PreprocessOptions, schema: Schema, tasks: dict, files:
     temp = os.path.join(output, "tmp") if "://" in output else tempfile.mkdtemp(prefix="ctrflow-tft-")
     logging.info("running the preprocess pipeline (read, analyze, transform, write) into %s ...", output)
     began = time.time()
-    with beam.Pipeline(options=pipeline_options(options.beam_args)) as p, tft_beam.Context(temp_dir=temp):
+    with new_pipeline(options.beam_args) as p, tft_beam.Context(temp_dir=temp):
         build_pipeline(p, schema, tasks, output, options, prior, analyze_rows=cache_info is None)
     result = p.result
     watch.lap("pipeline")

@@ -54,7 +54,7 @@ from ctrflow.beam_jobs.duplicates import CountDuplicateIds
 from ctrflow.beam_jobs.io import COUNTER_NAMESPACE, REJECTED, ReadRows, WriteRejected, counter_name
 from ctrflow.beam_jobs.job_options import ScoreOptions, job_parser, parse_job_options
 from ctrflow.beam_jobs.model_handler import ServingModelHandler, preload
-from ctrflow.beam_jobs.options import pipeline_options, with_local_parallelism
+from ctrflow.beam_jobs.options import new_pipeline, with_local_parallelism
 from ctrflow.beam_jobs.profiles import ProfileBatches
 from ctrflow.beam_jobs.score_sinks import WriteScores
 from ctrflow.beam_jobs.sources import DEFAULT_RANGE_BYTES, match_files, plan_reads
@@ -240,7 +240,7 @@ def score_date(options: ScoreOptions, meta: ModelMetadata, date: str, startup: d
     watch.lap("plan")
     try:
         began = time.time()
-        with beam.Pipeline(options=pipeline_options(options.beam_args)) as p:
+        with new_pipeline(options.beam_args) as p:
             build_pipeline(p, meta, tasks, parser, staging, date, options)
         watch.lap("pipeline")
         parts = mf.pipeline_parts(p.result, SPLIT, began, time.time())

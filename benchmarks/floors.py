@@ -53,8 +53,8 @@ def score_floor(path: str, model_dir: str) -> dict:
     import tensorflow as tf
     t_import = time.perf_counter() - t0
 
+    from ctrflow.beam_jobs.arrow_tensors import batch_to_tensors
     from ctrflow.beam_jobs.job_options import INFERENCE_BATCH_ROWS
-    from ctrflow.beam_jobs.model_handler import batch_to_tensors
     from ctrflow.model.artifact import load
 
     t0 = time.perf_counter()
@@ -65,10 +65,9 @@ def score_floor(path: str, model_dir: str) -> dict:
     table = read_criteo(path)
     t_parse = time.perf_counter() - t0
     specs = fn.structured_input_signature[1]
-    names, dtypes = list(specs), {n: s.dtype for n, s in specs.items()}
     table = table.combine_chunks()
     step = INFERENCE_BATCH_ROWS
-    batches = [batch_to_tensors(table.slice(i, step).combine_chunks().to_batches()[0], names, dtypes)
+    batches = [batch_to_tensors(table.slice(i, step).combine_chunks().to_batches()[0], specs)
                for i in range(0, table.num_rows, step)]
     fn(**batches[0])  # the first call of a signature pays one-off costs: measured in the job, not here
     t0 = time.perf_counter()

@@ -7,7 +7,7 @@ import pytest
 from apache_beam.options.pipeline_options import GoogleCloudOptions, SetupOptions, StandardOptions
 
 from ctrflow.beam_jobs.job_options import PreprocessOptions
-from ctrflow.beam_jobs.options import pipeline_options, project_setup_file
+from ctrflow.beam_jobs.options import new_pipeline, pipeline_options, project_setup_file
 from tests.conftest import CLICKS_SCHEMA, make_clicks, write_csv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -24,6 +24,28 @@ def test_dataflow_gets_the_project_setup_file_and_other_runners_keep_their_optio
     assert pipeline_options(["--direct_num_workers", "2"]).view_as(SetupOptions).setup_file is None
     flink = pipeline_options(["--runner", "FlinkRunner", "--flink_master", "host:8081"])
     assert flink.get_all_options()["flink_master"] == "host:8081"
+
+
+def test_local_jobs_run_on_the_fn_api_runner_without_offering_the_pipeline_to_prism(monkeypatch):
+    """The DirectRunner would first try Prism (a download from GitHub); ctrflow's local jobs go straight on."""
+    import apache_beam as beam
+    from apache_beam.runners.portability import prism_runner
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.testing.util import assert_that, equal_to
+
+    def no_prism(*args, **kwargs):
+        raise AssertionError("the pipeline was offered to Prism")
+
+    monkeypatch.setattr(prism_runner.PrismRunner, "run_pipeline", no_prism)
+    for args in ([], ["--runner", "DirectRunner", "--direct_num_workers", "2",
+                      "--direct_running_mode", "multi_threading"]):
+        p = new_pipeline(args)
+        assert isinstance(p.runner, fn_runner.FnApiRunner), args
+        with p:
+            counted = p | beam.Create(range(10)) | beam.combiners.Count.Globally()
+            assert_that(counted, equal_to([10]))
+    assert type(new_pipeline(["--runner", "PrismRunner"]).runner).__name__ == "PrismRunner"
+    assert type(new_pipeline(["--streaming"]).runner).__name__ == "SwitchingDirectRunner"
 
 
 def test_the_preprocess_pipeline_builds_for_dataflow_and_stages_every_package(tmp_path):

@@ -47,15 +47,37 @@ def _serving_scores(model_dir: str, raw: dict[str, np.ndarray]) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- fast unit tests
 
-def test_string_columns_convert_without_python_objects():
-    from ctrflow.beam_jobs.model_handler import string_column_to_tensor
+def test_arrow_columns_convert_to_the_signature_tensors_whatever_their_layout():
+    """Strings of any length/type, nulls, slices (nonzero offsets) and chunks; numerics per dtype."""
+    import tensorflow as tf
+
+    from ctrflow.beam_jobs.arrow_tensors import PackedBatch, SignatureColumns, batch_to_tensors, slices
     values = ["", "a", "héllo wörld", None, "x" * 300, "b"]
-    for typ in (pa.string(), pa.large_string()):
-        arr = pa.array(values, typ)
-        for piece in (arr, arr.slice(2, 3), arr.slice(5), arr.slice(0, 0), pa.chunked_array([arr[:2], arr[2:]])):
-            got = [b.decode() for b in string_column_to_tensor(piece).numpy()]
-            want = ["" if v is None else v for v in (piece.to_pylist())]
-            assert got == want
+    numbers = [1.5, None, -2.0, 4.0, float("nan"), 7.25]
+    specs = {"s": tf.TensorSpec([None], tf.string), "f": tf.TensorSpec([None], tf.float32),
+             "t": tf.TensorSpec([None], tf.string), "i": tf.TensorSpec([None], tf.int64)}
+    for typ in (pa.string(), pa.large_string(), pa.binary()):
+        arr = pa.array([v.encode() if v is not None and typ == pa.binary() else v for v in values], typ)
+        table = pa.table({"s": arr, "f": pa.array(numbers, pa.float32()), "t": pa.array(values[::-1]),
+                          "i": pa.array(range(6), pa.int64())})
+        pieces = [table, table.slice(2, 3), table.slice(5), table.slice(0, 0),
+                  pa.concat_tables([table.slice(0, 2), table.slice(2)])]
+        for piece in [*pieces, *(p.combine_chunks().to_batches()[0] for p in pieces if p.num_rows)]:
+            got = batch_to_tensors(piece, specs)
+            assert {k: v.dtype for k, v in got.items()} == {k: s.dtype for k, s in specs.items()}
+            for name in ("s", "t"):
+                want = [b"" if v is None else (v if isinstance(v, bytes) else v.encode())
+                        for v in piece.column(name).to_pylist()]
+                assert got[name].numpy().tolist() == want
+            want_f = np.array([np.nan if v is None else v for v in piece.column("f").to_pylist()], np.float32)
+            np.testing.assert_array_equal(got["f"].numpy(), want_f)
+            assert got["i"].numpy().tolist() == piece.column("i").to_pylist()
+    # a batch packed once, cut into model calls: the calls' rows put together are the batch's rows
+    packed = PackedBatch.pack(table, SignatureColumns.from_specs(specs))
+    assert slices(6, 4) == [(0, 4), (4, 6)] and slices(6, 0) == [(0, 6)] and slices(6, 6) == [(0, 6)]
+    calls = [packed.tensors(a, b) for a, b in slices(6, 4)]
+    assert [v for c in calls for v in c["t"].numpy().tolist()] == [
+        b"" if v is None else v.encode() for v in values[::-1]]
 
 
 class FakeBigQuery:
