@@ -107,7 +107,7 @@ def write_day(path: str, rows: int, seed: int = 7, train_seed: int = 1, chunk_ro
 
 
 def plain_loop(path: str, model_dir: str, batch: int, output: str) -> int:
-    """The baseline: pandas chunks -> serving_default -> one Parquet file. Returns rows scored."""
+    """The baseline: pandas chunks -> score_and_ids -> one Parquet file. Returns rows scored."""
     import numpy as np
     import pandas as pd
     import pyarrow as pa
@@ -264,9 +264,9 @@ def write_section(args, rows_out, floors, breakdowns, busy: float) -> None:
         "",
         f"Job: `ctrflow score --model M --input DAY --date D --output O --batch-rows {args.batch_rows}"
         f"{' ' + args.job_args if args.job_args else ''}` (Parquet scores, rejected rows, profile, drift "
-        "report + drift.html, manifest, atomic publish; DirectRunner with its default of one worker thread per "
-        "core). Loop: one process, `pandas.read_csv(chunksize=batch)` -> SavedModel `serving_default` -> one "
-        "Parquet file. Wall time of the whole command (interpreter start and model load included), CPU = user + "
+        "report + drift.html, manifest, atomic publish; the local runner, Beam's FnApiRunner, with ctrflow's "
+        "default of one worker thread per core). Loop: one process, `pandas.read_csv(chunksize=batch)` -> "
+        "SavedModel `score_and_ids` (typed inputs, as pandas parsed them) -> one Parquet file. Wall time of the whole command (interpreter start and model load included), CPU = user + "
         "system seconds of the command's processes, peak RSS of its process tree.",
         "",
         markdown_table(header, rows_out),
@@ -312,11 +312,27 @@ NOTES = (
     "peak RSS by 400 MB); the transform graph builds one lookup table per vocabulary instead of TFT's two (the "
     "export holds 276 functions instead of 536, and `tf.saved_model.load` took 4.4 s instead of 6.7 s, medians "
     "of 6 loads); grappler no longer rewrites the serving functions on their first call (warm-up 0.9 s instead "
-    "of 1.2-1.9 s, same throughput). What still separates the job from 2x: at 1M rows the model's critical "
-    "path (TensorFlow import + load + warm-up, about 12 s of a 26 s run, GIL-bound Python that running beside "
-    "Beam's start does not shorten: importing TensorFlow and the job's modules in two threads took 7.1-7.6 s, one "
-    "after the other 6.0-7.7 s); at 5M rows the model itself (score_and_ids on 8192-row calls: about 9-10 of the "
-    "job's 21 CPU-us per row), and a third worker thread did not help (69.7 s against 67.7 s). The loop gains "
+    "of 1.2-1.9 s, same throughput). "
+    "Newest (this run): each batch is packed once for all its model calls (every string column's bytes in "
+    "one blob, every column a row of a start/length or value matrix; a model call then costs a handful of "
+    "eager ops instead of ~3 per column): py-spy `--gil` put the worker threads' GIL time per 1M rows at 4.1 s "
+    "instead of 6.2 s; and a local job runs on Beam's FnApiRunner directly instead of the DirectRunner first "
+    "offering it to Prism (a GitHub download attempt that failed after 0.7 s on this machine, and that on a "
+    "networked one would have run the job on another engine). "
+    "Where a row's CPU goes at steady state (one thread, 371k rows through the job's own functions, "
+    "CPU-us per row): CSV read 4.1, parse + validate 1.7, pack 0.4, tensors 1.2, model 10.6, output table + "
+    "Parquet 0.5, profile 0.3: the model is over half. What still separates the job from 2x: at 1M rows the "
+    "model's critical path (TensorFlow import + load + warm-up: about 7.4 s alone, 11-12 s in the job, where "
+    "it shares the GIL with Beam's start and the workers' first batches; the GIL is held for about 90% of a "
+    "1M-row run); at 5M rows the model itself, which the loop runs too: the job's lead is its second core "
+    "(5M rows: the job used 108 CPU s in 64.2 s, 1.68 cores; the loop 123 CPU s in 94.6 s, 1.30 cores), so on "
+    "2 cores 2x needs the job's CPU to be about 23% below the loop's (at most about 95 CPU s at 5M), not 12% as "
+    "now. Against the previous run the job got faster (1M: 26.3 -> 22.2 s; 5M: 74.0 -> 64.2 s) but the "
+    "unchanged loop got faster still (37.8 -> 31.2 s; 123.0 -> 94.6 s; its 1M repeats this run spread "
+    "25.4-32.3 s), so the ratios fell: the machine, not the code, moved the baseline. Tried and dropped: one TensorFlow thread per model call "
+    "(`--model-threads 1`: 25.0-26.0 s against 21.5-22.9 s at 1M), a third worker thread (69.7 s against "
+    "67.7 s at 5M), calling score_and_ids' function from the other signatures instead of tracing the model "
+    "into each (10% fewer graph nodes, no change in load time: 3.4-3.9 s against 3.0-4.0 s). The loop gains "
     "nothing from 8192-row chunks (1M rows: 37.2 s against 34.6 s with 65,536; pandas pays per chunk), so it "
     "keeps the job's --batch-rows."
 )
