@@ -117,8 +117,10 @@ def read_csv_bytes(schema: Schema, task: ReadTask, data: bytes, batch_rows: int,
                                        block_size=max(8 << 20, screened.longest_line + 2)),
         parse_options=pacsv.ParseOptions(delimiter=fmt.delimiter, quote_char='"' if fmt.quoting else False,
                                          invalid_row_handler=on_invalid, newlines_in_values=False),
+        # screen() passes only valid UTF-8 on, so pyarrow's own check of every string would be redundant
         convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in task.column_names},
-                                             strings_can_be_null=False, quoted_strings_can_be_null=False),
+                                             strings_can_be_null=False, quoted_strings_can_be_null=False,
+                                             check_utf8=False),
     )
     done = 0  # rows already yielded
 
