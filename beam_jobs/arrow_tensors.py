@@ -26,6 +26,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+# Rows per model call when scoring. Calls on a whole 65536-row batch spent 1.0 CPU s per batch in the Criteo
+# benchmark model, 8192-row slices 0.57-0.69 s (4096: 0.72-0.79, 16384: 0.64-0.76, 32768: 0.83-0.95): the
+# intermediate tensors of a smaller call stay in cache. Measured with benchmarks/score.py's model, 2 cores;
+# rechecked after packing (CPU-us per row, 3 runs): 2048 12.0-12.3, 4096 8.9-10.2, 8192 8.4-10.2, 16384 8.8-9.9.
+INFERENCE_BATCH_ROWS = 8192
+
 
 def _string_array(col: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, type]:
     """One chunk, nulls as "", string/binary type; with its offsets' NumPy type."""

@@ -14,16 +14,13 @@ import datetime
 import functools
 from typing import TypeVar
 
+from ctrflow.beam_jobs.arrow_tensors import INFERENCE_BATCH_ROWS  # noqa: F401 - the flag's default
 from ctrflow.beam_jobs.sources import DEFAULT_BATCH_ROWS
 from ctrflow.pipeline.drift import DEFAULT_PSI_THRESHOLD
 from ctrflow.schemas.errors import OptionsError
 from ctrflow.schemas.flags import FlagParser, build_parser, from_namespace, option, to_dict
 
 OUTPUT_FORMATS = ("parquet", "csv", "tfrecord")
-# Rows per model call when scoring. Calls on a whole 65536-row batch spent 1.0 CPU s per batch in the Criteo
-# benchmark model, 8192-row slices 0.57-0.69 s (4096: 0.72-0.79, 16384: 0.64-0.76, 32768: 0.83-0.95): the
-# intermediate tensors of a smaller call stay in cache. Measured with benchmarks/score.py's model, 2 cores.
-INFERENCE_BATCH_ROWS = 8192
 
 J = TypeVar("J", bound="BeamJobOptions")
 

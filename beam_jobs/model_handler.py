@@ -24,7 +24,7 @@ import pyarrow as pa
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 import ctrflow.beam_jobs.coders  # noqa: F401 - registers the Arrow/PredictionResult coders
-from ctrflow.beam_jobs.arrow_tensors import PackedBatch, SignatureColumns, slices
+from ctrflow.beam_jobs.arrow_tensors import INFERENCE_BATCH_ROWS, PackedBatch, SignatureColumns, slices
 from ctrflow.model import artifact
 
 
@@ -122,10 +122,12 @@ class ServingModelHandler(ModelHandler[pa.RecordBatch, PredictionResult, artifac
 
     ``inference_batch_size`` caps the rows of one model call: larger input
     batches are cut into slices and their outputs concatenated, so each
-    ``PredictionResult`` still covers exactly one input batch.
+    ``PredictionResult`` still covers exactly one input batch. It defaults to
+    ``INFERENCE_BATCH_ROWS``, the size ``ctrflow score`` uses (0: one call per batch).
     """
 
-    def __init__(self, model_path: str, signature: str = "score_and_ids", inference_batch_size: int = 0,
+    def __init__(self, model_path: str, signature: str = "score_and_ids",
+                 inference_batch_size: int = INFERENCE_BATCH_ROWS,
                  intra_op_threads: int = 0):
         self._model_path = model_path
         self._signature = signature

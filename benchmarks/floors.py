@@ -53,8 +53,7 @@ def score_floor(path: str, model_dir: str) -> dict:
     import tensorflow as tf
     t_import = time.perf_counter() - t0
 
-    from ctrflow.beam_jobs.arrow_tensors import batch_to_tensors
-    from ctrflow.beam_jobs.job_options import INFERENCE_BATCH_ROWS
+    from ctrflow.beam_jobs.arrow_tensors import INFERENCE_BATCH_ROWS, batch_to_tensors
     from ctrflow.model.artifact import load
 
     t0 = time.perf_counter()
