@@ -322,7 +322,7 @@ NOTES = (
     "every string for UTF-8 (the line screen before it passes only valid UTF-8 on): read CPU 3.96 -> 3.09 "
     "us/row, medians of 5. "
     "Where a row's CPU goes at steady state (one thread, 371k rows through the job's own functions, "
-    "CPU-us per row): CSV read 4.1, parse + validate 1.7, pack 0.4, tensors 1.2, model 10.6, output table + "
+    "CPU-us per row, before the UTF-8 change): CSV read 4.1, parse + validate 1.7, pack 0.4, tensors 1.2, model 10.6, output table + "
     "Parquet 0.5, profile 0.3: the model is over half. What still separates the job from 2x: at 1M rows the "
     "model's critical path (TensorFlow import + load + warm-up: about 7.4 s alone, 11-12 s in the job, where "
     "it shares the GIL with Beam's start and the workers' first batches; the GIL is held for about 90% of a "
