@@ -68,7 +68,11 @@ def import_tensorflow():
     process works as usual.
     """
     if "tensorflow" in sys.modules:
-        return sys.modules["tensorflow"]
+        # an import statement, not the sys.modules entry: while another thread is still importing TensorFlow
+        # the entry is a partially initialised module, and the import statement waits for it to finish
+        import tensorflow as tf
+
+        return tf
     blocked = [m for m in _EAGER_KERAS if m not in sys.modules]
     for name in blocked:
         sys.modules[name] = None  # type: ignore[assignment]

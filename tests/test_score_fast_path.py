@@ -137,3 +137,18 @@ def test_score_job_never_imports_tf_transform_and_reports_its_fixed_costs(clicks
     parts = d["pipeline_parts"]
     assert set(parts) == {"start", "read", "finalize"} and min(parts.values()) >= 0
     assert abs(sum(parts.values()) - d["pipeline"]) < 0.5
+
+
+def test_import_tensorflow_from_a_second_thread_waits_for_the_first():
+    """While the preload thread imports TensorFlow, another caller gets the finished module, not a partial one."""
+    code = (
+        "import sys, threading, time\n"
+        "from ctrflow.model.artifact import import_tensorflow\n"
+        "threading.Thread(target=import_tensorflow, daemon=True).start()\n"
+        "while 'tensorflow' not in sys.modules: time.sleep(0.001)\n"
+        "tf = import_tensorflow()\n"
+        "print(hasattr(tf, 'config') and hasattr(tf, 'saved_model'))\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "True"
