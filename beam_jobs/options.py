@@ -40,6 +40,14 @@ def project_setup_file() -> str | None:
     return path if os.path.exists(path) else None
 
 
+_DIRECT_RUNNER = ("DirectRunner", "direct")
+
+
+def is_direct_runner(options: PipelineOptions) -> bool:
+    """Whether the job runs on the DirectRunner, named with ``--runner`` or by default."""
+    return (options.view_as(StandardOptions).runner or "DirectRunner") in _DIRECT_RUNNER
+
+
 def is_remote(options: PipelineOptions) -> bool:
     runner = options.view_as(StandardOptions).runner or "DirectRunner"
     runner = runner if isinstance(runner, str) else type(runner).__name__
@@ -69,9 +77,7 @@ def local_runner(options: PipelineOptions) -> PipelineRunner | None:
     run is the same everywhere and starts at once. ``--runner PrismRunner``
     still picks Prism explicitly.
     """
-    standard = options.view_as(StandardOptions)
-    runner = standard.runner or "DirectRunner"
-    if not isinstance(runner, str) or runner not in ("DirectRunner", "direct") or standard.streaming:
+    if not is_direct_runner(options) or options.view_as(StandardOptions).streaming:
         return None
     from apache_beam.portability.api import beam_provision_api_pb2
     from apache_beam.runners.portability.fn_api_runner import fn_runner
@@ -116,9 +122,7 @@ def with_local_parallelism(beam_args: list[str]) -> list[str]:
     GIL in their kernels and the workers then share one loaded model; worker
     processes would each import TensorFlow and load the model again.
     """
-    options = PipelineOptions(beam_args)
-    runner = options.view_as(StandardOptions).runner or "DirectRunner"
-    if runner not in ("DirectRunner", "direct") or any(
+    if not is_direct_runner(PipelineOptions(beam_args)) or any(
             a.startswith(("--direct_num_workers", "--direct_running_mode")) for a in beam_args):
         return list(beam_args)
     return [*beam_args, f"--direct_num_workers={os.cpu_count() or 1}", "--direct_running_mode=multi_threading"]

@@ -43,7 +43,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import PredictionResult, RunInference
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 
 from ctrflow.beam_jobs import bigquery_output as bq_out
 from ctrflow.beam_jobs import manifest as mf
@@ -54,7 +54,7 @@ from ctrflow.beam_jobs.duplicates import CountDuplicateIds
 from ctrflow.beam_jobs.io import COUNTER_NAMESPACE, REJECTED, ReadRows, WriteRejected, counter_name
 from ctrflow.beam_jobs.job_options import ScoreOptions, job_parser, parse_job_options
 from ctrflow.beam_jobs.model_handler import ServingModelHandler, preload
-from ctrflow.beam_jobs.options import new_pipeline, with_local_parallelism
+from ctrflow.beam_jobs.options import is_direct_runner, new_pipeline, with_local_parallelism
 from ctrflow.beam_jobs.profiles import ProfileBatches
 from ctrflow.beam_jobs.score_sinks import WriteScores
 from ctrflow.beam_jobs.sources import DEFAULT_RANGE_BYTES, match_files, plan_reads
@@ -342,9 +342,7 @@ def _read_text(path: str) -> str | None:
 def _in_process(beam_args: list[str]) -> bool:
     """True when the pipeline's workers run in this process (DirectRunner, not multi_processing)."""
     options = PipelineOptions(beam_args)
-    runner = options.view_as(StandardOptions).runner or "DirectRunner"
-    direct = options.view_as(DirectOptions)
-    return runner in ("DirectRunner", "direct") and direct.direct_running_mode != "multi_processing"
+    return is_direct_runner(options) and options.view_as(DirectOptions).direct_running_mode != "multi_processing"
 
 
 def run(argv: list[str] | None = None) -> list[dict]:
