@@ -95,7 +95,7 @@ def preprocess_floor(path: str, out: str) -> dict:
     import pyarrow.compute as pc
     from tfx_bsl.coders import example_coder
 
-    from ctrflow.beam_jobs.tfrecords import frame_records
+    from ctrflow.beam_jobs.tfrecord_encoding import encode_tfrecords, frame_records
     from ctrflow.schemas import MISSING_TOKEN
 
     parts = {}
@@ -130,7 +130,8 @@ def preprocess_floor(path: str, out: str) -> dict:
             stop = min(start + BATCH, table.num_rows)
             n = stop - start
             offsets = pa.array(np.arange(n + 1, dtype=np.int32))
-            cols, names = [pa.ListArray.from_arrays(offsets, pa.array(label[start:stop]))], ["label"]
+            cols = [pa.ListArray.from_arrays(offsets, pa.array(label[start:stop].astype(np.float32)))]
+            names = ["label"]
             for c in NUMERIC:
                 v = logged[c][start:stop]
                 ids = np.searchsorted(boundaries[c], np.nan_to_num(v, nan=0.0), side="right").astype(np.int64)
@@ -141,10 +142,11 @@ def preprocess_floor(path: str, out: str) -> dict:
                 ids = pc.fill_null(pc.index_in(col, value_set=vocabs[c]), len(vocabs[c])).cast(pa.int64())
                 cols.append(pa.ListArray.from_arrays(offsets, ids))
                 names.append(c)
-            records = example_coder.RecordBatchToExamples(pa.RecordBatch.from_arrays(cols, names))
+            batch = pa.RecordBatch.from_arrays(cols, names)  # encoded as the job does
+            framed = encode_tfrecords(batch) or [frame_records(example_coder.RecordBatchToExamples(batch))]
             compressor = zlib.compressobj(1, zlib.DEFLATED, 31)
-            f.write(compressor.compress(frame_records(records)) + compressor.flush())
-            written += len(records)
+            f.write(b"".join([compressor.compress(chunk) for chunk in framed] + [compressor.flush()]))
+            written += n
     parts["transform_write_s"] = time.perf_counter() - t0
     assert written == table.num_rows
     return {"rows": written, **parts, "floor_s": sum(parts.values()),
