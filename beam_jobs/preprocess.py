@@ -109,7 +109,8 @@ def build_pipeline(p: beam.Pipeline, schema: Schema, tasks: dict[str, list], out
         if not tasks[split]:
             continue
         read = p | f"Read{split.title()}" >> ReadRows(schema, tasks[split], split, with_label=True, keys=False,
-                                                       extra=options.split_columns, batch_rows=options.batch_rows)
+                                                       extra=options.split_columns, batch_rows=options.batch_rows,
+                                                       prefetch=True)
         clean[split] = read.rows
         _ = read[REJECTED] | f"Rejected{split.title()}" >> WriteRejected(artifacts.rejected_prefix(split))
     if options.eval_fraction:  # analyzers below see the kept training rows only
@@ -127,7 +128,8 @@ def build_pipeline(p: beam.Pipeline, schema: Schema, tasks: dict[str, list], out
     to_transform = dict(clean)
     if analyze_rows and not options.eval_fraction and all(isinstance(t, ReadTask) for t in tasks["train"]):
         to_transform["train"] = (p | "ReadTrainAgain" >> ReadRows(
-            schema, tasks["train"], "train_again", with_label=True, keys=False, batch_rows=options.batch_rows)).rows
+            schema, tasks["train"], "train_again", with_label=True, keys=False, batch_rows=options.batch_rows,
+            prefetch=True)).rows
     outputs = {}
     for split, batches in to_transform.items():
         tft_batches = batches | f"ToTft{split.title()}" >> beam.Map(to_tft_batch, adapter).with_output_types(

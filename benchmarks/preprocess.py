@@ -172,20 +172,27 @@ def main(argv: list[str] | None = None) -> None:
         "Why it is faster: one fused vocabulary analyzer for all categorical columns (distinct tokens per batch "
         "counted in the graph, merged with Arrow group-by) instead of a chain of Beam stages per column with "
         "every token a Python element; one fused quantiles analyzer; tf.Examples written a batch at a time "
-        "(one framing pass and one gzip call per batch) instead of one Beam element and one zlib call per row.",
+        "(one numpy pass writing the wire format, one framing pass and one gzip call per batch, in background "
+        "threads) instead of one Beam element, one protobuf message and one zlib call per row.",
         "",
         f"The plain pipeline is not run above {args.skip_plain_above:,} rows (`--skip-plain-above`): at its "
-        "measured throughput it would take over 20 minutes at 5M rows. What limits ctrflow at 1M rows is its "
-        "fixed cost: imports, TFT tracing the preprocessing_fn for analysis and again for the transform, writing "
-        "the transform SavedModel (`--profile` adds a table of where the time goes), which a 1M-row file cannot "
-        "amortize. Tracing is the largest of them: py-spy `--gil` on a 200,000-row run put 37.9 s of GIL time on "
-        "the main thread, 10.3 s of it in TFT tracing ctrflow's preprocessing_fn and 7.8 s of that in the 13 "
-        "per-column numeric chains (quantile edges, point masses, buckets, positions: about 70 graph ops per "
-        "column, each op's creation paying for TensorFlow's stack capture under Beam's deep call stack); "
-        "one vectorized chain per bucketize group is the lead for the fixed cost. "
-        "New since the previous run: local jobs run on Beam's FnApiRunner directly (the DirectRunner's attempt "
-        "to fetch Prism from GitHub cost 1.2 s per preprocess job here), and the CSV reader skips pyarrow's "
-        "UTF-8 check of strings the line screen already validated (read CPU 3.96 -> 3.09 us/row).",
+        "measured throughput it would take over 20 minutes at 5M rows. What limits ctrflow at 1M rows: the fixed "
+        "cost (imports, TFT tracing the preprocessing_fn for analysis and again for the transform, writing and "
+        "loading the transform SavedModel between the two passes; `--profile` adds a table of where the time "
+        "goes), and the job's single Beam worker thread (the DirectRunner's multi-threaded mode was 25% faster "
+        "at 1M rows here, but one of three 5M-row runs ran out of memory, 24 GB, and another failed decoding "
+        "its own data channel, so preprocess stays in-process). "
+        "New since the previous run, each measured at 1M rows on 2 cores: "
+        "(1) the bucketize ops of each (num_buckets, epsilon) group are built once over the stacked columns "
+        "instead of about 70 ops per column (a 200k-row run: 43.9 -> 29.1 s, pipeline start 16.1 -> 9.4 s; "
+        "identical TFRecords and transformed schema); "
+        "(2) tf.Examples are written by a numpy encoder (`beam_jobs/tfrecord_encoding.py`: 6.4 us per row "
+        "instead of tfx_bsl's 19 for these 53 features; the same parsed Examples, tfx_bsl still for ragged "
+        "or string features; consistent feature order also gzips smaller: 172 MB of train shards instead of "
+        "225 MB), 84.6 -> 66.6 s; "
+        "(3) encoding and gzip run in two background threads while the pipeline's thread transforms, and each "
+        "file's next batches are read and parsed a batch or two ahead in another thread: 66.6 -> 54.5 s "
+        "(58.0 s with one encode thread and no read-ahead). The floor below uses the same encoder, so it fell too.",
     ]
     for n, floor, ours_s, plain_s in floors:
         body += ["", f"**Floor at {n:,} rows** (`benchmarks/floors.py preprocess`, same invocation): one process "
