@@ -120,7 +120,7 @@ class _Row:
     """The byte layout of a framed record: a template row plus the columns that vary by row."""
 
     def __init__(self, n: int):
-        self.n, self.template, self.width = n, bytearray(), 0
+        self.n, self.template = n, bytearray()
         self.values: list[tuple[int, np.ndarray]] = []  # (first column, bytes [n, w])
         self.masks: list[tuple[int, np.ndarray]] = []  # (first column, used [n, w]) where rows differ
 

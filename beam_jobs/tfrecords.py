@@ -96,7 +96,7 @@ class _EncodeBatches(beam.DoFn):
         self._pending: collections.deque = collections.deque()
 
     def process(self, batch: pa.RecordBatch, timestamp=beam.DoFn.TimestampParam, window=beam.DoFn.WindowParam):
-        self._pending.append((self._pool.submit(_encode, batch, self.ragged, self.level), timestamp, window))
+        self._pending.append((self._pool.submit(gzip_member, batch, self.ragged, self.level), timestamp, window))
         while self._pending and (len(self._pending) > self._AHEAD or self._pending[0][0].done()):
             yield self._pending.popleft()[0].result()
 
@@ -109,7 +109,7 @@ class _EncodeBatches(beam.DoFn):
         self._pool.shutdown()
 
 
-def _encode(batch: pa.RecordBatch, ragged: tuple[str, ...], level: int) -> bytes:
+def gzip_member(batch: pa.RecordBatch, ragged: tuple[str, ...] = (), level: int = 1) -> bytes:
     """A batch as one gzip member of framed tf.Examples (``tfrecord_encoding``, else tfx_bsl's encoder)."""
     if ragged:
         names = [n + RAGGED_VALUES_SUFFIX if n in ragged else n for n in batch.schema.names]

@@ -88,14 +88,12 @@ def _signed_log1p(values):
 
 def preprocess_floor(path: str, out: str) -> dict:
     """Seconds of each part of a single-process Arrow/numpy preprocess of the Criteo file."""
-    import zlib
 
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
-    from tfx_bsl.coders import example_coder
 
-    from ctrflow.beam_jobs.tfrecord_encoding import encode_tfrecords, frame_records
+    from ctrflow.beam_jobs.tfrecords import gzip_member
     from ctrflow.schemas import MISSING_TOKEN
 
     parts = {}
@@ -142,10 +140,7 @@ def preprocess_floor(path: str, out: str) -> dict:
                 ids = pc.fill_null(pc.index_in(col, value_set=vocabs[c]), len(vocabs[c])).cast(pa.int64())
                 cols.append(pa.ListArray.from_arrays(offsets, ids))
                 names.append(c)
-            batch = pa.RecordBatch.from_arrays(cols, names)  # encoded as the job does
-            framed = encode_tfrecords(batch) or [frame_records(example_coder.RecordBatchToExamples(batch))]
-            compressor = zlib.compressobj(1, zlib.DEFLATED, 31)
-            f.write(b"".join([compressor.compress(chunk) for chunk in framed] + [compressor.flush()]))
+            f.write(gzip_member(pa.RecordBatch.from_arrays(cols, names)))  # encoded as the job does
             written += n
     parts["transform_write_s"] = time.perf_counter() - t0
     assert written == table.num_rows
