@@ -214,15 +214,14 @@ def _bucketize_fused(values: dict[str, tf.Tensor], cols: list[Column], prior: An
         filled = tf.where(missing, tf.constant([c.numeric.default for c in group], tf.float32), stacked)
         edges, counts = separate_point_masses(boundaries)
         bucket, position = apply_edges(filled, edges, counts)
-        own_bucket = missing & tf.constant([c.numeric.missing_bucket for c in group])
-        max_ids = tf.cast(counts, tf.int32)  # the schema domain tft.apply_buckets gives: [0, edge count]
+        if any(c.numeric.missing_bucket for c in group):
+            own_bucket = missing & tf.constant([c.numeric.missing_bucket for c in group])
+            bucket = tf.where(own_bucket, tf.constant(num_buckets, tf.int64), bucket)
+            position = tf.where(own_bucket, 0.0, position)
+        max_ids = tf.cast(counts, tf.int32)
         for i, c in enumerate(group):
-            ids[c.name] = bucket[:, i]
-            positions[c.name] = position[:, i]
-            if c.numeric.missing_bucket:
-                ids[c.name] = tf.where(own_bucket[:, i], tf.constant(num_buckets, tf.int64), ids[c.name])
-                positions[c.name] = tf.where(own_bucket[:, i], 0.0, positions[c.name])
-            else:
+            ids[c.name], positions[c.name] = bucket[:, i], position[:, i]
+            if not c.numeric.missing_bucket:  # the schema domain tft.apply_buckets gives: [0, edge count]
                 schema_inference.set_tensor_schema_override(ids[c.name], tf.constant(0, tf.int64), max_ids[i])
     return ids, positions
 
