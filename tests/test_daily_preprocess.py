@@ -68,7 +68,7 @@ def _transform(data, frame: pd.DataFrame) -> dict[str, np.ndarray]:
 
     raw = {"age": tf.constant(frame["age"].to_numpy(np.float32)), "city": tf.constant(frame["city"].to_numpy(str)),
            "clicked": tf.constant(frame["clicked"].to_numpy(np.float32))}
-    out = tft.TFTransformOutput(live_dir(str(data))).transform_raw_features(raw, drop_unused_features=True)
+    out = tft.TFTransformOutput(live_dir(str(data))).transform_features_layer()(raw)
     return {k: v.numpy() for k, v in out.items()}
 
 

@@ -34,7 +34,7 @@ def _numpy_position(x: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.nd
 
 def _transform(run, df: pd.DataFrame) -> dict[str, np.ndarray]:
     import tensorflow_transform as tft
-    out = tft.TFTransformOutput(run["data"]).transform_raw_features(_raw_inputs(df), drop_unused_features=True)
+    out = tft.TFTransformOutput(run["data"]).transform_features_layer()(_raw_inputs(df))
     return {k: v.numpy() for k, v in out.items()}
 
 
@@ -155,8 +155,7 @@ def test_ple_model_export_scores_raw_rows_like_the_keras_model(clicks_run):
     moved["age"] = moved["age"] + 0.3
 
     def keras_scores(frame):
-        transformed = tft.TFTransformOutput(clicks_run["data"]).transform_raw_features(
-            _raw_inputs(frame), drop_unused_features=True)
+        transformed = tft.TFTransformOutput(clicks_run["data"]).transform_features_layer()(_raw_inputs(frame))
         return model.probabilities(model_features(transformed, layout)).numpy().reshape(-1)
 
     text = {c: tf.constant(np.array(["NA" if pd.isna(v) else str(v) for v in df[c]], object))

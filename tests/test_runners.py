@@ -50,7 +50,6 @@ def test_local_jobs_run_on_the_fn_api_runner_without_offering_the_pipeline_to_pr
 
 def test_the_preprocess_pipeline_builds_for_dataflow_and_stages_every_package(tmp_path):
     import apache_beam as beam
-    import tensorflow_transform.beam as tft_beam
     from apache_beam.runners.portability.stager import Stager
 
     from ctrflow.beam_jobs import preprocess
@@ -65,7 +64,7 @@ def test_the_preprocess_pipeline_builds_for_dataflow_and_stages_every_package(tm
     beam_options = pipeline_options(DATAFLOW + ["--dataflow_endpoint", "http://localhost:1"])
     p = beam.Pipeline(options=beam_options)  # built with the DataflowRunner, never run
     assert type(p.runner).__name__ == "DataflowRunner"
-    with tft_beam.Context(temp_dir=str(tmp_path / "tft")):
+    with preprocess.transform_context(str(tmp_path / "tft")):
         preprocess.build_pipeline(p, schema, tasks, "gs://b/out", options)
     staged = tmp_path / "staging"
     staged.mkdir()

@@ -24,7 +24,7 @@ def _transform(run, df):
         "device": tf.constant(df["device"].to_numpy(object).astype(str)),
         "tag": tf.constant(df["tag"].to_numpy(object).astype(str)),
     }
-    return {k: v.numpy() for k, v in _tft(run).transform_raw_features(raw, drop_unused_features=True).items()}
+    return {k: v.numpy() for k, v in _tft(run).transform_features_layer()(raw).items()}
 
 
 def test_manifest_counts_every_row(clicks_run):

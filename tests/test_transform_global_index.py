@@ -60,7 +60,7 @@ def test_feat_index_and_feat_value_match_numpy(tmp_path):
     assert (gi.num_ids, gi.num_fields, gi.fields) == (len(lines), 4, ("y", "z", "c", "h"))
     assert layout.sparse == () and layout.dense == ()
 
-    out = tft_out.transform_raw_features(raw_tensors(df, ["y", "z"], ["c", "h"]), drop_unused_features=True)
+    out = tft_out.transform_features_layer()(raw_tensors(df, ["y", "z"], ["c", "h"]))
     index, value = out["feat_index"].numpy(), out["feat_value"].numpy()
     assert index.shape == value.shape == (len(df), 4)
     y = df["y"].to_numpy()

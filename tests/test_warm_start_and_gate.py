@@ -61,7 +61,7 @@ def _transform(data, frame: pd.DataFrame):
     import tensorflow_transform as tft
 
     raw = {"age": tf.constant(frame["age"].to_numpy(np.float32)), "city": tf.constant(frame["city"].to_numpy(str))}
-    return tft.TFTransformOutput(live_dir(str(data))).transform_raw_features(raw, drop_unused_features=True)
+    return tft.TFTransformOutput(live_dir(str(data))).transform_features_layer()(raw)
 
 
 def _layout(data):

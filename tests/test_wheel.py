@@ -24,7 +24,6 @@ SCRIPT = textwrap.dedent('''
     import json, logging, os, sys
     logging.basicConfig(level=logging.INFO, format="LOG %(message)s")
     import apache_beam as beam
-    import tensorflow_transform.beam as tft_beam
     from apache_beam.options.pipeline_options import SetupOptions
     from apache_beam.runners.portability.stager import Stager
 
@@ -43,7 +42,7 @@ SCRIPT = textwrap.dedent('''
     options = pipeline_options(["--runner", "DataflowRunner", "--project", "p", "--region", "r",
                                 "--temp_location", "gs://b/tmp", "--dataflow_endpoint", "http://localhost:1"])
     p = beam.Pipeline(options=options)
-    with tft_beam.Context(temp_dir=tft_temp):
+    with preprocess.transform_context(tft_temp):
         preprocess.build_pipeline(p, schema, tasks, "gs://b/out",
                                   PreprocessOptions(schema="s", train=(train,), output="gs://b/out"))
     from apache_beam.portability.api import beam_runner_api_pb2 as api
