@@ -50,7 +50,7 @@ CATEGORIES = [
     ("TF graph execution (analysis + transform)",
      r"_pywrap_tfe|_pywrap_tf_session\.TF_SessionRun|tensorflow/python/eager"),
     ("tf.Example encoding (tfx_bsl, C++)", r"tfx_bsl.*coders|RecordBatchToExamples"),
-    ("gzip (zlib, level 1)", r"zlib"),
+    ("gzip (ISA-L or zlib, level 1)", r"zlib"),
     ("CSV read + parse (pyarrow)", r"beam_jobs/sources|pipeline/parsing|pyarrow"),
     ("TFRecord framing (crc32c)", r"google_crc32c|beam_jobs/tfrecords"),
     ("fused vocabulary + profiles (Arrow, numpy)", r"pipeline/(analyzers|stats)|beam_jobs/profiles|numpy"),
@@ -177,22 +177,22 @@ def main(argv: list[str] | None = None) -> None:
         "",
         f"The plain pipeline is not run above {args.skip_plain_above:,} rows (`--skip-plain-above`): at its "
         "measured throughput it would take over 20 minutes at 5M rows. What limits ctrflow at 1M rows: the fixed "
-        "cost (imports, TFT tracing the preprocessing_fn for analysis and again for the transform, writing and "
-        "loading the transform SavedModel between the two passes; `--profile` adds a table of where the time "
-        "goes), and the job's single Beam worker thread (the DirectRunner's multi-threaded mode was 25% faster "
-        "at 1M rows here, but one of three 5M-row runs ran out of memory, 24 GB, and another failed decoding "
-        "its own data channel, so preprocess stays in-process). "
-        "New since the previous run, each measured at 1M rows on 2 cores: "
-        "(1) the bucketize ops of each (num_buckets, epsilon) group are built once over the stacked columns "
-        "instead of about 70 ops per column (a 200k-row run: 43.9 -> 29.1 s, pipeline start 16.1 -> 9.4 s; "
-        "identical TFRecords and transformed schema); "
-        "(2) tf.Examples are written by a numpy encoder (`beam_jobs/tfrecord_encoding.py`: 6.4 us per row "
-        "instead of tfx_bsl's 19 for these 53 features; the same parsed Examples, tfx_bsl still for ragged "
-        "or string features; consistent feature order also gzips smaller: 172 MB of train shards instead of "
-        "225 MB), 84.6 -> 66.6 s; "
-        "(3) encoding and gzip run in two background threads while the pipeline's thread transforms, and each "
-        "file's next batches are read and parsed a batch or two ahead in another thread: 66.6 -> 54.5 s "
-        "(58.0 s with one encode thread and no read-ahead). The floor below uses the same encoder, so it fell too.",
+        "cost (imports, TFT building the analysis graph and Beam stages, the work between the two passes; "
+        "`--profile` adds a table of where the time goes), and the job's single Beam worker thread (the "
+        "DirectRunner's multi-threaded mode was 25% faster at 1M rows here, but one of three 5M-row runs ran out "
+        "of memory, 24 GB, and another failed decoding its own data channel, so preprocess stays in-process). "
+        "New since the previous run, each measured at 1M rows on 2 cores (the previous run's 56.9 s was the "
+        "bucketize groups, the numpy tf.Example encoder, and encoding / gzip / read-ahead in background threads): "
+        "(1) tf.Transform runs in its TF1 graph mode (`beam_jobs/preprocess.transform_context`): one graph run in a "
+        "session instead of tracing a tf.function, optimizing, saving and reloading it between the passes; the "
+        "pipeline took 45.3 s instead of 53.4 s (pipeline start 6.4 s instead of 11.8 s), with byte-identical "
+        "TFRecords (a z-score may differ in its last bit), vocabularies and transformed schema; `--tf2-transform-graph` keeps the TF2 format; "
+        "(2) gzip with ISA-L's deflate (`isal`) where installed: 431 MB/s against zlib's 120 MB/s on these "
+        "records, 11% larger files; whole command 48.1-49.8 s -> 44.8 s; "
+        "(3) the CLI imports TensorFlow before tf.Transform does, without TensorFlow's eager Keras import "
+        "(`import ctrflow.beam_jobs.preprocess` 9.5-10.6 s -> 7.4-9.3 s). Tried and dropped: Arrow's threaded "
+        "CSV reader (51.6 s against 47.0 s), and splitting the read-ahead into a read thread and a parse thread "
+        "(no change: 49.8 s against 48.1-49.8 s). The floor below uses the same encoder and gzip.",
     ]
     for n, floor, ours_s, plain_s in floors:
         body += ["", f"**Floor at {n:,} rows** (`benchmarks/floors.py preprocess`, same invocation): one process "
