@@ -69,7 +69,7 @@ from ctrflow.pipeline.global_index import (
 )
 from ctrflow.pipeline.layout import DenseFeature, FeatureLayout, SparseFeature, vocab_name  # noqa: F401
 from ctrflow.pipeline.prior import AnalysisPrior
-from ctrflow.pipeline.vocab_lookup import vocabulary_lookup
+from ctrflow.pipeline.vocab_lookup import flat_tokens, vocabulary_lookup
 from ctrflow.schemas.types import MISSING_TOKEN, Column, Schema
 
 SCALED_SUFFIX = "__scaled"
@@ -302,7 +302,7 @@ def _categorical_ids(tokens: dict[str, tf.Tensor], schema: Schema, global_name: 
     specs = [VocabSpec(vocab_name(c.name), v.top_k, v.frequency_threshold,
                        prior.base_vocabulary(vocab_name(c.name)), prior.counts(vocab_name(c.name)))
              for c, v in ((c, c.categorical.vocabulary) for c in vocab_cols)]
-    flat = [t.flat_values if isinstance(t, tf.RaggedTensor) else t for t in (tokens[c.name] for c in vocab_cols)]
+    flat = [flat_tokens(tokens[c.name]) for c in vocab_cols]
     fields = global_fields(schema, vocab_index) if global_name else ()
     base_global = prior.base_vocabulary(global_name) if global_name else None
     files, global_file = (fused_vocabularies(flat, specs, fields, global_name, base_global)

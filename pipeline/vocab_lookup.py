@@ -35,7 +35,8 @@ def vocabulary_table(vocabulary_file) -> tf.lookup.StaticHashTable:
             default_value=-1)
 
 
-def _flat(x):
+def flat_tokens(x):
+    """A column's tokens as one flat tensor (a ragged column's values), the shape a lookup or analyzer needs."""
     return x.flat_values if isinstance(x, tf.RaggedTensor) else x
 
 
@@ -52,7 +53,7 @@ def vocabulary_lookup(num_oov_buckets: int) -> Lookup:
     def lookup(x, vocabulary_file):
         table = vocabulary_table(vocabulary_file)
         size = table.size()
-        values = _flat(x)
+        values = flat_tokens(x)
         found = table.lookup(values)
         if num_oov_buckets > 0:
             found = tf.where(found >= 0, found, size + tf.strings.to_hash_bucket_fast(values, num_oov_buckets))
