@@ -223,13 +223,13 @@ def transform_context(temp_dir: str, tf1: bool = True) -> tft_beam.Context:
     wraps whichever graph the data was written with, so training and serving
     agree. Measured on 1M Criteo rows (2 cores): the pipeline took 45.3 s
     against 53.4 s (start 6.4 against 11.8 s, both passes 35.7 against 38.2 s);
-    200k rows: 16.3 against 27.7 s. The preprocessing_fn is ctrflow's own (built from the schema), so no user code
-    depends on TF2 behaviour inside it. What differs for a user is the
-    ``transform_fn/`` artifact: a TF1 SavedModel, which
-    ``TFTransformOutput.transform_features_layer()`` applies eagerly, in Keras
-    and in ``tf.data``, but ``transform_raw_features()`` only in graph mode
-    (tf.Transform's rule for TF1 graphs); ``--tf2-transform-graph`` keeps
-    tf.Transform's default.
+    200k rows: 16.3 against 27.7 s. The preprocessing_fn is ctrflow's own
+    (built from the schema), so no user code depends on TF2 behaviour inside
+    it. What differs for a user is the ``transform_fn/`` artifact: a TF1
+    SavedModel, which ``TFTransformOutput.transform_features_layer()`` applies
+    eagerly, in Keras and in ``tf.data``, but ``transform_raw_features()`` only
+    in graph mode (tf.Transform's rule for TF1 graphs); ``--tf2-transform-graph``
+    keeps tf.Transform's default.
     """
     if tf1:
         quiet_tf1_notices()

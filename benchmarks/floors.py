@@ -88,7 +88,6 @@ def _signed_log1p(values):
 
 def preprocess_floor(path: str, out: str) -> dict:
     """Seconds of each part of a single-process Arrow/numpy preprocess of the Criteo file."""
-
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
