@@ -10,7 +10,10 @@ the export's 536 functions; with one table each it is 276 functions, and
 (medians of 6 loads each, 2 cores). The ids are the same by construction:
 a token in the file gets its line number, any other
 ``vocab_size + to_hash_bucket_fast(token, num_oov_buckets)``, which is what
-``StaticVocabularyTable.lookup`` computes.
+``StaticVocabularyTable.lookup`` computes. With one OOV bucket that bucket is
+always 0, so the tokens are not fingerprinted at all: 26 lookups of 8192
+eight-hex tokens cost 0.55 CPU-us per row without the hash against 0.75 with
+it (two runs each; the schemas' default is one OOV bucket).
 """
 from __future__ import annotations
 
@@ -55,7 +58,9 @@ def vocabulary_lookup(num_oov_buckets: int) -> Lookup:
         size = table.size()
         values = flat_tokens(x)
         found = table.lookup(values)
-        if num_oov_buckets > 0:
+        if num_oov_buckets == 1:  # every unseen token's hash bucket is 0: no need to fingerprint the tokens
+            found = tf.where(found >= 0, found, size)
+        elif num_oov_buckets > 1:
             found = tf.where(found >= 0, found, size + tf.strings.to_hash_bucket_fast(values, num_oov_buckets))
         return _like(x, found), size + num_oov_buckets
 

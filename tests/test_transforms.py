@@ -237,3 +237,22 @@ def test_one_lookup_table_per_vocabulary(run):
     tables = collections.Counter(n.op for n in graph.graph_def.node if "Table" in n.op)
     assert tables == {"HashTableV2": 3, "InitializeTableFromTextFileV2": 3, "LookupTableFindV2": 3,
                       "LookupTableSizeV2": 3}, tables  # c, d, tags
+
+
+@pytest.mark.parametrize("num_oov_buckets", [1, 3])
+def test_vocabulary_lookup_matches_static_vocabulary_table(tmp_path, num_oov_buckets):
+    """Same ids as TensorFlow's StaticVocabularyTable (TFT's default), known and unseen tokens, dense and ragged."""
+    from ctrflow.pipeline.vocab_lookup import vocabulary_lookup
+
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("a\nbb\nccc\n")
+    tokens = tf.constant(["bb", "zz", "a", "", "ccc", "unseen", "q", "a7f3"])
+    reference = tf.lookup.StaticVocabularyTable(
+        tf.lookup.TextFileInitializer(str(vocab), tf.string, tf.lookup.TextFileIndex.WHOLE_LINE, tf.int64,
+                                      tf.lookup.TextFileIndex.LINE_NUMBER), num_oov_buckets)
+    ids, size = vocabulary_lookup(num_oov_buckets)(tokens, tf.constant(str(vocab)))
+    assert int(size) == 3 + num_oov_buckets
+    np.testing.assert_array_equal(ids.numpy(), reference.lookup(tokens).numpy())
+    ragged = tf.RaggedTensor.from_row_lengths(tokens, [3, 0, 5])
+    ragged_ids, _ = vocabulary_lookup(num_oov_buckets)(ragged, tf.constant(str(vocab)))
+    assert ragged_ids.to_list() == reference.lookup(ragged).to_list()
