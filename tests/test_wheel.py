@@ -1,7 +1,7 @@
 """Dataflow staging from a wheel install: the job stages a wheel of the installed ctrflow, never ``None``.
 
 Builds the real wheel (``pip wheel .``), installs it with ``--no-deps`` into a fresh
-venv that sees the base Python's packages, and from an empty folder builds the
+venv that sees the test interpreter's packages (a ``.pth`` file), and from an empty folder builds the
 preprocess pipeline for the DataflowRunner (never run) and lets Beam's Stager
 collect what it would upload. The staged wheel is then checked file by file:
 one import name, the run-time data inside, and a RECORD whose sha256 digests match.
@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import sysconfig
 import textwrap
 import zipfile
 
@@ -68,11 +69,17 @@ def wheel_venv(tmp_path_factory):
     subprocess.run([sys.executable, "-m", "pip", "wheel", ROOT, "--no-deps", "-q", "-w", str(tmp / "dist")],
                    check=True, cwd=str(tmp))
     [wheel] = os.listdir(tmp / "dist")
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(tmp / "venv")], check=True)
+    subprocess.run([sys.executable, "-m", "venv", str(tmp / "venv")], check=True)
     python = str(tmp / "venv" / "bin" / "python")
     subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", str(tmp / "dist" / wheel)], check=True)
     site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           check=True, capture_output=True, text=True).stdout.strip()
+    # the dependencies come from this interpreter's environment (CI's venv), listed after the new venv's own
+    # folder; `--system-site-packages` would show the base Python's instead, which on a clean machine has none.
+    # Plain path lines: that folder's own .pth files (the checkout's editable install) are not processed.
+    paths = sorted({sysconfig.get_paths()[k] for k in ("purelib", "platlib")})
+    with open(os.path.join(site, "_test_dependencies.pth"), "w") as f:
+        f.write("\n".join(paths) + "\n")
     return {"tmp": tmp, "python": python, "site": site, "wheel": wheel}
 
 
