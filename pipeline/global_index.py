@@ -26,7 +26,7 @@ import tensorflow_transform as tft
 
 from ctrflow.pipeline.analyzers import GlobalField
 from ctrflow.pipeline.layout import GlobalIndex
-from ctrflow.pipeline.vocab_lookup import lookup_with_fallback
+from ctrflow.pipeline.vocab_lookup import lookup_with_fallback, oov_buckets
 from ctrflow.schemas.types import Column, Schema
 
 GLOBAL_VOCAB = "vocab__global"
@@ -67,7 +67,7 @@ def _keys(schema: Schema, col: Column, tokens: dict[str, tf.Tensor],
     if t.hash is not None:
         key = prefix + "__hash" + tf.strings.as_string(tf.strings.to_hash_bucket_fast(x, t.hash.buckets)) + "__"
         return key, key
-    oov = tf.strings.to_hash_bucket_fast(x, t.vocabulary.num_oov_buckets)
+    oov = oov_buckets(x, t.vocabulary.num_oov_buckets)
     return prefix + x, prefix + "__oov" + tf.strings.as_string(oov) + "__"
 
 

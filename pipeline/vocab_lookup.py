@@ -47,6 +47,13 @@ def _like(x, values):
     return x.with_flat_values(values) if isinstance(x, tf.RaggedTensor) else values
 
 
+def oov_buckets(tokens, num_oov_buckets: int):
+    """Each token's OOV bucket, TFT's ``to_hash_bucket_fast(token, num_oov_buckets)``; one bucket: all 0, unhashed."""
+    if num_oov_buckets == 1:
+        return tf.zeros_like(tokens, tf.int64)
+    return tf.strings.to_hash_bucket_fast(tokens, num_oov_buckets)
+
+
 def vocabulary_lookup(num_oov_buckets: int) -> Lookup:
     """A ``lookup_fn``: ids of a column's tokens (dense or ragged), unseen ones in ``num_oov_buckets`` buckets.
 
@@ -58,10 +65,8 @@ def vocabulary_lookup(num_oov_buckets: int) -> Lookup:
         size = table.size()
         values = flat_tokens(x)
         found = table.lookup(values)
-        if num_oov_buckets == 1:  # every unseen token's hash bucket is 0: no need to fingerprint the tokens
-            found = tf.where(found >= 0, found, size)
-        elif num_oov_buckets > 1:
-            found = tf.where(found >= 0, found, size + tf.strings.to_hash_bucket_fast(values, num_oov_buckets))
+        if num_oov_buckets > 0:
+            found = tf.where(found >= 0, found, size + oov_buckets(values, num_oov_buckets))
         return _like(x, found), size + num_oov_buckets
 
     return lookup

@@ -242,7 +242,7 @@ def test_one_lookup_table_per_vocabulary(run):
 @pytest.mark.parametrize("num_oov_buckets", [1, 3])
 def test_vocabulary_lookup_matches_static_vocabulary_table(tmp_path, num_oov_buckets):
     """Same ids as TensorFlow's StaticVocabularyTable (TFT's default), known and unseen tokens, dense and ragged."""
-    from ctrflow.pipeline.vocab_lookup import vocabulary_lookup
+    from ctrflow.pipeline.vocab_lookup import oov_buckets, vocabulary_lookup
 
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("a\nbb\nccc\n")
@@ -256,3 +256,5 @@ def test_vocabulary_lookup_matches_static_vocabulary_table(tmp_path, num_oov_buc
     ragged = tf.RaggedTensor.from_row_lengths(tokens, [3, 0, 5])
     ragged_ids, _ = vocabulary_lookup(num_oov_buckets)(ragged, tf.constant(str(vocab)))
     assert ragged_ids.to_list() == reference.lookup(ragged).to_list()
+    np.testing.assert_array_equal(oov_buckets(tokens, num_oov_buckets).numpy(),
+                                  tf.strings.to_hash_bucket_fast(tokens, num_oov_buckets).numpy())
