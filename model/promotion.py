@@ -4,7 +4,7 @@ The new model and the baseline are scored on the SAME rows: the new data's
 eval split. The baseline sees them as its own transform graph would: every
 vocabulary id is mapped by token into the baseline's vocabulary, and a token
 the baseline never saw gets the OOV bucket its lookup would have given it
-(``to_hash_bucket_fast(token, num_oov_buckets)``, TFT's hash); bucket, hash and
+(``pipeline.vocab_lookup.oov_buckets``, the lookup's own: TFT's hash); bucket, hash and
 cross ids are the same ids (``preprocess --base`` keeps the boundaries).
 ``promotion.json`` holds both models' AUC, log loss and calibration, and
 ``promote`` is true unless the new AUC is below the baseline's by more than
@@ -23,6 +23,7 @@ from ctrflow.model import metrics as mt
 from ctrflow.model.config import ModelConfig
 from ctrflow.pipeline.layout import FeatureLayout
 from ctrflow.pipeline.transform import vocab_name
+from ctrflow.pipeline.vocab_lookup import oov_buckets
 from ctrflow.schemas.errors import CheckFailed, UserError
 from ctrflow.schemas.types import Schema
 
@@ -55,7 +56,7 @@ def id_maps(schema: Schema, old: FeatureLayout, new: FeatureLayout, vocab_of) ->
         if unseen:
             if n_oov_old == 0:
                 raise UserError(f"--baseline: {c.name} has new tokens and the baseline has no OOV bucket for them")
-            buckets = tf.strings.to_hash_bucket_fast([new_tokens[i] for i in unseen], n_oov_old).numpy()
+            buckets = oov_buckets(tf.constant([new_tokens[i] for i in unseen]), n_oov_old).numpy()
             mapped[unseen] = len(old_tokens) + buckets
         # the new OOV buckets hash the same way when both have the same number of them
         oov = np.arange(n_oov_new)
