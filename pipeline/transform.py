@@ -69,7 +69,7 @@ from ctrflow.pipeline.global_index import (
 )
 from ctrflow.pipeline.layout import DenseFeature, FeatureLayout, SparseFeature, vocab_name  # noqa: F401
 from ctrflow.pipeline.prior import AnalysisPrior
-from ctrflow.pipeline.vocab_lookup import flat_tokens, vocabulary_lookup
+from ctrflow.pipeline.vocab_lookup import flat_tokens, missing_as, vocabulary_lookup
 from ctrflow.schemas.types import MISSING_TOKEN, Column, Schema
 
 SCALED_SUFFIX = "__scaled"
@@ -278,7 +278,11 @@ def _filled(x: tf.Tensor, col: Column) -> tf.Tensor:
 
 
 def _tokens(x: tf.Tensor, col: Column) -> tf.Tensor | tf.RaggedTensor:
-    """Missing -> ``MISSING_TOKEN``; multivalent: ragged [batch, None] of stripped non-empty parts."""
+    """Missing -> ``MISSING_TOKEN``; multivalent: ragged [batch, None] of stripped non-empty parts.
+
+    What the analyzers, crosses and the global index see. A single-valued
+    column's ids are looked up from the raw strings instead (``_id_input``).
+    """
     delimiter = col.categorical.multivalent_delimiter
     if delimiter is None:
         return tf.where(tf.equal(x, ""), tf.constant(MISSING_TOKEN), x)
@@ -289,8 +293,27 @@ def _tokens(x: tf.Tensor, col: Column) -> tf.Tensor | tf.RaggedTensor:
     return tf.concat([parts, missing], axis=1)
 
 
-def _categorical_ids(tokens: dict[str, tf.Tensor], schema: Schema, global_name: str | None = None,
-                    prior: AnalysisPrior | None = None):
+def _id_input(raw: tf.Tensor, tokens: tf.Tensor | tf.RaggedTensor, col: Column) -> tuple[tf.Tensor, str | None]:
+    """What a column's ids are computed from: (raw strings, the token for "") or (tokens, None).
+
+    A single-valued column's ids come from its raw strings, "" then mapped to
+    ``MISSING_TOKEN``'s id (``vocab_lookup.missing_as``): the same ids as
+    from its tokens, without a select over strings.
+    """
+    if col.categorical.multivalent_delimiter is None:
+        return raw, MISSING_TOKEN
+    return tokens, None
+
+
+def _hashed(x: tf.Tensor | tf.RaggedTensor, missing_token: str | None, buckets: int):
+    ids = tf.ragged.map_flat_values(tf.strings.to_hash_bucket_fast, x, buckets)
+    if missing_token is None:
+        return ids
+    return missing_as(x, ids, lambda t: tf.strings.to_hash_bucket_fast(t, buckets), missing_token)
+
+
+def _categorical_ids(tokens: dict[str, tf.Tensor], raw: dict[str, tf.Tensor], schema: Schema,
+                     global_name: str | None = None, prior: AnalysisPrior | None = None):
     """Ids of every categorical column: hashes, and ONE fused analyzer for all vocabularies.
 
     Returns (ids by column, global vocabulary file or None). With a global
@@ -312,11 +335,13 @@ def _categorical_ids(tokens: dict[str, tf.Tensor], schema: Schema, global_name: 
         return ids, global_file
     for c in schema.categorical:
         t = c.categorical
+        x, missing_token = _id_input(raw[c.name], tokens[c.name], c)
         if t.hash is not None:
-            ids[c.name] = tf.ragged.map_flat_values(tf.strings.to_hash_bucket_fast, tokens[c.name], t.hash.buckets)
+            ids[c.name] = _hashed(x, missing_token, t.hash.buckets)
         else:
-            ids[c.name] = tft.apply_vocabulary(tokens[c.name], files[vocab_index[c.name]],
-                                               lookup_fn=vocabulary_lookup(t.vocabulary.num_oov_buckets))
+            ids[c.name] = tft.apply_vocabulary(
+                x, files[vocab_index[c.name]],
+                lookup_fn=vocabulary_lookup(t.vocabulary.num_oov_buckets, missing_token))
     return ids, global_file
 
 
@@ -336,7 +361,7 @@ def make_preprocessing_fn(schema: Schema, prior: AnalysisPrior | None = None,
         scaled = _scale_fused(values, [c for c in schema.numeric if c.numeric.scale != "none"], prior)
         tokens = {c.name: _tokens(inputs[c.name], c) for c in schema.categorical}
         global_name = GLOBAL_VOCAB if schema.global_index is not None else None
-        ids, global_file = _categorical_ids(tokens, schema, global_name, prior)
+        ids, global_file = _categorical_ids(tokens, inputs, schema, global_name, prior)
         if schema.global_index is None:
             outputs.update(buckets)
             outputs.update({name + POSITION_SUFFIX: p for name, p in positions.items()})

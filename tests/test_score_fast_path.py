@@ -152,3 +152,34 @@ def test_import_tensorflow_from_a_second_thread_waits_for_the_first():
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == "True"
+
+
+def test_the_export_holds_the_transform_graph_once_for_all_signatures(clicks_run):
+    """serving_default, score_and_ids and serve_tf_examples call one traced transform (model.export).
+
+    The transform graph is the library's functions with vocabulary lookups:
+    TFT's loaded copy and the shared ``transform``, where tracing it per
+    signature and tf_keras' layer traces made six.
+    """
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel()
+    with open(os.path.join(clicks_run["model"], "export", "saved_model.pb"), "rb") as f:
+        saved.ParseFromString(f.read())
+    library = saved.meta_graphs[0].graph_def.library
+    with_lookups = [f.signature.name for f in library.function
+                    if any(n.op == "LookupTableFindV2" for n in f.node_def)]
+    assert len(with_lookups) == 2, with_lookups
+    by_name = {f.signature.name: f for f in library.function}
+
+    def calls(name: str) -> set[str]:
+        out = set()
+        for n in by_name[name].node_def:
+            out.update(v.func.name for v in n.attr.values() if v.func.name)
+        return out
+
+    transform_callers = {name: calls(name) for name in by_name
+                         if any(name.startswith(f"__inference_{s}_")
+                                for s in ("serving_default", "score_and_ids", "serve_tf_examples"))}
+    shared = set.intersection(*(c for c in transform_callers.values() if c))
+    assert len([c for c in transform_callers.values() if c]) == 3 and len(shared) == 1, transform_callers

@@ -235,8 +235,9 @@ def test_one_lookup_table_per_vocabulary(run):
     graph = saved.meta_graphs[0]
     # the job writes a TF1 graph (beam_jobs.preprocess.transform_context): one table op and one initializer each
     tables = collections.Counter(n.op for n in graph.graph_def.node if "Table" in n.op)
-    assert tables == {"HashTableV2": 3, "InitializeTableFromTextFileV2": 3, "LookupTableFindV2": 3,
-                      "LookupTableSizeV2": 3}, tables  # c, d, tags
+    # lookups: one per column (c, d, tags), plus one of MISSING_TOKEN's id for each single-valued one (c, d)
+    assert tables == {"HashTableV2": 3, "InitializeTableFromTextFileV2": 3, "LookupTableFindV2": 5,
+                      "LookupTableSizeV2": 3}, tables
 
 
 @pytest.mark.parametrize("num_oov_buckets", [1, 3])
@@ -258,3 +259,30 @@ def test_vocabulary_lookup_matches_static_vocabulary_table(tmp_path, num_oov_buc
     assert ragged_ids.to_list() == reference.lookup(ragged).to_list()
     np.testing.assert_array_equal(oov_buckets(tokens, num_oov_buckets).numpy(),
                                   tf.strings.to_hash_bucket_fast(tokens, num_oov_buckets).numpy())
+
+
+@pytest.mark.parametrize("vocabulary", ["a\n__missing__\nbb\n", "a\nbb\n"])
+def test_empty_strings_get_the_missing_tokens_id_without_a_string_select(tmp_path, vocabulary):
+    """The lookup of raw strings with "" -> MISSING_TOKEN's id equals looking up the substituted tokens.
+
+    Checked with MISSING_TOKEN in the vocabulary (its line) and unseen (its OOV
+    bucket), for vocabulary and hash ids, against StaticVocabularyTable and
+    to_hash_bucket_fast on the substituted strings.
+    """
+    from ctrflow.pipeline.transform import _hashed
+    from ctrflow.pipeline.vocab_lookup import vocabulary_lookup
+    from ctrflow.schemas import MISSING_TOKEN
+
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text(vocabulary)
+    raw = tf.constant(["bb", "", "a", "zz", "", "q"])
+    tokens = tf.where(tf.equal(raw, ""), MISSING_TOKEN, raw)
+    reference = tf.lookup.StaticVocabularyTable(
+        tf.lookup.TextFileInitializer(str(vocab), tf.string, tf.lookup.TextFileIndex.WHOLE_LINE, tf.int64,
+                                      tf.lookup.TextFileIndex.LINE_NUMBER), 5)
+    ids, _ = vocabulary_lookup(5, MISSING_TOKEN)(raw, tf.constant(str(vocab)))
+    expected = reference.lookup(tokens).numpy()
+    np.testing.assert_array_equal(ids.numpy(), expected)
+    assert expected[1] == expected[4] and expected[1] != reference.lookup(tf.constant([""])).numpy()[0]
+    np.testing.assert_array_equal(_hashed(raw, MISSING_TOKEN, 97).numpy(),
+                                  tf.strings.to_hash_bucket_fast(tokens, 97).numpy())
