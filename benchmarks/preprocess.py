@@ -194,6 +194,7 @@ def main(argv: list[str] | None = None) -> None:
         "CSV reader (51.6 s against 47.0 s), and splitting the read-ahead into a read thread and a parse thread "
         "(no change: 49.8 s against 48.1-49.8 s). The floor below uses the same encoder and gzip."
         " Rerun at the next stop (2026-11-30, a faster hour of the machine; the previous run was 37.5 s against 518.9 s, 13.8x): the only change on this path is that a vocabulary lookup with one OOV bucket no longer fingerprints its tokens. Both pipelines ran faster, the plain one more (518.9 -> 246.1 s, 2.1x; ctrflow 37.5 -> 23.7 s, 1.6x): its per-token Python work is single-threaded, like the pandas loop of the scoring benchmark, so the ratio fell to 10.4x. Peak RSS 1,887 MB at 1M and 2,072 MB at 5M (+9.8%).",
+        " Rerun at the following stop (2026-11-30, fourth run): the only change on this path is that a single-valued categorical column's ids are looked up from its raw strings, \"\" then given MISSING_TOKEN's id, instead of first replacing \"\" by MISSING_TOKEN in every string (an int select instead of a string select per column; the analyzers still count MISSING_TOKEN).",
     ]
     for n, floor, ours_s, plain_s in floors:
         body += ["", f"**Floor at {n:,} rows** (`benchmarks/floors.py preprocess`, same invocation): one process "
