@@ -90,8 +90,12 @@ class ServingModule(tf.Module):
         not_inputs = {layout.label, layout.group_key}
         self._transformed_spec = {k: v for k, v in tft_output.transformed_feature_spec().items()
                                   if k not in not_inputs}
-        raw_spec = {name: tf.TensorSpec([None], f.dtype, name=name) for name, f in self._raw_spec.items()}
-        self.transform = tf.function(self.tft_layer, input_signature=[raw_spec])
+        # typed raw features -> transformed features; saved too (``loaded.transform``), e.g. to inspect ids
+        self.transform = tf.function(self.tft_layer, input_signature=[self._raw_signature()])
+
+    def _raw_signature(self) -> dict[str, tf.TensorSpec]:
+        """Typed raw features, [batch] each (what ``score_and_ids`` and ``transform`` take)."""
+        return {name: tf.TensorSpec([None], f.dtype, name=name) for name, f in self._raw_spec.items()}
 
     def _score_and_transformed(self, raw: dict[str, tf.Tensor]):
         # every signature calls the one traced transform: the transform graph is saved once, not once per signature
@@ -100,7 +104,6 @@ class ServingModule(tf.Module):
         return tf.reshape(probs, [-1]), transformed
 
     def signatures(self) -> dict:
-        raw_sig = {name: tf.TensorSpec([None], f.dtype, name=name) for name, f in self._raw_spec.items()}
         text_sig = {name: tf.TensorSpec([None], tf.string, name=name) for name in self._raw_spec}
 
         @tf.function(input_signature=[text_sig])
@@ -108,7 +111,7 @@ class ServingModule(tf.Module):
             raw = raw_values.normalize(self._schema, text)
             return {"score": self._score_and_transformed(raw)[0]}
 
-        @tf.function(input_signature=[raw_sig])
+        @tf.function(input_signature=[self._raw_signature()])
         def score_and_ids(raw):
             score, transformed = self._score_and_transformed(raw)
             out = {"score": score}

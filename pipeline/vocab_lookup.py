@@ -88,8 +88,9 @@ def missing_as(values: tf.Tensor, found: tf.Tensor, ids_of: Callable[[tf.Tensor]
     Exactly ``ids_of(where(values == "", missing_token, values))``, but the
     select runs over int64 ids instead of strings: a string select copies
     every token, and with 26 categorical columns it was the transform graph's
-    costliest op (0.72 of the 5.0 CPU-us per row of ``score_and_ids`` on the
-    benchmark model, profiled with ``tf.profiler``).
+    costliest op in a ``tf.profiler`` trace of ``score_and_ids`` on the
+    benchmark model. Without it: 4.84 against 5.00 CPU-us per row (medians of
+    3 interleaved runs), the same ids and scores bit for bit on 20,000 rows.
     """
     return tf.where(tf.equal(values, ""), ids_of(tf.constant(missing_token)), found)
 

@@ -183,3 +183,23 @@ def test_the_export_holds_the_transform_graph_once_for_all_signatures(clicks_run
                                 for s in ("serving_default", "score_and_ids", "serve_tf_examples"))}
     shared = set.intersection(*(c for c in transform_callers.values() if c))
     assert len([c for c in transform_callers.values() if c]) == 3 and len(shared) == 1, transform_callers
+
+
+def test_the_export_serves_its_transform_alone(clicks_run):
+    """``loaded.transform`` (typed raw -> transformed features) gives the ids ``score_and_ids`` returns."""
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(os.path.join(clicks_run["model"], "export"))
+    fn = loaded.signatures["score_and_ids"]
+    specs = fn.structured_input_signature[1]
+    rows = clicks_run["eval_df"].head(5)
+    raw = {n: tf.constant(rows[n].astype(str).tolist() if s.dtype == tf.string else rows[n].astype("float32"),
+                          s.dtype) for n, s in specs.items()}
+    scored = fn(**raw)
+    transformed = loaded.transform(raw)
+    ids = [n for n in scored if n != "score"]
+    assert ids
+    for n in ids:
+        t = transformed[n]
+        t = t.to_tensor(-1) if isinstance(t, tf.RaggedTensor) else t
+        assert t.numpy().tolist() == scored[n].numpy().tolist(), n
