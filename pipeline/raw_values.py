@@ -18,6 +18,8 @@ Tests feed both paths the same raw rows and compare scores to 1e-6.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import tensorflow as tf
 
 from ctrflow.schemas.types import Schema
@@ -39,7 +41,11 @@ def normalize(schema: Schema, text: dict[str, tf.Tensor], absent: dict[str, tf.T
     return _normalize_kinds(schema, stacked)
 
 
-def _normalize_kinds(schema: Schema, stacked) -> dict[str, tf.Tensor]:
+# names -> (their text as a [batch, columns] matrix, their absent mask or None)
+Stacked = Callable[[list[str]], tuple[tf.Tensor, tf.Tensor | None]]
+
+
+def _normalize_kinds(schema: Schema, stacked: Stacked) -> dict[str, tf.Tensor]:
     """Normalizes the numeric columns as one ``[batch, columns]`` text matrix, and the others as another.
 
     ``stacked(names)`` gives the text matrix of those columns and their
