@@ -27,7 +27,7 @@ from ctrflow.schemas.flags import FlagParser, add_flags, from_namespace, option
 
 GRID: dict[str, tuple] = {
     "learning_rate": (3e-3, 1e-2, 3e-2),
-    "embedding_dim": (8, 16, 32),
+    "embedding_dim": (16, 32, 64),
     "row_weight_decay": (0.0, 0.5, 2.0),
     "dropout": (0.0, 0.1, 0.3),
 }

@@ -14,8 +14,10 @@ schema                          output feature                             dtype
 ==============================  =========================================  =======
 numeric, bucketize              ``<name>``: quantile bucket id in          int64
   {num_buckets, epsilon}        [0, num_buckets) (+1 id for missing when
-                                ``missing: bucket``); a repeated quantile
-                                (point mass) gets a bucket of its own
+                                ``missing: bucket``) of the value clipped
+                                to its training [min, max]; a repeated
+                                quantile (point mass) gets a bucket of its
+                                own
 numeric, bucketize (per-column ``<name>__position``: where the value lies    float32
   layout)                       in its bucket, in [0, 1] (see
                                 ``apply_edges``); 0 for missing
@@ -189,13 +191,15 @@ def apply_edges(x: tf.Tensor, edges: tf.Tensor, counts: tf.Tensor) -> tuple[tf.T
     return tf.transpose(ids), tf.transpose(positions)
 
 
-def _bucketize_fused(values: dict[str, tf.Tensor], cols: list[Column], prior: AnalysisPrior | None = None,
-                     ) -> tuple[dict[str, tf.Tensor], dict[str, tf.Tensor]]:
+def _bucketize_fused(values: dict[str, tf.Tensor], clipped: dict[str, tf.Tensor], cols: list[Column],
+                     prior: AnalysisPrior | None = None) -> tuple[dict[str, tf.Tensor], dict[str, tf.Tensor]]:
     """(bucket ids, positions in bucket) by column.
 
     One quantiles analyzer per (num_buckets, epsilon) group, and one chain of
     bucketizing ops for the group's stacked columns; NaNs are ignored by the
-    sketch. A missing value in its own bucket has position 0.
+    sketch. A missing value in its own bucket has position 0. The sketch sees
+    ``values``; the buckets are those of ``clipped`` (``_clip_to_training_range``:
+    equal on the training rows, so the analysis stays one pass).
     """
     groups: dict[tuple[int, float], list[Column]] = collections.defaultdict(list)
     for c in cols:
@@ -211,7 +215,8 @@ def _bucketize_fused(values: dict[str, tf.Tensor], cols: list[Column], prior: An
             boundaries = tft.quantiles(stacked, num_buckets=num_buckets, epsilon=epsilon,
                                        reduce_instance_dims=False, name=f"quantiles_{num_buckets}")
         missing = tf.math.is_nan(stacked)
-        filled = tf.where(missing, tf.constant([c.numeric.default for c in group], tf.float32), stacked)
+        in_range = tf.stack([clipped[c.name] for c in group], axis=1)
+        filled = tf.where(missing, tf.constant([c.numeric.default for c in group], tf.float32), in_range)
         edges, counts = separate_point_masses(boundaries)
         bucket, position = apply_edges(filled, edges, counts)
         if any(c.numeric.missing_bucket for c in group):
@@ -237,22 +242,17 @@ def _fixed_scale(x: tf.Tensor, kind: str, params: list[tuple[float, float]]) -> 
     return tf.where(span > 0, (x - a) / tf.where(span > 0, span, 1.0), tf.fill(tf.shape(x), 0.5))
 
 
-def _scale_fused(values: dict[str, tf.Tensor], cols: list[Column],
+def _scale_fused(clipped: dict[str, tf.Tensor], cols: list[Column],
                  prior: AnalysisPrior | None = None) -> dict[str, tf.Tensor]:
     """One elementwise mean/var (or min/max) analyzer per scale kind over the stacked columns.
 
-    Present values are first clipped to the range seen in training, so a value
-    far outside it (a unit change upstream, 1e30) moves the scaled feature, and
-    the score, no further than the training extreme does. Bucket ids already
-    saturate; this gives the scaled path the same robustness.
+    ``clipped``: the values clipped to their training range (``_clip_to_training_range``).
     """
     out: dict[str, tf.Tensor] = {}
     for kind, scale in (("zscore", tft.scale_to_z_score), ("minmax", tft.scale_to_0_1)):
         group = [c for c in cols if c.numeric.scale == kind]
         if group:
-            raw = tf.stack([values[c.name] for c in group], axis=1)
-            clipped = _clip_to_training_range(raw, name=f"{kind}_range")
-            stacked = tf.stack([_filled(clipped[:, i], c) for i, c in enumerate(group)], axis=1)
+            stacked = tf.stack([_filled(clipped[c.name], c) for c in group], axis=1)
             fixed = [prior.scaling_of(c.name) for c in group] if prior is not None else [None]
             if all(f is not None for f in fixed):
                 scaled = _fixed_scale(stacked, kind, fixed)
@@ -262,15 +262,30 @@ def _scale_fused(values: dict[str, tf.Tensor], cols: list[Column],
     return out
 
 
-def _clip_to_training_range(x: tf.Tensor, name: str) -> tf.Tensor:
-    """``x`` [batch, columns] clipped per column to its training [min, max]; NaN (missing) stays NaN."""
+def _clip_to_training_range(values: dict[str, tf.Tensor], cols: list[Column]) -> dict[str, tf.Tensor]:
+    """Each column's values clipped to its training [min, max]; NaN (missing) stays NaN.
+
+    So a value far outside the training range (a unit change upstream, 1e30)
+    moves the score no further than the training extreme does, on both the
+    scaled and the bucketized path. Bucket ids alone do not saturate there: a
+    point mass at the training maximum (census ``capital_gain`` = 99999 with
+    5000 quantiles) has a bucket of its own, and the bucket above it never
+    sees a training row, so its embedding row stays at its initial value
+    (``tests/test_score_job``: 1e30 scored 0.001 away from 99999 before this
+    clip). Likewise below a point mass at the minimum. One elementwise
+    min/max analyzer over every bucketized or scaled column; it reads the raw
+    values, so it runs in the same analysis pass as the quantiles.
+    """
+    if not cols:
+        return {}
+    x = tf.stack([values[c.name] for c in cols], axis=1)
     missing = tf.math.is_nan(x)
     inf = tf.constant(float("inf"), x.dtype)
-    lo = tft.min(tf.where(missing, inf, x), reduce_instance_dims=False, name=name + "_min")
-    hi = tft.max(tf.where(missing, -inf, x), reduce_instance_dims=False, name=name + "_max")
+    lo = tft.min(tf.where(missing, inf, x), reduce_instance_dims=False, name="training_range_min")
+    hi = tft.max(tf.where(missing, -inf, x), reduce_instance_dims=False, name="training_range_max")
     seen = lo <= hi  # a column with no present training value is left as it is
-    clipped = tf.where(seen, tf.minimum(tf.maximum(x, lo), hi), x)
-    return tf.where(missing, x, clipped)
+    clipped = tf.where(missing, x, tf.where(seen, tf.minimum(tf.maximum(x, lo), hi), x))
+    return {c.name: clipped[:, i] for i, c in enumerate(cols)}
 
 
 def _filled(x: tf.Tensor, col: Column) -> tf.Tensor:
@@ -357,8 +372,10 @@ def make_preprocessing_fn(schema: Schema, prior: AnalysisPrior | None = None,
         outputs: dict[str, tf.Tensor] = {}
         values = {c.name: _numeric_value(inputs[c.name], c) for c in schema.numeric}
         bucketized = [c for c in schema.numeric if c.numeric.bucketize is not None]
-        buckets, positions = _bucketize_fused(values, bucketized, prior)
-        scaled = _scale_fused(values, [c for c in schema.numeric if c.numeric.scale != "none"], prior)
+        to_scale = [c for c in schema.numeric if c.numeric.scale != "none"]
+        clipped = _clip_to_training_range(values, [c for c in schema.numeric if c in bucketized or c in to_scale])
+        buckets, positions = _bucketize_fused(values, clipped, bucketized, prior)
+        scaled = _scale_fused(clipped, to_scale, prior)
         tokens = {c.name: _tokens(inputs[c.name], c) for c in schema.categorical}
         global_name = GLOBAL_VOCAB if schema.global_index is not None else None
         ids, global_file = _categorical_ids(tokens, inputs, schema, global_name, prior)

@@ -170,6 +170,39 @@ def test_quantile_buckets_within_epsilon_in_rank(run):
                                rtol=1e-4, atol=1e-4)
 
 
+EXTREMES_SCHEMA = """
+name: extremes
+format: {type: csv, header: true, null_markers: [""]}
+columns:
+  - {name: g, role: numeric, bucketize: {num_buckets: 20}}
+  - {name: s, role: numeric, bucketize: {num_buckets: 20}, scale: zscore}
+  - {name: label, role: label, positive: ["1"]}
+"""
+
+
+def test_values_beyond_a_point_mass_at_the_training_extremes_bucket_like_the_extreme(tmp_path):
+    """g: 40% exactly 0 and 40% exactly 100 (point masses at the training min and max, each repeated across
+    quantiles, so each has a bucket of its own). Before the training-range clip, 1e6 went to the bucket above
+    100 and -5 to the one below 0, buckets no training row reaches (their embedding rows stay at init)."""
+    import tensorflow_transform as tft
+    rng = np.random.default_rng(3)
+    n = 2000
+    g = np.where(rng.random(n) < 0.4, 0.0, np.where(rng.random(n) < 2 / 3, 100.0, rng.uniform(1, 99, n).round(1)))
+    df = pd.DataFrame({"g": g, "s": rng.normal(0, 1, n).round(3), "label": rng.integers(0, 2, n)})
+    layer = tft.TFTransformOutput(run_preprocess(tmp_path, EXTREMES_SCHEMA, df)).transform_features_layer()
+    probe = np.array([-5.0, 0.0, 100.0, 1e6, 50.0], np.float32)
+    s_probe = np.array([-1e9, df["s"].min(), df["s"].max(), 1e9, 0.0], np.float32)
+    out = layer({"g": tf.constant(probe), "s": tf.constant(s_probe)})
+    ids, pos = out["g"].numpy(), out["g__position"].numpy()
+    assert (ids[0], pos[0]) == (ids[1], pos[1]) and (ids[3], pos[3]) == (ids[2], pos[2])
+    trained = layer({"g": tf.constant(g.astype(np.float32)), "s": tf.constant(df["s"].to_numpy(np.float32))})
+    seen = set(trained["g"].numpy().tolist())
+    assert {ids[0], ids[3]} <= seen  # every probe lands in a bucket some training row reached
+    s_ids, s_scaled = out["s"].numpy(), out["s__scaled"].numpy()
+    assert s_ids[0] == s_ids[1] and s_ids[3] == s_ids[2] and s_scaled[0] == s_scaled[1] and s_scaled[3] == s_scaled[2]
+    assert ids[1] < ids[4] < ids[2]
+
+
 def test_cross_ids_are_exact(run):
     df, out = run["df"], run["out"]
     joined = [f"{c}\x1f{b}" for c, b in zip(df["c"].fillna(MISSING), _np(out["y"]))]

@@ -14,12 +14,12 @@ from ctrflow.model.tune import GRID, draw_settings, flags_of
 def test_draw_starts_with_the_base_settings_and_never_repeats() -> None:
     base = ModelConfig(learning_rate=0.02, dropout=0.2)
     settings = draw_settings(base, 8, seed=0)
-    assert settings[0] == {"learning_rate": 0.02, "embedding_dim": 16, "row_weight_decay": 0.5, "dropout": 0.2}
+    assert settings[0] == {"learning_rate": 0.02, "embedding_dim": 64, "row_weight_decay": 0.5, "dropout": 0.2}
     assert len(settings) == 8 and len({tuple(s.values()) for s in settings}) == 8
     assert all(s[k] in GRID[k] for s in settings[1:] for k in GRID)
     assert draw_settings(base, 8, seed=0) == settings  # seeded
     assert len(draw_settings(base, 1000, seed=0)) == 3 ** 4 + 1  # the whole grid, then stops
-    assert flags_of(settings[0]) == "--learning-rate 0.02 --embedding-dim 16 --row-weight-decay 0.5 --dropout 0.2"
+    assert flags_of(settings[0]) == "--learning-rate 0.02 --embedding-dim 64 --row-weight-decay 0.5 --dropout 0.2"
 
 
 @pytest.mark.slow
