@@ -22,7 +22,8 @@ class TrainerOptions:
                                            "command-line flags override it")
     batch_size: int = option(512, help="training batch size (pairs for the pairwise loss)")
     eval_batch_size: int = option(8192, help="batch size of evaluation passes")
-    epochs: int = option(30, help="maximum epochs (early stopping usually ends sooner: census selects epoch 3-4 of about 7)")
+    epochs: int = option(30, help="maximum epochs (early stopping usually ends sooner: census selects epoch 3-4 "
+                                  "of about 7)")
     patience: int = option(3, help="epochs without validation AUC improvement before stopping (one more than "
                                    "the plateau schedule's, so a learning-rate cut gets its chance)")
     valid_fraction: float = option(0.1, help="share of the training records (by a stable hash of each record) held "
