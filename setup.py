@@ -59,6 +59,7 @@ setup(
         "isal>=1.6,<2; platform_machine in 'x86_64 AMD64 aarch64 arm64'",  # faster gzip of the TFRecords
     ],
     extras_require={"test": ["pytest>=8,<10", "ruff>=0.17,<0.18", "gcp-storage-emulator>=2024.8"],
-                    "bench": ["deepctr>=0.9.4,<0.10"]},  # benchmarks/train.py: the DeepCTR reference
+                    # benchmarks only: train.py's DeepCTR reference, quality*.py's LightGBM baseline
+                    "bench": ["deepctr>=0.9.4,<0.10", "lightgbm>=4.0,<5"]},
     entry_points={"console_scripts": ["ctrflow=ctrflow.cli:entry"]},
 )
