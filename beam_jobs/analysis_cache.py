@@ -5,7 +5,8 @@ analyzers, not ctrflow's fused vocabulary analyzer, so a 28-day window would
 re-read 28 days every day. Here every day's analysis state is stored once::
 
     DIR/<key>/date=YYYY-MM-DD/vocab_<col>.arrow   (token, count) of the day
-    DIR/<key>/date=YYYY-MM-DD/numeric.json        per column: quantile summary, count/sum/sum^2/min/max
+    DIR/<key>/date=YYYY-MM-DD/numeric.json        per column: quantile summary, count/sum/sum^2/min/max,
+                                                  training range (min/max of the present values)
     DIR/<key>/date=YYYY-MM-DD/_SUCCESS            written last: a day is cached only when complete
 
 ``key`` hashes the schema and the ``--train`` patterns, so a changed schema
@@ -14,7 +15,8 @@ cache (one small Beam job), then merges all days of the window in date order
 into an ``AnalysisPrior``: the vocabularies come from the summed counts (the
 fused analyzer adds them to its empty live input), bucket boundaries from the
 merged weighted quantile summaries (``Summary``; exact for small days), z-score/min-max
-from the summed moments. The transform pass still covers the whole window.
+from the summed moments, each column's training range (the clip before bucketizing and scaling) from the
+days' ranges. The transform pass still covers the whole window.
 
 Token and value semantics here mirror ``pipeline.transform`` exactly
 (missing -> ``MISSING_TOKEN``, multivalent parts stripped, signed log1p, clip).
@@ -35,7 +37,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from ctrflow.beam_jobs.io import ReadRows
 from ctrflow.pipeline.prior import AnalysisPrior
-from ctrflow.pipeline.transform import vocab_name
+from ctrflow.pipeline.transform import clipped_columns, vocab_name
 from ctrflow.schemas.types import MISSING_TOKEN, Column, Schema
 
 SUCCESS = "_SUCCESS"
@@ -132,6 +134,7 @@ class DayState:
     counts: dict[str, pa.Table]
     sketches: dict[str, Summary]
     moments: dict[str, list[float]]  # count, sum, sum of squares, min, max (float64)
+    ranges: dict[str, list[float]]  # min, max of the present values ([inf, -inf]: none yet)
 
 
 class DayAnalysis(beam.CombineFn):
@@ -142,10 +145,12 @@ class DayAnalysis(beam.CombineFn):
         self.vocab_cols = [c for c in schema.categorical if c.categorical.vocabulary is not None]
         self.bucket_cols = [c for c in schema.numeric if c.numeric.bucketize is not None]
         self.scale_cols = [c for c in schema.numeric if c.numeric.scale != "none"]
+        self.range_cols = clipped_columns(schema)
 
     def create_accumulator(self) -> DayState:
         return DayState({}, {c.name: Summary.empty() for c in self.bucket_cols},
-                        {c.name: [0.0, 0.0, 0.0, np.inf, -np.inf] for c in self.scale_cols})
+                        {c.name: [0.0, 0.0, 0.0, np.inf, -np.inf] for c in self.scale_cols},
+                        {c.name: [np.inf, -np.inf] for c in self.range_cols})
 
     def add_input(self, acc: DayState, batch: pa.RecordBatch) -> DayState:
         for c in self.vocab_cols:
@@ -166,6 +171,12 @@ class DayAnalysis(beam.CombineFn):
                 m[1] += float(x.sum())
                 m[2] += float(np.square(x).sum())
                 m[3], m[4] = min(m[3], float(x.min())), max(m[4], float(x.max()))
+        for c in self.range_cols:
+            x = numeric_value(batch.column(c.name).to_numpy(zero_copy_only=False), c)
+            x = x[~np.isnan(x)]
+            if len(x):
+                r = acc.ranges[c.name]
+                r[0], r[1] = min(r[0], float(x.min())), max(r[1], float(x.max()))
         return acc
 
     def merge_accumulators(self, accs) -> DayState:
@@ -180,6 +191,9 @@ class DayAnalysis(beam.CombineFn):
                 o = out.moments[name]
                 o[0], o[1], o[2] = o[0] + m[0], o[1] + m[1], o[2] + m[2]
                 o[3], o[4] = min(o[3], m[3]), max(o[4], m[4])
+            for name, r in acc.ranges.items():
+                o = out.ranges[name]
+                o[0], o[1] = min(o[0], r[0]), max(o[1], r[1])
         return out
 
     def extract_output(self, acc: DayState) -> DayState:
@@ -203,7 +217,8 @@ def write_day(state: DayState, directory: str, schema: Schema) -> None:
         with FileSystems.create(os.path.join(directory, vocab_name(c.name) + ".arrow")) as f:
             f.write(sink.getvalue().to_pybytes())
     doc = {"sketches": {n: [s.values.tolist(), s.weights.tolist()] for n, s in state.sketches.items()},
-           "moments": state.moments}
+           "moments": state.moments,
+           "ranges": {n: r for n, r in state.ranges.items() if r[0] <= r[1]}}  # JSON has no inf
     with FileSystems.create(os.path.join(directory, "numeric.json")) as f:
         f.write(json.dumps(doc).encode())
     with FileSystems.create(os.path.join(directory, SUCCESS)) as f:
@@ -223,19 +238,26 @@ def analyze_days(p: beam.Pipeline, schema: Schema, tasks_by_date: dict[str, list
 
 
 def prior_from_cache(root: str, dates: list[str], schema: Schema, refit_numeric: bool = True) -> AnalysisPrior:
-    """Merges the cached days of the window, in date order, into the analysis the transform uses."""
+    """Merges the cached days of the window, in date order, into the analysis the transform uses.
+
+    ``refit_numeric=False`` (boundaries kept from ``--base``): vocabulary counts
+    and training ranges only.
+    """
     counts = []
     for c in schema.categorical:
         if c.categorical.vocabulary is not None:
             name = vocab_name(c.name)
             counts.append((name, tuple(os.path.join(day_dir(root, d), name + ".arrow") for d in dates)))
-    if not refit_numeric:
-        return AnalysisPrior(prior_counts=tuple(counts))
-    sketches: dict[str, Summary] = {}
-    moments: dict[str, list[float]] = {}
+    docs = []
     for d in dates:
         with FileSystems.open(os.path.join(day_dir(root, d), "numeric.json")) as f:
-            doc = json.loads(f.read())
+            docs.append(json.loads(f.read()))
+    ranges = _merged_ranges(docs)
+    if not refit_numeric:
+        return AnalysisPrior(prior_counts=tuple(counts), ranges=ranges)
+    sketches: dict[str, Summary] = {}
+    moments: dict[str, list[float]] = {}
+    for doc in docs:
         for name, (values, weights) in doc["sketches"].items():
             sketches[name] = sketches.get(name, Summary.empty()).add(np.array(values), np.array(weights))
         for name, m in doc["moments"].items():
@@ -258,4 +280,18 @@ def prior_from_cache(root: str, dates: list[str], schema: Schema, refit_numeric:
         else:
             scaling.append((c.name, (lo if n else 0.0, hi if n else 0.0)))
     logging.info("analysis of %d days merged from the cache %s", len(dates), root)
-    return AnalysisPrior(prior_counts=tuple(counts), boundaries=tuple(boundaries), scaling=tuple(scaling))
+    return AnalysisPrior(prior_counts=tuple(counts), boundaries=tuple(boundaries), scaling=tuple(scaling),
+                         ranges=ranges)
+
+
+def _merged_ranges(docs: list[dict]) -> tuple[tuple[str, tuple[float, float]], ...]:
+    """Each column's training range over the days; none when a day was cached before ranges were recorded
+    (the transform then analyzes the range: over no rows, so it clips nothing, as before)."""
+    if not all("ranges" in doc for doc in docs):
+        return ()
+    merged: dict[str, tuple[float, float]] = {}
+    for doc in docs:
+        for name, (lo, hi) in doc["ranges"].items():
+            old_lo, old_hi = merged.get(name, (lo, hi))
+            merged[name] = (min(old_lo, lo), max(old_hi, hi))
+    return tuple(merged.items())

@@ -62,7 +62,7 @@ def combine(base: pr.AnalysisPrior | None, cached: pr.AnalysisPrior | None) -> p
         return base or cached
     boundaries = base.boundaries or cached.boundaries
     return pr.AnalysisPrior(base_vocabularies=base.base_vocabularies, prior_counts=cached.prior_counts,
-                            boundaries=boundaries, scaling=cached.scaling)
+                            boundaries=boundaries, scaling=cached.scaling, ranges=cached.ranges)
 
 
 def vocabulary_growth(output: str, prior: pr.AnalysisPrior) -> dict[str, dict]:

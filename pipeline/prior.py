@@ -9,7 +9,10 @@
 - ``boundaries``: column -> quantile boundaries to use instead of analyzing
   them (kept from the base, or merged from cached sketches);
 - ``scaling``: column -> (shift, scale) for z-score (mean, variance) or
-  min-max (min, max), from cached moments.
+  min-max (min, max), from cached moments;
+- ``ranges``: column -> training (min, max) of its present values, the clip
+  before bucketizing and scaling (from the cache, whose run analyzes no row;
+  a column without one is analyzed).
 
 Kept boundaries come from ``analysis.json`` of the base when it has one (every
 run with a prior writes it), else from the base's transform graph: TFT stores
@@ -37,6 +40,7 @@ class AnalysisPrior:
     prior_counts: tuple[tuple[str, tuple[str, ...]], ...] = ()
     boundaries: tuple[tuple[str, tuple[float, ...]], ...] = ()
     scaling: tuple[tuple[str, tuple[float, float]], ...] = ()
+    ranges: tuple[tuple[str, tuple[float, float]], ...] = ()
 
     def base_vocabulary(self, name: str) -> str | None:
         return dict(self.base_vocabularies).get(name)
@@ -49,6 +53,9 @@ class AnalysisPrior:
 
     def scaling_of(self, column: str) -> tuple[float, float] | None:
         return dict(self.scaling).get(column)
+
+    def range_of(self, column: str) -> tuple[float, float] | None:
+        return dict(self.ranges).get(column)
 
 
 def bucket_groups(schema: Schema) -> dict[tuple[int, float], list[str]]:
@@ -107,6 +114,7 @@ def write_analysis(output: str, prior: AnalysisPrior | None) -> None:
     if prior is None or not prior.boundaries:
         return
     doc = {"boundaries": {k: list(v) for k, v in prior.boundaries},
-           "scaling": {k: list(v) for k, v in prior.scaling}}
+           "scaling": {k: list(v) for k, v in prior.scaling},
+           "ranges": {k: list(v) for k, v in prior.ranges}}
     with FileSystems.create(os.path.join(output, ANALYSIS_FILE)) as f:
         f.write(json.dumps(doc, indent=2, sort_keys=True).encode())

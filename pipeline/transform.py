@@ -262,7 +262,13 @@ def _scale_fused(clipped: dict[str, tf.Tensor], cols: list[Column],
     return out
 
 
-def _clip_to_training_range(values: dict[str, tf.Tensor], cols: list[Column]) -> dict[str, tf.Tensor]:
+def clipped_columns(schema: Schema) -> list[Column]:
+    """The numeric columns clipped to their training range: the bucketized and the scaled ones."""
+    return [c for c in schema.numeric if c.numeric.bucketize is not None or c.numeric.scale != "none"]
+
+
+def _clip_to_training_range(values: dict[str, tf.Tensor], cols: list[Column],
+                            prior: AnalysisPrior | None = None) -> dict[str, tf.Tensor]:
     """Each column's values clipped to its training [min, max]; NaN (missing) stays NaN.
 
     So a value far outside the training range (a unit change upstream, 1e30)
@@ -274,15 +280,22 @@ def _clip_to_training_range(values: dict[str, tf.Tensor], cols: list[Column]) ->
     (``tests/test_score_job``: 1e30 scored 0.001 away from 99999 before this
     clip). Likewise below a point mass at the minimum. One elementwise
     min/max analyzer over every bucketized or scaled column; it reads the raw
-    values, so it runs in the same analysis pass as the quantiles.
+    values, so it runs in the same analysis pass as the quantiles. With the
+    per-day analysis cache no row is analyzed: ``prior.ranges`` gives them
+    (a column with no present value there is not clipped).
     """
     if not cols:
         return {}
     x = tf.stack([values[c.name] for c in cols], axis=1)
     missing = tf.math.is_nan(x)
     inf = tf.constant(float("inf"), x.dtype)
-    lo = tft.min(tf.where(missing, inf, x), reduce_instance_dims=False, name="training_range_min")
-    hi = tft.max(tf.where(missing, -inf, x), reduce_instance_dims=False, name="training_range_max")
+    if prior is not None and prior.ranges:
+        kept = [prior.range_of(c.name) or (float("inf"), float("-inf")) for c in cols]
+        lo = tf.constant([r[0] for r in kept], tf.float32)
+        hi = tf.constant([r[1] for r in kept], tf.float32)
+    else:
+        lo = tft.min(tf.where(missing, inf, x), reduce_instance_dims=False, name="training_range_min")
+        hi = tft.max(tf.where(missing, -inf, x), reduce_instance_dims=False, name="training_range_max")
     seen = lo <= hi  # a column with no present training value is left as it is
     clipped = tf.where(missing, x, tf.where(seen, tf.minimum(tf.maximum(x, lo), hi), x))
     return {c.name: clipped[:, i] for i, c in enumerate(cols)}
@@ -373,7 +386,7 @@ def make_preprocessing_fn(schema: Schema, prior: AnalysisPrior | None = None,
         values = {c.name: _numeric_value(inputs[c.name], c) for c in schema.numeric}
         bucketized = [c for c in schema.numeric if c.numeric.bucketize is not None]
         to_scale = [c for c in schema.numeric if c.numeric.scale != "none"]
-        clipped = _clip_to_training_range(values, [c for c in schema.numeric if c in bucketized or c in to_scale])
+        clipped = _clip_to_training_range(values, clipped_columns(schema), prior)
         buckets, positions = _bucketize_fused(values, clipped, bucketized, prior)
         scaled = _scale_fused(clipped, to_scale, prior)
         tokens = {c.name: _tokens(inputs[c.name], c) for c in schema.categorical}

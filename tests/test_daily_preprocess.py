@@ -117,3 +117,12 @@ def test_analysis_cache_reads_only_new_days_and_matches_a_fresh_cache(days):
     assert _vocab(days / "w123") == _vocab(days / "w123_tft")
     counts = pd.concat([day_frame(i) for i in range(3)])["city"].value_counts()
     assert set(_vocab(days / "w123")) == {c for c, n in counts.items() if n >= 2}
+    # the cached run analyzes no row, yet clips to the window's training range like the full pass does
+    ages = pd.concat([day_frame(i) for i in range(3)])["age"]
+    probe = pd.DataFrame({"age": [-1e6, ages.min(), ages.max(), 1e6], "city": "c0", "clicked": 0})
+    for data in ("w123", "w123_tft"):
+        out = _transform(days / data, probe)
+        for key in ("age", "age__position", "age__scaled"):
+            assert out[key][0] == out[key][1] and out[key][3] == out[key][2], (data, key, out[key])
+    ranges = json.loads((_live(days / "w123") / "analysis.json").read_text())["ranges"]
+    assert ranges["age"] == [float(np.float32(ages.min())), float(np.float32(ages.max()))]
