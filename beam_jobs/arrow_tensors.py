@@ -113,11 +113,18 @@ class PackedBatch:
             for dtype, names in columns.numeric)
         return cls(columns, _bytes_tensor(b"".join(pieces)), starts, lengths, numeric, n)
 
-    def tensors(self, start: int = 0, stop: int | None = None) -> dict[str, Any]:
-        """The signature's keyword inputs for rows ``start:stop``."""
+    def tensors(self, start: int = 0, stop: int | None = None, pad_to: int = 0) -> dict[str, Any]:
+        """The signature's keyword inputs for rows ``start:stop``, repeating row ``start`` up to ``pad_to`` rows.
+
+        Padding keeps every call of an XLA-compiled signature at one shape
+        (one compile per process); the caller drops the padded rows' outputs.
+        """
         import tensorflow as tf
 
-        rows = slice(start, self.num_rows if stop is None else stop)
+        stop = self.num_rows if stop is None else stop
+        rows: slice | np.ndarray = slice(start, stop)
+        if pad_to > stop - start:
+            rows = np.concatenate([np.arange(start, stop), np.full(pad_to - (stop - start), start)])
         out: dict[str, Any] = {}
         if self.columns.strings:
             values = tf.strings.substr(self.blob, self.starts[:, rows], self.lengths[:, rows])

@@ -356,7 +356,8 @@ def run_job(options: ScoreOptions) -> list[dict]:
     options = dataclasses.replace(options, beam_args=tuple(with_local_parallelism(list(options.beam_args))))
     startup = {"process_start": mf.process_seconds()}
     meta = load_metadata(options.model, _read_text, FileSystems.exists)
-    loading = preload(meta, options.model_threads) if _in_process(list(options.beam_args)) else None
+    loading = (preload(meta, options.model_threads, inference_batch_size=options.inference_batch_size)
+               if _in_process(list(options.beam_args)) else None)
     # ^ the TF import and model load overlap planning and the Beam start
     manifests = []
     try:

@@ -19,6 +19,15 @@ object and our models are Keras 3, so both live in a plain ``tf.Module`` whose
 - ``score_transformed``: serialized *transformed* ``tf.Example``s (the
   preprocess job's TFRecords, ``examples``) -> ``{"score"}``; skips the
   transform graph, so ``ctrflow evaluate`` scores exactly what training saw.
+- ``batch_score_and_ids``: ``score_and_ids`` with the model part compiled by
+  XLA; ``score_features``: transformed features (the model's inputs, e.g.
+  from ``loaded.transform``) -> ``{"score"}``, compiled the same way. XLA
+  compiles once per input shape (about 0.2-0.4 s on the benchmark model),
+  so these are for batch scoring with a fixed call size (``ctrflow score``
+  pads its calls), not for online serving with any batch size. On the
+  scoring benchmark's model the compiled model part took 1.0 against 1.4 CPU
+  s per 295k rows; scores agree within 3e-7 (XLA fuses the float32 ops in
+  another order), ids are identical.
 
 The export saves only what the signatures run. The transform graph is traced
 once (``ServingModule.transform``) and called by every signature that needs
@@ -63,6 +72,7 @@ from ctrflow.model.artifact import (  # noqa: F401
     read_extra,
 )
 from ctrflow.model.inputs import model_features
+from ctrflow.model.models import feature_spec
 from ctrflow.pipeline import artifacts as af
 from ctrflow.pipeline import raw_values
 from ctrflow.pipeline.layout import FeatureLayout
@@ -90,15 +100,30 @@ class ServingModule(tf.Module):
         self._schema = schema
         self._raw_spec = raw_feature_spec(schema, with_label=False)
         self._id_names = [f.name for f in layout.sparse if not f.wide_only]
+        self._multivalent = tuple(f.name for f in layout.sparse if f.multivalent)
         not_inputs = {layout.label, layout.group_key}
         self._transformed_spec = {k: v for k, v in tft_output.transformed_feature_spec().items()
                                   if k not in not_inputs}
         # typed raw features -> transformed features; saved too (``loaded.transform``), e.g. to inspect ids
         self.transform = tf.function(self.tft_layer, input_signature=[self._raw_signature()])
+        # the model part of ``batch_score_and_ids``, compiled by XLA (hash-table lookups cannot be: the transform
+        # stays outside); XLA compiles once per input shape, hence the fixed batch and padded id widths
+        self._compiled_scores = tf.function(self._scores, jit_compile=True, autograph=False)
 
     def _raw_signature(self) -> dict[str, tf.TensorSpec]:
         """Typed raw features, [batch] each (what ``score_and_ids`` and ``transform`` take)."""
         return {name: tf.TensorSpec([None], f.dtype, name=name) for name, f in self._raw_spec.items()}
+
+    def _scores(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
+        return tf.reshape(self._probabilities(features), [-1])
+
+    def _ids(self, transformed: dict) -> dict[str, tf.Tensor]:
+        """Every embedded feature's ids, dense (ragged ones padded with -1), for the drift profile."""
+        out = {}
+        for name in self._id_names:
+            t = transformed[name]
+            out[name] = t.to_tensor(-1) if isinstance(t, tf.RaggedTensor) else t
+        return out
 
     def _score_and_transformed(self, raw: dict[str, tf.Tensor]):
         # every signature calls the one traced transform: the transform graph is saved once, not once per signature
@@ -117,11 +142,13 @@ class ServingModule(tf.Module):
         @tf.function(input_signature=[self._raw_signature()])
         def score_and_ids(raw):
             score, transformed = self._score_and_transformed(raw)
-            out = {"score": score}
-            for name in self._id_names:
-                t = transformed[name]
-                out[name] = t.to_tensor(-1) if isinstance(t, tf.RaggedTensor) else t
-            return out
+            return {"score": score, **self._ids(transformed)}
+
+        @tf.function(input_signature=[self._raw_signature()])
+        def batch_score_and_ids(raw):
+            transformed = self.transform(raw)
+            features = _power_of_two_widths(model_features(transformed, self._layout), self._multivalent)
+            return {"score": self._compiled_scores(features), **self._ids(transformed)}
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
         def serve_tf_examples(examples):
@@ -133,8 +160,30 @@ class ServingModule(tf.Module):
             transformed = tf.io.parse_example(examples, self._transformed_spec)
             return {"score": tf.reshape(self._probabilities(model_features(transformed, self._layout)), [-1])}
 
+        @tf.function(input_signature=[feature_spec(self._layout)])
+        def score_features(features):
+            return {"score": self._compiled_scores(_power_of_two_widths(features, self._multivalent))}
+
         return {"serving_default": serving_default, "score_and_ids": score_and_ids,
+                "batch_score_and_ids": batch_score_and_ids, "score_features": score_features,
                 "serve_tf_examples": serve_tf_examples, "score_transformed": score_transformed}
+
+
+def _power_of_two_widths(features: dict[str, tf.Tensor], multivalent: tuple[str, ...]) -> dict[str, tf.Tensor]:
+    """Multivalent id matrices padded with -1 (no id) to the next power-of-two width.
+
+    A batch's widest row sets a multivalent field's width, and XLA compiles
+    the model once per input shape: rounding the width up bounds the compiles
+    to a handful (1, 2, 4, ... ids) while the -1 columns change no score.
+    """
+    out = dict(features)
+    for name in multivalent:
+        ids = features[name]
+        width = tf.shape(ids)[1]
+        target = tf.bitwise.left_shift(1, tf.cast(tf.math.ceil(
+            tf.math.log(tf.cast(tf.maximum(width, 1), tf.float32)) / tf.math.log(2.0) - 1e-6), tf.int32))
+        out[name] = tf.pad(ids, [[0, 0], [0, target - width]], constant_values=-1)
+    return out
 
 
 def _without_keras_layer_traces():

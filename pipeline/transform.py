@@ -61,6 +61,7 @@ from tensorflow_transform import schema_inference
 from tfx_bsl.tfxio import tensor_adapter
 
 from ctrflow.pipeline.analyzers import VocabSpec, fused_vocabularies
+from ctrflow.pipeline.column_sources import POSITION_SUFFIX, SCALED_SUFFIX  # noqa: F401 - names of outputs
 from ctrflow.pipeline.global_index import (
     GLOBAL_VOCAB,
     INDEX_KEY,
@@ -74,8 +75,6 @@ from ctrflow.pipeline.prior import AnalysisPrior
 from ctrflow.pipeline.vocab_lookup import flat_tokens, missing_as, vocabulary_lookup
 from ctrflow.schemas.types import MISSING_TOKEN, Column, Schema
 
-SCALED_SUFFIX = "__scaled"
-POSITION_SUFFIX = "__position"  # a bucketized value's place in its bucket (piecewise-linear encoding)
 GROUP_KEY = "__group__"  # int64 hash of the schema's pairwise group column
 
 

@@ -69,8 +69,8 @@ def test_handler_takes_the_preloaded_model(monkeypatch):
     loaded = object()
     calls = []
 
-    def fake_load(meta, threads, signature):
-        calls.append((meta.path, threads, signature))
+    def fake_load(meta, threads, signature, inference_batch_size):
+        calls.append((meta.path, threads, signature, inference_batch_size))
         return loaded
 
     monkeypatch.setattr(model_handler, "_load_and_warm", fake_load)
@@ -79,7 +79,7 @@ def test_handler_takes_the_preloaded_model(monkeypatch):
     future = model_handler.preload(meta, threads=3)
     assert model_handler.preload(meta) is future  # one load per model and process
     assert model_handler.ServingModelHandler("/models/m/export").load_model() is loaded
-    assert calls == [("/models/m/export", 3, "score_and_ids")]
+    assert calls == [("/models/m/export", 3, None, model_handler.INFERENCE_BATCH_ROWS)]
     assert future.load_seconds >= 0
 
 
