@@ -5,6 +5,10 @@
   typed float32, categorical columns strings) plus the model's
   ``score_and_ids`` calls on 8192-row batches whose tensors are ready
   (TensorFlow using every core; the job's model-call size, its fastest). No imports, model load, validation or output.
+  Also timed, not part of the floor: the job's own model path on the same
+  rows (``beam_jobs.unique_scoring``: each column's distinct values
+  transformed once per 65,536-row batch, the XLA-compiled model), which
+  needs less than ``score_and_ids`` itself.
 - **preprocessing floor**: one single-process Arrow/numpy pass that computes
   what the preprocess job learns and writes for the Criteo schema: per numeric
   column signed log1p and 20 quantile-bucket boundaries (exact quantiles),
@@ -69,15 +73,33 @@ def score_floor(path: str, model_dir: str) -> dict:
     batches = [batch_to_tensors(table.slice(i, step).combine_chunks().to_batches()[0], specs)
                for i in range(0, table.num_rows, step)]
     fn(**batches[0])  # the first call of a signature pays one-off costs: measured in the job, not here
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     rows = 0
     for x in batches:
         rows += len(fn(**x)["score"])
-    t_infer = time.perf_counter() - t0
+    t_infer, c_infer = time.perf_counter() - t0, time.process_time() - c0
     assert rows == table.num_rows, (rows, table.num_rows)
+    t_unique, c_unique = _distinct_values_seconds(model, table)
     del tf
     return {"rows": rows, "parse_s": t_parse, "inference_s": t_infer, "floor_s": t_parse + t_infer,
-            "import_tf_s": t_import, "model_load_s": t_load}
+            "import_tf_s": t_import, "model_load_s": t_load, "inference_cpu_s": c_infer,
+            "unique_inference_s": t_unique, "unique_inference_cpu_s": c_unique}
+
+
+def _distinct_values_seconds(model, table) -> tuple[float | None, float | None]:
+    """(wall, CPU) seconds of the job's own model path (``beam_jobs.unique_scoring``) on ready 65,536-row batches."""
+    from ctrflow.beam_jobs.arrow_tensors import INFERENCE_BATCH_ROWS
+    from ctrflow.beam_jobs.unique_scoring import UniqueValueScorer
+
+    scorer = UniqueValueScorer.create(model, INFERENCE_BATCH_ROWS)
+    if scorer is None:
+        return None, None
+    batches = [table.slice(i, 65_536).combine_chunks() for i in range(0, table.num_rows, 65_536)]
+    scorer(batches[0].slice(0, 1))  # compiles the model: a one-off cost, measured in the job
+    t0, c0 = time.perf_counter(), time.process_time()
+    rows = sum(len(scorer(b)["score"]) for b in batches)
+    assert rows == table.num_rows, (rows, table.num_rows)
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def _signed_log1p(values):

@@ -280,7 +280,13 @@ def write_section(args, rows_out, floors, breakdowns, busy: float) -> None:
             f"{floor['floor_s']:.1f} s, so the "
             f"job takes **{job_s / floor['floor_s']:.1f}x its floor**. Fixed costs outside the floor, measured in "
             f"the floor's process: `import tensorflow` {floor['import_tf_s']:.1f} s, `tf.saved_model.load` "
-            f"{floor['model_load_s']:.1f} s.",
+            f"{floor['model_load_s']:.1f} s."
+            + (f" The job's own model path (each column's distinct values transformed once per 65,536-row batch, "
+               f"then the XLA-compiled model, one thread calling) takes {floor['unique_inference_s']:.1f} s and "
+               f"{floor['unique_inference_cpu_s']:.1f} CPU s on the same ready rows, against "
+               f"{floor['inference_s']:.1f} s and {floor['inference_cpu_s']:.1f} CPU s for `score_and_ids` "
+               "(TensorFlow spreads one call over both cores; the job runs two such threads)."
+               if floor.get("unique_inference_cpu_s") else ""),
         ]
     for size, parts in breakdowns:
         body += ["", f"Where the job's time goes at {size:,} rows (its manifest's `durations_s`, median run):", "",
@@ -346,6 +352,31 @@ NOTES = (
     " Rerun at this stop (2026-11-30, third run, a faster hour of the machine: the floor's Arrow parse took 1.1 s and `score_and_ids` on ready tensors 3.2 s, against 2.9 s and 6.7 s in the second run): the only change on the scoring path is that a vocabulary lookup with one OOV bucket no longer fingerprints its tokens (that bucket is always 0; the benchmark model's `score_and_ids` 4.73 against 4.93 CPU-us per row, four interleaved runs each). Job / loop: 11.9 / 13.9 s at 1M (1.16x) and 38.5 / 49.2 s at 5M (1.28x). The loop ran 2.5x faster than in the second run (34.5 -> 13.9 s) and the job 2.1x (25.1 -> 11.9 s), so the ratios fell although the job did not get slower: on a slow hour pandas' single-threaded parse suffers most. What the run shows about 2x: the job and the loop now use the same CPU (18 against 17 CPU s at 1M, 62 against 62 at 5M); the job's whole lead is its second core. The model alone costs about 4.7 CPU-us per row (23.5 CPU s per 5M rows) in both. At 5M, 2x means the job in 24.6 s, that is at most about 49 CPU s even with both cores busy all the time, for Beam, reading, validation, packing, profile, Parquet, rejected rows and the model together: the non-model work would have to fall from about 38 to about 25 CPU s. At 1M, 2x means 7.0 s, while `import tensorflow` + `tf.saved_model.load` alone took 4.1 s in the floor's process and the model's 4.7 CPU s need at least 2.4 s on two cores after them."
     " Rerun at the next stop (2026-11-30, fourth run): the export traces the transform once for all signatures and tf_keras no longer saves the transform layer's call traces (the function library holds the transform graph twice instead of six times; `tf.saved_model.load` 0.91 s against 1.14 s, three loads each), and a single-valued categorical column's ids are looked up from its raw strings, \"\" then given MISSING_TOKEN's id (an int select instead of a string select per column: `score_and_ids` 4.84 against 5.00 CPU-us per row, medians of 3); the benchmark rebuilt its model. Job / loop: 11.1 / 13.4 s at 1M (1.21x) and 32.3 / 46.8 s at 5M (1.45x; one run each at 5M). Fifth run, same stop: the export also saves the model's tf.Variables instead of the Keras objects (no Keras 3 `serving_default` trace, a smaller object graph): `tf.saved_model.load` 0.78 s against 0.91 s, three loads each, scores and ids bit-identical on 20,000 rows; the benchmark rebuilt its model again. Job / loop: 10.7 / 12.9 s at 1M (1.21x) and 30.6 / 44.7 s at 5M (1.46x). Sixth run, same stop: the text signatures normalize their columns as two matrices (numeric, categorical) instead of column by column (serving_default 548 graph nodes instead of 1,263, serve_tf_examples 1,259 instead of 2,009; outputs bit-identical): `tf.saved_model.load` 0.66 s against 0.78 s, three loads each; the benchmark rebuilt its model once more."
     " Rerun at the stop after (seventh run, a slower hour: the floor's parse 1.2 s against 0.9 s, the model 3.3 s against 2.7 s): the scoring graph now clips each bucketized column to its training range (two elementwise ops on the numeric matrix); the benchmark rebuilt its model (its own flags, so 8-wide embeddings as before). Job / loop: 11.2 / 13.6 s at 1M (1.22x) and 33.7 / 45.9 s at 5M (1.36x); peak RSS 1,727 MB at 1M, 1,873 MB at 5M (+8.5%)."
+    " Eighth run (2026-11-30, the stop after): `ctrflow score` now scores a batch through each column's distinct "
+    "values (`beam_jobs.unique_scoring`): Arrow dictionary-encodes every column of a 65,536-row batch, the export's "
+    "`transform` runs once on the distinct values (at most 21% of a batch in any column of the benchmark day, 8% on "
+    "average; the columns side by side, each padded to the longest), NumPy gathers every feature by row, and the "
+    "model part runs as the new `score_features` signature, compiled by XLA, on 8,192-row calls (the last one "
+    "padded, so XLA compiles once per process, about 0.2 s more warm-up). Schemas with crosses, a global index or a "
+    "multivalent column (census has crosses) keep the row-by-row transform, before the same compiled model "
+    "(`batch_score_and_ids`). Measured in one thread on 295k-328k rows of the benchmark day: the compiled model part "
+    "1.0 against 1.4 CPU s per 295k rows; a whole model call from Arrow batch to scores 3.5 against 6.0 CPU-us per "
+    "row (dictionary encoding 0.9-1.1, packing 0.3, transform of the distinct values 0.5, gather 0.1-0.2, compiled "
+    "model 1.7-1.9); scores within 2.4e-7 of `score_and_ids`, ids identical. In a floor run right after this "
+    "benchmark: the new path 3.9 CPU s per 1M ready rows against 5.0 CPU s for `score_and_ids` on ready tensors. "
+    "Job / loop: 10.2 / 13.3 s at 1M (1.30x) and 25.2 / 44.6 s at 5M (1.77x); the job's CPU fell from 17 to 14 s "
+    "at 1M and from 55 to 41 s at 5M; peak RSS 1,788 MB at 1M and 1,943 MB at 5M (+8.7%). What still separates the "
+    "job from 2x: at 5M it would have to finish in 22.3 s; it used 41 CPU s in 25.2 s (1.63 cores), so even with "
+    "both cores busy throughout it needs about 4 CPU s less, and its fixed parts (interpreter, plan, pipeline start, "
+    "finalize) take 3.7 s of which little runs on both cores. Where a row's CPU goes now (one thread, the job's "
+    "functions): CSV screen + read 1.5, parse + validate 0.55, distinct-value scoring 3.5 (the compiled model half "
+    "of it), output table, Parquet, profile and Beam about 1.5 us. At 1M the critical path is unchanged: the "
+    "TensorFlow import (2.9-3.8 s in the floor's process) + load 0.8 s + compile, then the rows. Tried and dropped "
+    "this stop (5M job, one run each against 25.5-26.1 s): one [features, rows] matrix per dtype for the compiled "
+    "calls instead of a tensor per feature (26.2 and 28.0 s), a shorter GIL switch interval (0.5 ms: 26.8 s, "
+    "0.1 ms: 27.1 s), Arrow's system allocator (24.6 s but 3.06 GB peak RSS against 1.97 GB), three worker "
+    "threads (25.2 s, within the noise), larger compiled calls (per-row CPU of the compiled model: 16,384 rows "
+    "1.46, 32,768 1.82, 65,536 2.08 against 1.50 us at 8,192)."
 )
 
 
