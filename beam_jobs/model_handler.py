@@ -10,10 +10,16 @@ and passthrough columns travel with their rows and come back in the
 
 Arrow -> tensor conversion (``arrow_tensors.PackedBatch``) never makes a
 Python object per value and packs a batch once for all its model calls.
+Each process chooses its scoring path once per model (``scoring_path``):
+each column's distinct values + the XLA-compiled model where the schema
+allows it (``unique_scoring``), else the compiled ``batch_score_and_ids``,
+else ``score_and_ids``; a compiled path whose first call fails is logged and
+skipped.
 """
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import logging
 import threading
 import time
@@ -83,26 +89,90 @@ def _pad_rows(signature: str, inference_batch_size: int) -> int:
     return inference_batch_size if signature == COMPILED_SIGNATURE else 0
 
 
+@dataclasses.dataclass(frozen=True)
+class ScoringPath:
+    """How a loaded model scores a RecordBatch: the distinct-values scorer, or a signature on row slices."""
+
+    scorer: UniqueValueScorer | None
+    signature: str
+    rows_per_call: int  # slice size (0: the whole batch in one call)
+    pad_to: int  # every call padded to this many rows (compiled signatures), 0: no padding
+
+    def describe(self) -> str:
+        return "distinct values + score_features" if self.scorer is not None else self.signature
+
+    def score(self, model: artifact.ExportedModel, rb: pa.RecordBatch) -> dict[str, np.ndarray]:
+        """``{"score": [rows], id name: [rows]}`` for one batch."""
+        if self.scorer is not None:
+            return self.scorer(rb)
+        fn = model.signature(self.signature)
+        packed = PackedBatch.pack(rb, SignatureColumns.from_specs(fn.structured_input_signature[1]))
+        parts = [(fn(**packed.tensors(a, b, self.pad_to)), b - a) for a, b in slices(rb.num_rows, self.rows_per_call)]
+        return {k: _concat([p[k].numpy()[:n] for p, n in parts]) for k in parts[0][0]}
+
+    def warm(self, model: artifact.ExportedModel) -> None:
+        """One call on a one-row batch of missing values: loads what the first call loads, compiles XLA."""
+        if self.scorer is not None:
+            names = self.scorer.numpy_dtypes.items()
+        else:
+            import tensorflow as tf
+
+            specs = model.signature(self.signature).structured_input_signature[1]
+            names = [(n, None if s.dtype == tf.string else s.dtype.as_numpy_dtype) for n, s in specs.items()]
+        self.score(model, pa.record_batch({n: pa.array([None], pa.string() if d is None else pa.float32())
+                                           for n, d in names}))
+
+
+_PATHS_LOCK = threading.Lock()
+
+
+def scoring_path(model: artifact.ExportedModel, requested: str | None = None,
+                 inference_batch_size: int = INFERENCE_BATCH_ROWS) -> ScoringPath:
+    """The fastest path that works in this process, checked once per model with a warm-up call.
+
+    Best first: each column's distinct values + the compiled model
+    (``beam_jobs.unique_scoring``), the compiled ``batch_score_and_ids``,
+    ``score_and_ids``. A compiled path whose first call fails (e.g. a
+    TensorFlow build without XLA's CPU compiler) is logged and skipped, so a
+    job still scores with the plain signature. ``requested`` names one
+    signature and skips the choice.
+    """
+    # cached on the model object itself (an id() key could name a later model after this one is freed)
+    paths = vars(model).setdefault("_scoring_paths", {})
+    key = (requested, inference_batch_size)
+    with _PATHS_LOCK:  # not held while warming: a worker's model may still be loading (``_LoadingModel``)
+        if key in paths:
+            return paths[key]
+    candidates = []
+    scorer = None if requested else UniqueValueScorer.create(model, inference_batch_size)
+    if scorer is not None:
+        candidates.append(ScoringPath(scorer, "score_features", inference_batch_size, inference_batch_size))
+    signature = scoring_signature(model, requested)
+    candidates.append(ScoringPath(None, signature, inference_batch_size, _pad_rows(signature, inference_batch_size)))
+    if not requested and signature != "score_and_ids":
+        candidates.append(ScoringPath(None, "score_and_ids", inference_batch_size, 0))
+    for i, path in enumerate(candidates):
+        try:
+            path.warm(model)
+        except Exception as e:  # noqa: BLE001 - the last candidate's failure propagates
+            if i == len(candidates) - 1:
+                raise
+            logging.warning("scoring with %s failed its first call (%s: %s); scoring with %s instead",
+                            path.describe(), type(e).__name__, str(e)[:300], candidates[i + 1].describe())
+            continue
+        with _PATHS_LOCK:
+            if key not in paths:
+                logging.info("scoring with %s, %d rows per model call", path.describe(), path.rows_per_call)
+            return paths.setdefault(key, path)
+    raise AssertionError("unreachable")
+
+
 def _load_and_warm(meta: artifact.ModelMetadata, threads: int, signature: str | None,
                    inference_batch_size: int = INFERENCE_BATCH_ROWS) -> artifact.ExportedModel:
-    """Imports TensorFlow, loads the SavedModel and calls the scoring signature once, at the job's call shape.
-
-    For the compiled signature that first call is the XLA compile (about
-    0.2 s on the benchmark model), paid here in the background.
-    """
+    """Imports TensorFlow, loads the SavedModel and chooses its scoring path (one warm-up call, the XLA compile)."""
     _configure_tensorflow(threads)
     model = artifact.load(meta.path, meta)
-    tf = artifact.import_tensorflow()
-    scorer = None if signature else UniqueValueScorer.create(model, inference_batch_size)
-    if scorer is not None:
-        scorer(pa.table({n: pa.array([None], pa.string() if d is None else pa.float32())
-                         for n, d in scorer.numpy_dtypes.items()}))
-        return model
-    fn = model.signature(scoring_signature(model, signature))
-    specs = fn.structured_input_signature[1]
-    rows = max(1, _pad_rows(scoring_signature(model, signature), inference_batch_size))
-    fn(**{n: tf.fill([rows], tf.constant("" if s.dtype == tf.string else float("nan"), s.dtype))
-          for n, s in specs.items()})
+    scoring_path(model, signature, inference_batch_size)
     return model
 
 
@@ -151,7 +221,7 @@ class _LoadingModel:
 
 
 class ServingModelHandler(ModelHandler[pa.RecordBatch, PredictionResult, artifact.ExportedModel]):
-    """RunInference over RecordBatches with ``batch_score_and_ids`` (or ``score_and_ids`` on older exports).
+    """RunInference over RecordBatches, on the path ``scoring_path`` chose (``signature`` forces one).
 
     ``inference_batch_size`` caps the rows of one model call: larger input
     batches are cut into slices and their outputs concatenated, so each
@@ -178,31 +248,11 @@ class ServingModelHandler(ModelHandler[pa.RecordBatch, PredictionResult, artifac
         _configure_tensorflow(self._intra_op_threads)
         return artifact.load(self._model_path)
 
-    def _unique_value_scorer(self, model: artifact.ExportedModel) -> UniqueValueScorer | None:
-        """The distinct-values scorer for ``model`` (created once per loaded model), or None."""
-        cache = self.__dict__.setdefault("_scorers", {})
-        key = id(model)
-        if key not in cache:
-            cache[key] = None if self._signature else UniqueValueScorer.create(model, self._inference_batch_size)
-        return cache[key]
-
     def run_inference(self, batch: Sequence[pa.RecordBatch], model: artifact.ExportedModel,
                       inference_args: dict[str, Any] | None = None) -> Iterable[PredictionResult]:
-        scorer = self._unique_value_scorer(model)
-        if scorer is not None:
-            for rb in batch:
-                yield PredictionResult(rb, scorer(rb), model.info.get("version"))
-            return
-        signature = scoring_signature(model, self._signature)
-        fn = model.signature(signature)
-        pad_to = _pad_rows(signature, self._inference_batch_size)
-        columns = SignatureColumns.from_specs(fn.structured_input_signature[1])
+        path = scoring_path(model, self._signature, self._inference_batch_size)
         for rb in batch:
-            packed = PackedBatch.pack(rb, columns)
-            parts = [(fn(**packed.tensors(a, b, pad_to)), b - a)
-                     for a, b in slices(rb.num_rows, self._inference_batch_size)]
-            outputs = {k: _concat([p[k].numpy()[:n] for p, n in parts]) for k in parts[0][0]}
-            yield PredictionResult(rb, outputs, model.info.get("version"))
+            yield PredictionResult(rb, path.score(model, rb), model.info.get("version"))
 
     def get_num_bytes(self, batch: Sequence[pa.RecordBatch]) -> int:
         return sum(rb.nbytes for rb in batch)  # the default pickles the batch to measure it
