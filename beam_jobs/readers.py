@@ -44,42 +44,37 @@ def read_head(task: ReadTask, max_bytes: int) -> bytes:
     return data
 
 
+def _line_end(f, at: int) -> int:
+    """The offset just past the first newline at or after ``at``, or the end of the file."""
+    f.seek(at)
+    while True:
+        block = f.read(_BLOCK)
+        if not block:
+            return at
+        nl = block.find(b"\n")
+        if nl >= 0:
+            return at + nl + 1
+        at += len(block)
+
+
 def _read_range(task: ReadTask) -> tuple[int, bytes]:
-    """(offset, the bytes of the lines that *start* inside [start, end))."""
+    """(offset, the bytes of the lines that *start* inside [start, end)).
+
+    Both ends are found first and the range read in one call: reading to
+    ``end`` and appending the last line's tail copied every range once more
+    (30 MB per read task of the scoring benchmark).
+    """
     if task.end < 0:
         with FileSystems.open(task.path, compression_type=CompressionTypes.AUTO) as f:
             return 0, f.read()
     with FileSystems.open(task.path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-        pos = task.start
-        if pos > 0:  # the line in progress at `start` belongs to the previous range
-            f.seek(pos - 1)
-            pos -= 1
-            while True:
-                block = f.read(_BLOCK)
-                if not block:
-                    return pos, b""
-                nl = block.find(b"\n")
-                if nl >= 0:
-                    pos += nl + 1
-                    break
-                pos += len(block)
-            f.seek(pos)
+        # the line in progress at ``start`` belongs to the previous range, the one in progress at ``end`` to this one
+        pos = _line_end(f, task.start - 1) if task.start > 0 else 0
         if pos >= task.end:
             return pos, b""
-        data = f.read(task.end - pos)
-        if data.endswith(b"\n"):
-            return pos, data
-        tail = []
-        while True:  # finish the last line, which started inside the range
-            block = f.read(_BLOCK)
-            if not block:
-                break
-            nl = block.find(b"\n")
-            if nl >= 0:
-                tail.append(block[: nl + 1])
-                break
-            tail.append(block)
-        return pos, data + b"".join(tail)
+        stop = _line_end(f, task.end - 1)
+        f.seek(pos)
+        return pos, f.read(stop - pos)
 
 
 def read_csv_bytes(schema: Schema, task: ReadTask, data: bytes, batch_rows: int,

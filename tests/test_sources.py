@@ -87,3 +87,26 @@ def test_census_quirks_are_handled():
     df = pd.read_csv(os.path.join(root, "data", "census", "adult.test"), skiprows=1, header=None,
                      skipinitialspace=True)
     assert missing_workclass == int((df[1] == "?").sum())
+
+
+@pytest.mark.parametrize("block", [1, 3, 64])
+def test_byte_ranges_reassemble_the_file_line_by_line(tmp_path, monkeypatch, block):
+    """Every line is read by exactly one range (the one it starts in), whatever the cuts and read block size."""
+    import random
+
+    from ctrflow.beam_jobs import readers
+    from ctrflow.beam_jobs.sources import ReadTask
+
+    monkeypatch.setattr(readers, "_BLOCK", block)
+    rng = random.Random(block)
+    for trial in range(20):
+        lines = [b"x" * rng.randint(0, 40) for _ in range(rng.randint(1, 30))]
+        data = b"\n".join(lines) + (b"\n" if trial % 2 else b"")
+        path = tmp_path / f"f{trial}.txt"
+        path.write_bytes(data)
+        cuts = sorted({0, len(data), *(rng.randint(0, len(data)) for _ in range(4))})
+        parts = [readers._read_range(ReadTask(path=str(path), start=a, end=b)) for a, b in zip(cuts, cuts[1:])]
+        assert b"".join(p[1] for p in parts) == data, cuts
+        for offset, chunk in parts:
+            if chunk:  # a range's bytes start at a line start, at its offset in the file
+                assert data[offset:offset + len(chunk)] == chunk and (offset == 0 or data[offset - 1:offset] == b"\n")
