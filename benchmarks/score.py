@@ -377,6 +377,11 @@ NOTES = (
     "0.1 ms: 27.1 s), Arrow's system allocator (24.6 s but 3.06 GB peak RSS against 1.97 GB), three worker "
     "threads (25.2 s, within the noise), larger compiled calls (per-row CPU of the compiled model: 16,384 rows "
     "1.46, 32,768 1.82, 65,536 2.08 against 1.50 us at 8,192)."
+    " Ninth run (same stop, after the reader change: a read task's byte range is read in one call instead of "
+    "read to its end and then copied once more with its last line's tail): job / loop 9.6 / 13.0 s at 1M (1.35x, "
+    "1.30-1.39x over the repeats) and 24.8 / 42.5 s at 5M (1.71x: the job 0.4 s faster than in the eighth run, "
+    "the loop 2.1 s faster on this hour, so the ratio fell); job CPU 14 / 39 s; peak RSS 1,789 MB at 1M, "
+    "1,890 MB at 5M (+5.6%)."
 )
 
 
