@@ -70,7 +70,7 @@ def _configure_tensorflow(threads: int) -> None:
 
 
 # The signatures the job can score with, best first: ``batch_score_and_ids`` runs the model part compiled by
-# XLA (1.0 against 1.37 CPU s per 295k rows of the benchmark model, scores within 1e-7, ids identical) and is
+# XLA (1.0 against 1.37 CPU s per 295k rows of the benchmark model, scores within 3e-7, ids identical) and is
 # called with fixed-size slices, so it compiles once; exports before it have only ``score_and_ids``.
 COMPILED_SIGNATURE = "batch_score_and_ids"
 SCORING_SIGNATURES = (COMPILED_SIGNATURE, "score_and_ids")
