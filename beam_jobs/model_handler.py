@@ -124,6 +124,7 @@ class ScoringPath:
 
 
 _PATHS_LOCK = threading.Lock()
+_LOGGED: set[tuple] = set()
 
 
 def scoring_path(model: artifact.ExportedModel, requested: str | None = None,
@@ -161,7 +162,9 @@ def scoring_path(model: artifact.ExportedModel, requested: str | None = None,
                             path.describe(), type(e).__name__, str(e)[:300], candidates[i + 1].describe())
             continue
         with _PATHS_LOCK:
-            if key not in paths:
+            said = (model.meta.path, key, path.describe())
+            if said not in _LOGGED:  # once per process, not again for a worker's placeholder of the same model
+                _LOGGED.add(said)
                 logging.info("scoring with %s, %d rows per model call", path.describe(), path.rows_per_call)
             return paths.setdefault(key, path)
     raise AssertionError("unreachable")

@@ -381,7 +381,10 @@ NOTES = (
     "read to its end and then copied once more with its last line's tail): job / loop 9.6 / 13.0 s at 1M (1.35x, "
     "1.30-1.39x over the repeats) and 24.8 / 42.5 s at 5M (1.71x: the job 0.4 s faster than in the eighth run, "
     "the loop 2.1 s faster on this hour, so the ratio fell); job CPU 14 / 39 s; peak RSS 1,789 MB at 1M, "
-    "1,890 MB at 5M (+5.6%)."
+    "1,890 MB at 5M (+5.6%). Tried after it and dropped: reading ahead in a background thread per read task "
+    "(`ReadRows(prefetch=True)`, as preprocess does), so that workers parse on while the model loads: 5M rows "
+    "34.5 / 29.9 s against 31.1 / 25.6 s, 1M 10.6 / 9.7 s against 9.7 / 9.5 s (interleaved pairs on a noisy hour), "
+    "and 200-250 MB more peak RSS."
 )
 
 
