@@ -157,13 +157,16 @@ class DayAnalysis(beam.CombineFn):
             table = pa.table({"t": tokens(batch.column(c.name), c)}).group_by("t").aggregate([("t", "count")])
             table = pa.table({"t": table.column("t"), "c": table.column("t_count").cast(pa.int64())})
             acc.counts[c.name] = _sum_counts([acc.counts[c.name], table]) if c.name in acc.counts else table
+        # every bucketized or scaled column is a range column: its values are computed once per batch
+        values = {c.name: numeric_value(batch.column(c.name).to_numpy(zero_copy_only=False), c)
+                  for c in self.range_cols}
+        present = {name: x[~np.isnan(x)] for name, x in values.items()}
         for c in self.bucket_cols:
-            x = numeric_value(batch.column(c.name).to_numpy(zero_copy_only=False), c)
-            x = x[~np.isnan(x)]
+            x = present[c.name]
             if len(x):
                 acc.sketches[c.name] = acc.sketches[c.name].add(x.astype(np.float64))
         for c in self.scale_cols:
-            x = numeric_value(batch.column(c.name).to_numpy(zero_copy_only=False), c)
+            x = values[c.name]
             x = np.where(np.isnan(x), np.float32(c.numeric.default), x).astype(np.float64)
             m = acc.moments[c.name]
             if len(x):
@@ -172,8 +175,7 @@ class DayAnalysis(beam.CombineFn):
                 m[2] += float(np.square(x).sum())
                 m[3], m[4] = min(m[3], float(x.min())), max(m[4], float(x.max()))
         for c in self.range_cols:
-            x = numeric_value(batch.column(c.name).to_numpy(zero_copy_only=False), c)
-            x = x[~np.isnan(x)]
+            x = present[c.name]
             if len(x):
                 r = acc.ranges[c.name]
                 r[0], r[1] = min(r[0], float(x.min())), max(r[1], float(x.max()))

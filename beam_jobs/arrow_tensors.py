@@ -121,10 +121,7 @@ class PackedBatch:
         """
         import tensorflow as tf
 
-        stop = self.num_rows if stop is None else stop
-        rows: slice | np.ndarray = slice(start, stop)
-        if pad_to > stop - start:
-            rows = np.concatenate([np.arange(start, stop), np.full(pad_to - (stop - start), start)])
+        rows = padded_rows(start, self.num_rows if stop is None else stop, pad_to)
         out: dict[str, Any] = {}
         if self.columns.strings:
             values = tf.strings.substr(self.blob, self.starts[:, rows], self.lengths[:, rows])
@@ -132,6 +129,13 @@ class PackedBatch:
         for (dtype, names), matrix in zip(self.columns.numeric, self.numeric):
             out.update(zip(names, tf.unstack(tf.constant(matrix[:, rows], dtype), num=len(names))))
         return out
+
+
+def padded_rows(start: int, stop: int, pad_to: int) -> slice | np.ndarray:
+    """Rows ``start:stop``, then row ``start`` repeated up to ``pad_to`` rows (a compiled call's fixed shape)."""
+    if pad_to <= stop - start:
+        return slice(start, stop)
+    return np.concatenate([np.arange(start, stop), np.full(pad_to - (stop - start), start)])
 
 
 def batch_to_tensors(batch: pa.RecordBatch | pa.Table, specs: Mapping[str, Any]) -> dict[str, Any]:

@@ -76,14 +76,6 @@ COMPILED_SIGNATURE = "batch_score_and_ids"
 SCORING_SIGNATURES = (COMPILED_SIGNATURE, "score_and_ids")
 
 
-def scoring_signature(model: artifact.ExportedModel, requested: str | None = None) -> str:
-    """``requested``, or the best of ``SCORING_SIGNATURES`` the export has."""
-    if requested:
-        return requested
-    available = model.loaded.signatures
-    return next((s for s in SCORING_SIGNATURES if s in available), SCORING_SIGNATURES[-1])
-
-
 def _pad_rows(signature: str, inference_batch_size: int) -> int:
     """Rows every call of ``signature`` is padded to (0: no padding)."""
     return inference_batch_size if signature == COMPILED_SIGNATURE else 0
@@ -148,10 +140,10 @@ def scoring_path(model: artifact.ExportedModel, requested: str | None = None,
     scorer = None if requested else UniqueValueScorer.create(model, inference_batch_size)
     if scorer is not None:
         candidates.append(ScoringPath(scorer, "score_features", inference_batch_size, inference_batch_size))
-    signature = scoring_signature(model, requested)
-    candidates.append(ScoringPath(None, signature, inference_batch_size, _pad_rows(signature, inference_batch_size)))
-    if not requested and signature != "score_and_ids":
-        candidates.append(ScoringPath(None, "score_and_ids", inference_batch_size, 0))
+    available = model.loaded.signatures
+    signatures = [requested] if requested else [s for s in SCORING_SIGNATURES if s in available]
+    candidates += [ScoringPath(None, s, inference_batch_size, _pad_rows(s, inference_batch_size))
+                   for s in signatures or SCORING_SIGNATURES[-1:]]
     for i, path in enumerate(candidates):
         try:
             path.warm(model)

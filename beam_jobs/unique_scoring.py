@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ctrflow.beam_jobs.arrow_tensors import PackedBatch, SignatureColumns, _string_array
+from ctrflow.beam_jobs.arrow_tensors import PackedBatch, SignatureColumns, _string_array, padded_rows
 from ctrflow.pipeline.column_sources import column_sources
 
 FEATURES_SIGNATURE = "score_features"
@@ -105,8 +105,7 @@ class UniqueValueScorer:
         scores = []
         for start in range(0, n, step):
             stop = min(start + step, n)
-            rows = slice(start, stop) if stop - start == step else np.concatenate(
-                [np.arange(start, stop), np.full(step - (stop - start), start)])
+            rows = padded_rows(start, stop, step)
             out = self.score_features(**{k: tf.constant(v[rows]) for k, v in features.items()})
             scores.append(out["score"].numpy()[:stop - start])
         return {"score": np.concatenate(scores), **{k: features[k] for k in self.id_names}}

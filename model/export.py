@@ -128,8 +128,7 @@ class ServingModule(tf.Module):
     def _score_and_transformed(self, raw: dict[str, tf.Tensor]):
         # every signature calls the one traced transform: the transform graph is saved once, not once per signature
         transformed = self.transform(raw)
-        probs = self._probabilities(model_features(transformed, self._layout))
-        return tf.reshape(probs, [-1]), transformed
+        return self._scores(model_features(transformed, self._layout)), transformed
 
     def signatures(self) -> dict:
         text_sig = {name: tf.TensorSpec([None], tf.string, name=name) for name in self._raw_spec}
@@ -158,7 +157,7 @@ class ServingModule(tf.Module):
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
         def score_transformed(examples):
             transformed = tf.io.parse_example(examples, self._transformed_spec)
-            return {"score": tf.reshape(self._probabilities(model_features(transformed, self._layout)), [-1])}
+            return {"score": self._scores(model_features(transformed, self._layout))}
 
         @tf.function(input_signature=[feature_spec(self._layout)])
         def score_features(features):
