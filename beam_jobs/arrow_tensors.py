@@ -26,6 +26,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ctrflow.model.serving_tf import runtime
+
 # Rows per model call when scoring. Calls on a whole 65536-row batch spent 1.0 CPU s per batch in the Criteo
 # benchmark model, 8192-row slices 0.57-0.69 s (4096: 0.72-0.79, 16384: 0.64-0.76, 32768: 0.83-0.95): the
 # intermediate tensors of a smaller call stay in cache. Measured with benchmarks/score.py's model, 2 cores;
@@ -53,11 +55,9 @@ def _offsets(col: pa.Array, offset_type: type) -> np.ndarray:
 
 def _bytes_tensor(blob: bytes):
     """A scalar ``tf.string`` holding ``blob``; see the module docstring for why through an object array."""
-    import tensorflow as tf
-
     holder = np.empty((), dtype=object)
     holder[()] = blob
-    return tf.constant(holder)
+    return runtime().constant(holder)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,13 +69,12 @@ class SignatureColumns:
 
     @classmethod
     def from_specs(cls, specs: Mapping[str, Any]) -> "SignatureColumns":
-        import tensorflow as tf
-
+        string = runtime().string
         groups: dict[Any, list[str]] = {}
         for name, spec in specs.items():
-            if spec.dtype != tf.string:
+            if spec.dtype != string:
                 groups.setdefault(spec.dtype, []).append(name)
-        return cls(tuple(n for n, s in specs.items() if s.dtype == tf.string),
+        return cls(tuple(n for n, s in specs.items() if s.dtype == string),
                    tuple((d, tuple(names)) for d, names in groups.items()))
 
 
@@ -119,12 +118,11 @@ class PackedBatch:
         Padding keeps every call of an XLA-compiled signature at one shape
         (one compile per process); the caller drops the padded rows' outputs.
         """
-        import tensorflow as tf
-
+        tf = runtime()
         rows = padded_rows(start, self.num_rows if stop is None else stop, pad_to)
         out: dict[str, Any] = {}
         if self.columns.strings:
-            values = tf.strings.substr(self.blob, self.starts[:, rows], self.lengths[:, rows])
+            values = tf.substr(self.blob, self.starts[:, rows], self.lengths[:, rows])
             out.update(zip(self.columns.strings, tf.unstack(values, num=len(self.columns.strings))))
         for (dtype, names), matrix in zip(self.columns.numeric, self.numeric):
             out.update(zip(names, tf.unstack(tf.constant(matrix[:, rows], dtype), num=len(names))))

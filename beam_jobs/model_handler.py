@@ -33,6 +33,7 @@ import ctrflow.beam_jobs.coders  # noqa: F401 - registers the Arrow/PredictionRe
 from ctrflow.beam_jobs.arrow_tensors import INFERENCE_BATCH_ROWS, PackedBatch, SignatureColumns, slices
 from ctrflow.beam_jobs.unique_scoring import UniqueValueScorer
 from ctrflow.model import artifact
+from ctrflow.model.serving_tf import runtime
 
 
 def _concat(arrays: list[np.ndarray]) -> np.ndarray:
@@ -58,13 +59,13 @@ def _configure_tensorflow(threads: int) -> None:
     per 65536 rows either way). A scoring process runs nothing else in
     TensorFlow, so the setting is safe to make process-wide here.
     """
-    tf = artifact.import_tensorflow()
-    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    tf = runtime()
+    tf.set_optimizer_options({"disable_meta_optimizer": True})
     if not threads:
         return
     try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
+        tf.set_intra_op_threads(threads)
+        tf.set_inter_op_threads(threads)
     except RuntimeError:  # TF already initialised in this process: keep its settings
         pass
 
@@ -107,10 +108,8 @@ class ScoringPath:
         if self.scorer is not None:
             names = self.scorer.numpy_dtypes.items()
         else:
-            import tensorflow as tf
-
             specs = model.signature(self.signature).structured_input_signature[1]
-            names = [(n, None if s.dtype == tf.string else s.dtype.as_numpy_dtype) for n, s in specs.items()]
+            names = [(n, None if s.dtype == runtime().string else s.dtype.as_numpy_dtype) for n, s in specs.items()]
         self.score(model, pa.record_batch({n: pa.array([None], pa.string() if d is None else pa.float32())
                                            for n, d in names}))
 

@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ctrflow.beam_jobs.arrow_tensors import PackedBatch, SignatureColumns, _string_array, padded_rows
+from ctrflow.model.serving_tf import runtime
 from ctrflow.pipeline.column_sources import column_sources
 
 FEATURES_SIGNATURE = "score_features"
@@ -77,10 +78,9 @@ class UniqueValueScorer:
         names = list(features.structured_input_signature[1])
         if any(sources.get(n) not in raw_specs for n in names):
             return None
-        import tensorflow as tf
-
+        string = runtime().string
         return cls(model.loaded.transform, features, SignatureColumns.from_specs(raw_specs),
-                   {n: None if s.dtype == tf.string else s.dtype.as_numpy_dtype for n, s in raw_specs.items()},
+                   {n: None if s.dtype == string else s.dtype.as_numpy_dtype for n, s in raw_specs.items()},
                    {n: sources[n] for n in names},
                    tuple(f.name for f in model.meta.layout.sparse if not f.wide_only), rows_per_call)
 
@@ -95,8 +95,7 @@ class UniqueValueScorer:
 
     def __call__(self, batch: pa.RecordBatch) -> dict[str, np.ndarray]:
         """``{"score": [rows], id name: [rows]}`` for one batch, as ``score_and_ids`` returns them."""
-        import tensorflow as tf
-
+        constant = runtime().constant
         n = batch.num_rows
         if n == 0:
             return {"score": np.zeros(0, np.float32), **{k: np.zeros(0, np.int64) for k in self.id_names}}
@@ -106,6 +105,6 @@ class UniqueValueScorer:
         for start in range(0, n, step):
             stop = min(start + step, n)
             rows = padded_rows(start, stop, step)
-            out = self.score_features(**{k: tf.constant(v[rows]) for k, v in features.items()})
+            out = self.score_features(**{k: constant(v[rows]) for k, v in features.items()})
             scores.append(out["score"].numpy()[:stop - start])
         return {"score": np.concatenate(scores), **{k: features[k] for k in self.id_names}}

@@ -9,11 +9,12 @@ the transform graph is plain TensorFlow ops inside the SavedModel).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import sys
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 from ctrflow.pipeline.layout import FeatureLayout
 from ctrflow.schemas import Schema, loads_schema
@@ -73,19 +74,26 @@ def import_tensorflow():
         import tensorflow as tf
 
         return tf
-    blocked = [m for m in _EAGER_KERAS if m not in sys.modules]
-    for name in blocked:
-        sys.modules[name] = None  # type: ignore[assignment]
-    try:
+    with blocked_eager_keras():
         import tensorflow as tf
-    finally:
-        for name in blocked:
-            if name in sys.modules and sys.modules[name] is None:
-                del sys.modules[name]
     return tf
 
 
 _EAGER_KERAS = ("keras.src.optimizers", "tf_keras.src.optimizers")
+
+
+@contextlib.contextmanager
+def blocked_eager_keras() -> Iterator[None]:
+    """TensorFlow's eager Keras imports marked absent while its ``__init__`` runs (see ``import_tensorflow``)."""
+    blocked = [m for m in _EAGER_KERAS if m not in sys.modules]
+    for name in blocked:
+        sys.modules[name] = None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        for name in blocked:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
 
 
 def gfile_read_text(path: str) -> str | None:
@@ -136,7 +144,8 @@ def load_metadata(model_path: str, read_text: ReadText = gfile_read_text,
 
 
 def load(model_path: str, meta: ModelMetadata | None = None) -> ExportedModel:
-    """Loads the SavedModel (``tf.saved_model.load``) with its metadata."""
-    tf = import_tensorflow()
+    """Loads the SavedModel (``tf.saved_model.load`` without TensorFlow's ``__init__``: ``serving_tf``) + metadata."""
+    from ctrflow.model.serving_tf import runtime
+
     meta = meta or load_metadata(model_path)
-    return ExportedModel(meta=meta, loaded=tf.saved_model.load(meta.path))
+    return ExportedModel(meta=meta, loaded=runtime().load_saved_model(meta.path))

@@ -111,7 +111,7 @@ def test_progress_lines_show_the_process_totals_rate_and_eta(caplog):
 
 @pytest.mark.slow
 def test_score_job_never_imports_tf_transform_and_reports_its_fixed_costs(clicks_run, tmp_path):
-    """The whole job in a fresh process: exact counts, no tf.Transform/tf_keras, a manifest breakdown."""
+    """The whole job in a fresh process: exact counts, no tf.Transform/tf_keras/TensorFlow __init__, a breakdown."""
     day = make_clicks(700, seed=5, first_id=50_000)
     (tmp_path / "in").mkdir()
     csv = write_csv(day, tmp_path / "in" / "day.csv")
@@ -119,12 +119,14 @@ def test_score_job_never_imports_tf_transform_and_reports_its_fixed_costs(clicks
     code = ("import sys, json; from ctrflow.beam_jobs import score; "
             f"score.run(['--model', {clicks_run['model']!r}, '--input', {csv!r}, '--date', '2026-11-21', "
             f"'--output', {str(out)!r}]); "
-            "print(json.dumps({m: m in sys.modules for m in ('tensorflow_transform', 'tf_keras', 'keras')}))")
+            "from ctrflow.model.serving_tf import is_deferred; "
+            "print(json.dumps({**{m: m in sys.modules for m in ('tensorflow_transform', 'tf_keras', 'keras')}, "
+            "'tensorflow_init_ran': not is_deferred()}))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"tensorflow_transform": False, "tf_keras": False,
-                                                                  "keras": False}
+                                                                  "keras": False, "tensorflow_init_ran": False}
     assert "rows/s" in proc.stderr
     day = out / "date=2026-11-21"
     latest = (day / "_LATEST").read_text().strip() if (day / "_LATEST").exists() else ""
