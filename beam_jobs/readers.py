@@ -7,7 +7,6 @@ source; Parquet row groups come through pyarrow; TFRecords through
 """
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Iterator
 
@@ -107,7 +106,7 @@ def read_csv_bytes(schema: Schema, task: ReadTask, data: bytes, batch_rows: int,
         return "skip"
 
     reader = pacsv.open_csv(
-        io.BytesIO(screened.data),
+        pa.BufferReader(screened.data),  # read by Arrow in C++; an io.BytesIO is read through Python, with the GIL
         read_options=pacsv.ReadOptions(column_names=list(task.column_names), use_threads=False,
                                        block_size=max(8 << 20, screened.longest_line + 2)),
         parse_options=pacsv.ParseOptions(delimiter=fmt.delimiter, quote_char='"' if fmt.quoting else False,

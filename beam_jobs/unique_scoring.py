@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ctrflow.beam_jobs.arrow_tensors import PackedBatch, SignatureColumns, _string_array, padded_rows
-from ctrflow.model.serving_tf import runtime
+from ctrflow.model.serving_tf import flat_caller, runtime
 from ctrflow.pipeline.column_sources import column_sources
 
 FEATURES_SIGNATURE = "score_features"
@@ -95,16 +95,17 @@ class UniqueValueScorer:
 
     def __call__(self, batch: pa.RecordBatch) -> dict[str, np.ndarray]:
         """``{"score": [rows], id name: [rows]}`` for one batch, as ``score_and_ids`` returns them."""
-        constant = runtime().constant
         n = batch.num_rows
         if n == 0:
             return {"score": np.zeros(0, np.float32), **{k: np.zeros(0, np.int64) for k in self.id_names}}
         features = self.features(batch)
+        names, call = flat_caller(self.score_features)
+        columns = [features[name] for name in names]
         step = self.rows_per_call
         scores = []
         for start in range(0, n, step):
             stop = min(start + step, n)
             rows = padded_rows(start, stop, step)
-            out = self.score_features(**{k: constant(v[rows]) for k, v in features.items()})
+            out = call([c[rows] for c in columns])
             scores.append(out["score"].numpy()[:stop - start])
         return {"score": np.concatenate(scores), **{k: features[k] for k in self.id_names}}

@@ -27,7 +27,9 @@ import logging
 import sys
 import threading
 import types
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
+
+import numpy as np
 
 _PACKAGE = "tensorflow"
 _LOCK = threading.RLock()
@@ -126,6 +128,32 @@ def _full() -> ServingRuntime:
 
 
 _RUNTIME: list[ServingRuntime] = []
+
+
+def flat_caller(fn: Any) -> tuple[tuple[str, ...], Callable[[Sequence[np.ndarray]], dict]]:
+    """A loaded signature's input names, and a call taking one NumPy array per name in that order.
+
+    Why: a compiled ``score_features`` call on 8,192 rows took 6.7 ms, of which
+    1.3 ms were TensorFlow checking and flattening its 52 keyword inputs and
+    0.8 ms ``tf.constant``'s dispatch (0.5 ms as plain EagerTensors), all
+    holding the GIL that the other worker thread needs: 5M rows make 610 such
+    calls. The arrays must already have the signature's dtypes (the scorer's
+    come from the transform's outputs). Where this TensorFlow lacks the
+    private entry points, the call is the keyword call.
+    """
+    names = tuple(getattr(fn, "_arg_keywords", None) or fn.structured_input_signature[1])
+    try:
+        from tensorflow.python.eager import context
+        from tensorflow.python.framework import ops
+
+        tensor, device = ops.EagerTensor, context.context().device_name
+        call_flat, captured = fn._call_flat, fn.captured_inputs
+        if len(names) != len(fn.structured_input_signature[1]):
+            raise AttributeError("positional inputs")
+    except (ImportError, AttributeError):
+        constant = runtime().constant
+        return names, lambda arrays: fn(**{n: constant(a) for n, a in zip(names, arrays)})
+    return names, lambda arrays: call_flat([tensor(a, device) for a in arrays], captured)
 
 
 def runtime() -> ServingRuntime:
