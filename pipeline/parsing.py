@@ -58,10 +58,15 @@ class ParseResult:
 
 def _null_mask(arr: pa.Array, null_markers: Sequence[str]) -> pa.Array:
     """True where the value is missing (null or a null marker)."""
-    mask = pc.is_null(arr)
-    if null_markers and pa.types.is_string(arr.type):
-        for marker in null_markers:  # a few equality passes beat one is_in hash lookup per value
+    markers = null_markers if pa.types.is_string(arr.type) else ()
+    if not arr.null_count and markers:  # no nulls: the equality passes alone (one pass instead of four)
+        mask = pc.equal(arr, markers[0])
+        for marker in markers[1:]:
             mask = pc.or_(mask, pc.equal(arr, marker))
+        return mask
+    mask = pc.is_null(arr)
+    for marker in markers:  # a few equality passes beat one is_in hash lookup per value
+        mask = pc.or_(mask, pc.equal(arr, marker))
     return pc.fill_null(mask, True)
 
 
@@ -137,8 +142,10 @@ class BatchParser:
                    else pa.nulls(n, pa.int64()))
         if self.locator:
             out += [pa.repeat(pa.scalar(source, pa.string()), n), offsets.cast(pa.int64())]
-        keep = pa.array(~bad)
-        batch = pa.RecordBatch.from_arrays([a.filter(keep) for a in out], schema=self.output_schema())
+        if bad.any():
+            keep = pa.array(~bad)
+            out = [a.filter(keep) for a in out]
+        batch = pa.RecordBatch.from_arrays(out, schema=self.output_schema())  # no copy when every row is kept
         rejected: list[RejectedRow] = []
         for i in sorted(reasons):
             rejected.append(RejectedRow(source=source, row=self._row_text(table, i), reason=reasons[i],
@@ -149,14 +156,14 @@ class BatchParser:
         """Returns (clean array, invalid mask or None, reason(i) callback)."""
         if self._strip and pa.types.is_string(raw.type):
             raw = pc.ascii_trim_whitespace(raw)  # UTF-8 safe: only ASCII bytes are removed
+        if col.role == "categorical":
+            s = raw if pa.types.is_string(raw.type) else pc.cast(raw, pa.string())
+            if set(self._null_markers) <= {""}:  # missing is already "" (or null): no mask needed
+                return (pc.fill_null(s, "") if s.null_count else s), None, None
+            return pc.if_else(_null_mask(raw, self._null_markers), "", s), None, None
         missing = _null_mask(raw, self._null_markers)
         if col.role == "numeric":
             return self._to_float(col, raw, missing)
-        if col.role == "categorical":
-            s = raw if pa.types.is_string(raw.type) else pc.cast(raw, pa.string())
-            if set(self._null_markers) <= {""}:  # missing is already "" (or null)
-                return (pc.fill_null(s, "") if s.null_count else s), None, None
-            return pc.if_else(missing, "", s), None, None
         if col.role == "label":
             return self._to_label(col, raw, missing)
         return self._to_key(col, raw, missing)
