@@ -39,9 +39,14 @@ class _DeferredPackage(types.ModuleType):
     """``tensorflow`` before its ``__init__`` ran: submodules import, any other attribute runs ``__init__`` first."""
 
     def __getattr__(self, name: str) -> Any:  # only called for attributes not set yet
-        if name.startswith("__") or not _finish(self):
+        if name in _PROBES or not _finish(self):
             raise AttributeError(f"module {_PACKAGE!r} has no attribute {name!r}")
         return getattr(self, name)
+
+
+# Attributes that tools probe on any module (inspect, linecache, pickling): asking for them must not run __init__.
+_PROBES = frozenset({"__wrapped__", "__cached__", "__builtins__", "__annotations__", "__reduce__",
+                     "__reduce_ex__", "__getstate__", "__origin__", "__signature__"})
 
 
 _initializing: set[int] = set()  # threads running the deferred __init__ (its own lookups must not recurse)

@@ -29,10 +29,11 @@ packed = PackedBatch.pack(table, SignatureColumns.from_specs(fn.structured_input
 scores = fn(**packed.tensors())["score"].numpy()
 deferred_after_scoring = serving_tf.is_deferred()
 import tensorflow as tf  # the full API, as any other code in the process may want it
+version = tf.__version__  # a dunder that is not set yet runs the __init__ too
 full = float(tf.reduce_sum(tf.constant([1.5, 2.0])).numpy())
 print(json.dumps({"scores": scores.tolist(), "deferred_after_scoring": deferred_after_scoring,
                   "deferred_after_full_use": serving_tf.is_deferred(), "full": full,
-                  "has_keras_attr": hasattr(tf, "keras"), "loaded_modules": len(sys.modules)}))
+                  "has_keras_attr": hasattr(tf, "keras"), "version": version}))
 """
 
 
@@ -65,6 +66,7 @@ def test_a_fresh_process_scores_without_tensorflow_init_and_can_use_the_full_api
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert got["deferred_after_scoring"] is True  # TensorFlow's __init__ never ran while scoring
     assert got["deferred_after_full_use"] is False and got["full"] == 3.5 and got["has_keras_attr"]
+    assert got["version"] == tf.__version__
     np.testing.assert_array_equal(np.array(got["scores"], np.float32), expected)
 
 
