@@ -116,7 +116,8 @@ def _lean() -> ServingRuntime:
     from tensorflow.python.ops import array_ops_stack, string_ops
     from tensorflow.python.saved_model import load
 
-    v2_compat.enable_v2_behavior()  # what the package's __init__ does: eager execution, resource variables
+    if is_deferred():  # what the package's __init__ does (eager execution...); after a full import, not again
+        v2_compat.enable_v2_behavior()
     return ServingRuntime(load.load, constant_op.constant, dtypes.string, string_ops.substr_v2, array_ops_stack.unstack,
                           config.set_optimizer_experimental_options, config.set_intra_op_parallelism_threads,
                           config.set_inter_op_parallelism_threads)

@@ -94,3 +94,21 @@ def test_an_initialised_tensorflow_is_left_as_it_is():
 
     serving_tf._install_deferred_package()
     assert sys.modules["tensorflow"] is tf and not serving_tf.is_deferred()
+
+
+def test_flat_caller_falls_back_to_the_keyword_call_without_the_private_entry_points():
+    import tensorflow as tf
+
+    from ctrflow.model.serving_tf import flat_caller
+
+    class Signature:  # what a loaded signature offers publicly: a keyword call and its input specs
+        structured_input_signature = ((), {"b": tf.TensorSpec([None], tf.float32),
+                                           "a": tf.TensorSpec([None], tf.int64)})
+
+        def __call__(self, **inputs):
+            return {"score": tf.cast(inputs["a"], tf.float32) * 10 + inputs["b"]}
+
+    names, call = flat_caller(Signature())
+    assert names == ("b", "a")
+    out = call([np.array([0.5, 0.25], np.float32), np.array([1, 2], np.int64)])
+    assert out["score"].numpy().tolist() == [10.5, 20.25]
