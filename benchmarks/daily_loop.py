@@ -36,8 +36,10 @@ import time
 import numpy as np
 import pandas as pd
 
-from benchmarks.report import ROOT, machine_line, markdown_table, update_section
-from ctrflow.pipeline.artifacts import live_dir
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script from anywhere
+
+from benchmarks.report import ROOT, machine_line, markdown_table, update_section  # noqa: E402
+from ctrflow.pipeline.artifacts import live_dir  # noqa: E402
 
 DATA = os.path.join(ROOT, "..", "shared", "data", "movielens", "ml-100k")
 SECTION = "daily_loop"
