@@ -2,7 +2,7 @@
 
 Why: ``import tensorflow`` imports every public API module first (tf.data,
 tf.distribute and its test combinations, feature columns, autograph,
-compat.v1, Keras' optimizers): 2.0 CPU s on the 2-core benchmark machine,
+compat.v1, Keras' optimizers): 2.1 CPU s on the 2-core benchmark machine,
 where loading a SavedModel and calling its functions needs 1.2 s of it. The
 scoring job imports TensorFlow in a thread that shares the GIL with Beam's
 start, so that CPU is time before the first batch can be scored.
