@@ -78,6 +78,12 @@ class SignatureColumns:
                    tuple((d, tuple(names)) for d, names in groups.items()))
 
 
+def numpy_dtypes(specs: Mapping[str, Any]) -> dict[str, Any]:
+    """Each signature input's NumPy dtype, None for a string input (how a batch for it is built or encoded)."""
+    string = runtime().string
+    return {name: None if spec.dtype == string else spec.dtype.as_numpy_dtype for name, spec in specs.items()}
+
+
 @dataclasses.dataclass(frozen=True)
 class PackedBatch:
     """One RecordBatch's signature inputs: string bytes in one blob, every column a row of a matrix."""

@@ -30,7 +30,7 @@ import pyarrow as pa
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 import ctrflow.beam_jobs.coders  # noqa: F401 - registers the Arrow/PredictionResult coders
-from ctrflow.beam_jobs.arrow_tensors import INFERENCE_BATCH_ROWS, PackedBatch, SignatureColumns, slices
+from ctrflow.beam_jobs.arrow_tensors import INFERENCE_BATCH_ROWS, PackedBatch, SignatureColumns, numpy_dtypes, slices
 from ctrflow.beam_jobs.unique_scoring import UniqueValueScorer
 from ctrflow.model import artifact
 from ctrflow.model.serving_tf import runtime
@@ -105,13 +105,10 @@ class ScoringPath:
 
     def warm(self, model: artifact.ExportedModel) -> None:
         """One call on a one-row batch of missing values: loads what the first call loads, compiles XLA."""
-        if self.scorer is not None:
-            names = self.scorer.numpy_dtypes.items()
-        else:
-            specs = model.signature(self.signature).structured_input_signature[1]
-            names = [(n, None if s.dtype == runtime().string else s.dtype.as_numpy_dtype) for n, s in specs.items()]
+        dtypes = (self.scorer.numpy_dtypes if self.scorer is not None
+                  else numpy_dtypes(model.signature(self.signature).structured_input_signature[1]))
         self.score(model, pa.record_batch({n: pa.array([None], pa.string() if d is None else pa.float32())
-                                           for n, d in names}))
+                                           for n, d in dtypes.items()}))
 
 
 _PATHS_LOCK = threading.Lock()

@@ -20,14 +20,14 @@ equal ``score_and_ids``' within float32 rounding of the compiled model
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ctrflow.beam_jobs.arrow_tensors import PackedBatch, SignatureColumns, _string_array, padded_rows
-from ctrflow.model.serving_tf import flat_caller, runtime
+from ctrflow.beam_jobs.arrow_tensors import PackedBatch, SignatureColumns, _string_array, numpy_dtypes, padded_rows
+from ctrflow.model.serving_tf import flat_caller
 from ctrflow.pipeline.column_sources import column_sources
 
 FEATURES_SIGNATURE = "score_features"
@@ -58,7 +58,8 @@ class UniqueValueScorer:
     """Scores RecordBatches through ``transform`` on distinct values + the compiled ``score_features``."""
 
     transform: Any  # the SavedModel's ``transform`` function: typed raw features -> transformed features
-    score_features: Any  # the ``score_features`` signature: model inputs -> {"score"}
+    score_features: Callable[[Sequence[np.ndarray]], dict]  # the signature's flat call (``serving_tf.flat_caller``)
+    feature_order: tuple[str, ...]  # the model inputs in the order ``score_features`` takes them
     raw: SignatureColumns  # the transform's inputs, grouped for packing
     numpy_dtypes: Mapping[str, Any]  # raw column -> NumPy dtype (None: string)
     feature_columns: Mapping[str, str]  # model input -> the raw column it is computed from
@@ -78,9 +79,8 @@ class UniqueValueScorer:
         names = list(features.structured_input_signature[1])
         if any(sources.get(n) not in raw_specs for n in names):
             return None
-        string = runtime().string
-        return cls(model.loaded.transform, features, SignatureColumns.from_specs(raw_specs),
-                   {n: None if s.dtype == string else s.dtype.as_numpy_dtype for n, s in raw_specs.items()},
+        order, call = flat_caller(features)
+        return cls(model.loaded.transform, call, order, SignatureColumns.from_specs(raw_specs), numpy_dtypes(raw_specs),
                    {n: sources[n] for n in names},
                    tuple(f.name for f in model.meta.layout.sparse if not f.wide_only), rows_per_call)
 
@@ -99,13 +99,12 @@ class UniqueValueScorer:
         if n == 0:
             return {"score": np.zeros(0, np.float32), **{k: np.zeros(0, np.int64) for k in self.id_names}}
         features = self.features(batch)
-        names, call = flat_caller(self.score_features)
-        columns = [features[name] for name in names]
+        columns = [features[name] for name in self.feature_order]
         step = self.rows_per_call
         scores = []
         for start in range(0, n, step):
             stop = min(start + step, n)
             rows = padded_rows(start, stop, step)
-            out = call([c[rows] for c in columns])
+            out = self.score_features([c[rows] for c in columns])
             scores.append(out["score"].numpy()[:stop - start])
         return {"score": np.concatenate(scores), **{k: features[k] for k in self.id_names}}
