@@ -136,10 +136,14 @@ def scoring_path(model: artifact.ExportedModel, requested: str | None = None,
     scorer = None if requested else UniqueValueScorer.create(model, inference_batch_size)
     if scorer is not None:
         candidates.append(ScoringPath(scorer, "score_features", inference_batch_size, inference_batch_size))
-    available = model.loaded.signatures
-    signatures = [requested] if requested else [s for s in SCORING_SIGNATURES if s in available]
-    candidates += [ScoringPath(None, s, inference_batch_size, _pad_rows(s, inference_batch_size))
-                   for s in signatures or SCORING_SIGNATURES[-1:]]
+    if model.partial:  # loaded for the distinct-values path only: the caller loads the whole export otherwise
+        if not candidates:
+            raise ValueError("the partly loaded model cannot score with distinct values")
+    else:
+        available = model.loaded.signatures
+        signatures = [requested] if requested else [s for s in SCORING_SIGNATURES if s in available]
+        candidates += [ScoringPath(None, s, inference_batch_size, _pad_rows(s, inference_batch_size))
+                       for s in signatures or SCORING_SIGNATURES[-1:]]
     for i, path in enumerate(candidates):
         try:
             path.warm(model)
@@ -160,8 +164,22 @@ def scoring_path(model: artifact.ExportedModel, requested: str | None = None,
 
 def _load_and_warm(meta: artifact.ModelMetadata, threads: int, signature: str | None,
                    inference_batch_size: int = INFERENCE_BATCH_ROWS) -> artifact.ExportedModel:
-    """Imports TensorFlow, loads the SavedModel and chooses its scoring path (one warm-up call, the XLA compile)."""
+    """Imports TensorFlow, loads the SavedModel and chooses its scoring path (one warm-up call, the XLA compile).
+
+    The distinct-values path is tried on a load of only the two functions it
+    calls (``artifact.load_parts``: 0.33 against 0.75 s on the benchmark
+    model, GIL held throughout); where that path or the partial load fails,
+    the whole export is loaded and the choice made as before.
+    """
     _configure_tensorflow(threads)
+    if signature is None:
+        try:
+            model = artifact.load_parts(meta, UniqueValueScorer.PARTS)
+            scoring_path(model, None, inference_batch_size)
+            return model
+        except Exception as e:  # noqa: BLE001 - any failure: the whole export, every path, as before
+            logging.info("loading only the distinct-values path's functions failed (%s: %s); loading the whole "
+                         "export", type(e).__name__, str(e)[:300])
     model = artifact.load(meta.path, meta)
     scoring_path(model, signature, inference_batch_size)
     return model
@@ -236,8 +254,8 @@ class ServingModelHandler(ModelHandler[pa.RecordBatch, PredictionResult, artifac
         if fut is not None:  # loaded by preload() in this process (in-process runners)
             logging.debug("using the preloaded model %s", self._model_path)
             return fut.result() if fut.done() else _LoadingModel(fut)
-        _configure_tensorflow(self._intra_op_threads)
-        return artifact.load(self._model_path)
+        return _load_and_warm(artifact.load_metadata(self._model_path), self._intra_op_threads, self._signature,
+                              self._inference_batch_size)
 
     def run_inference(self, batch: Sequence[pa.RecordBatch], model: artifact.ExportedModel,
                       inference_args: dict[str, Any] | None = None) -> Iterable[PredictionResult]:

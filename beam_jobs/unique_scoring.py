@@ -66,21 +66,25 @@ class UniqueValueScorer:
     id_names: tuple[str, ...]  # the ids returned beside the score (the drift profile's)
     rows_per_call: int
 
+    # what the scorer calls, for loading only those (``artifact.load_parts``)
+    PARTS = ("root.transform", f"root.signatures.{FEATURES_SIGNATURE}")
+
     @classmethod
     def create(cls, model, rows_per_call: int) -> "UniqueValueScorer | None":
         """The scorer for a loaded ``ExportedModel``, or None when its export or schema does not allow it."""
         signatures = model.loaded.signatures
         sources = column_sources(model.meta.schema)
+        transform = getattr(model.loaded, "transform", None)
+        raw_specs = (getattr(transform, "input_signature", None) or [None])[0]
         if (sources is None or rows_per_call <= 0 or FEATURES_SIGNATURE not in signatures
-                or "score_and_ids" not in signatures or not hasattr(model.loaded, "transform")):
+                or not isinstance(raw_specs, dict)):
             return None
-        raw_specs = signatures["score_and_ids"].structured_input_signature[1]
         features = signatures[FEATURES_SIGNATURE]
         names = list(features.structured_input_signature[1])
         if any(sources.get(n) not in raw_specs for n in names):
             return None
         order, call = flat_caller(features)
-        return cls(model.loaded.transform, call, order, SignatureColumns.from_specs(raw_specs), numpy_dtypes(raw_specs),
+        return cls(transform, call, order, SignatureColumns.from_specs(raw_specs), numpy_dtypes(raw_specs),
                    {n: sources[n] for n in names},
                    tuple(f.name for f in model.meta.layout.sparse if not f.wide_only), rows_per_call)
 

@@ -47,6 +47,7 @@ class ExportedModel:
 
     meta: ModelMetadata
     loaded: object
+    partial: bool = False  # only some objects loaded (``load_parts``): other signatures are absent
 
     @property
     def info(self) -> dict:
@@ -149,3 +150,26 @@ def load(model_path: str, meta: ModelMetadata | None = None) -> ExportedModel:
 
     meta = meta or load_metadata(model_path)
     return ExportedModel(meta=meta, loaded=runtime().load_saved_model(meta.path))
+
+
+class PartialExport:
+    """Objects of a SavedModel loaded alone, reached as on a whole load: ``.transform``, ``.signatures[name]``."""
+
+    def __init__(self, objects: dict[str, object]):
+        self.signatures: dict[str, object] = {}
+        for path, obj in objects.items():
+            parts = path.split(".")
+            if parts[:2] == ["root", "signatures"] and len(parts) == 3:
+                self.signatures[parts[2]] = obj
+            elif len(parts) == 2 and parts[0] == "root":
+                setattr(self, parts[1], obj)
+            else:
+                raise ValueError(f"{path}: only root.<attribute> and root.signatures.<name> are supported")
+
+
+def load_parts(meta: ModelMetadata, paths: tuple[str, ...]) -> ExportedModel:
+    """Only the export's objects at ``paths`` and what they need (``serving_tf.load_saved_model_parts``)."""
+    from ctrflow.model.serving_tf import load_saved_model_parts, runtime
+
+    runtime()  # TensorFlow's serving slice imported (lean where possible) before its internals are used
+    return ExportedModel(meta=meta, loaded=PartialExport(load_saved_model_parts(meta.path, paths)), partial=True)

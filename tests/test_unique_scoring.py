@@ -205,6 +205,60 @@ def test_a_compiled_path_that_fails_its_first_call_falls_back_to_score_and_ids(p
     assert len(warnings) == 3 and "XLA compilation is not available here" in warnings[0]
 
 
+@pytest.mark.slow
+def test_the_distinct_values_path_scores_the_same_from_a_load_of_only_its_functions(plain_run):
+    """``artifact.load_parts`` loads ``transform`` and ``score_features`` alone; scores and ids equal a whole load's."""
+    from ctrflow.beam_jobs.unique_scoring import UniqueValueScorer
+    from ctrflow.model.artifact import load, load_parts
+
+    whole = load(os.path.join(plain_run["model"], "export"))
+    part = load_parts(whole.meta, UniqueValueScorer.PARTS)
+    assert part.partial and not whole.partial
+    assert sorted(part.loaded.signatures) == ["score_features"]  # no other signature was loaded
+    table = _table(_rows(700, seed=12))
+    got = UniqueValueScorer.create(part, rows_per_call=256)(table)
+    same = UniqueValueScorer.create(whole, rows_per_call=256)(table)
+    expected = _reference(whole, table)
+    assert sorted(got) == sorted(expected)
+    np.testing.assert_array_equal(got["score"], same["score"])  # the same compiled function on the same ids
+    np.testing.assert_allclose(got["score"], expected["score"], rtol=0, atol=1e-6)
+    for name in ("age", "city", "device", "spend", "tag"):
+        assert got[name].tolist() == expected[name].tolist(), name
+
+
+@pytest.mark.slow
+def test_the_scoring_load_falls_back_to_the_whole_export(plain_run, monkeypatch, caplog):
+    """A partial load that fails, or a model the distinct-values path cannot score, gets the whole export."""
+    import logging
+
+    from ctrflow.beam_jobs import model_handler
+    from ctrflow.beam_jobs.unique_scoring import UniqueValueScorer
+    from ctrflow.model import serving_tf
+    from ctrflow.model.artifact import load_metadata
+
+    # _configure_tensorflow turns grappler off process-wide (as a scoring process wants); other tests here
+    # compare against a child process that has it on, where float32 sums can differ in the last bit
+    monkeypatch.setattr(model_handler, "_configure_tensorflow", lambda threads: None)
+    meta = load_metadata(os.path.join(plain_run["model"], "export"))
+    caplog.set_level(logging.INFO)
+    fast = model_handler._load_and_warm(meta, 0, None, 128)
+    assert fast.partial and model_handler.scoring_path(fast, None, 128).signature == "score_features"
+
+    def broken(export_dir, paths):
+        raise RuntimeError("internals moved")
+
+    real = serving_tf.load_saved_model_parts
+    monkeypatch.setattr(serving_tf, "load_saved_model_parts", broken)
+    model = model_handler._load_and_warm(meta, 0, None, 128)
+    assert not model.partial and model_handler.scoring_path(model, None, 128).signature == "score_features"
+    monkeypatch.setattr(serving_tf, "load_saved_model_parts", real)
+    monkeypatch.setattr(UniqueValueScorer, "create", classmethod(lambda cls, model, rows: None))
+    model = model_handler._load_and_warm(meta, 0, None, 128)
+    assert not model.partial and model_handler.scoring_path(model, None, 128).signature == "batch_score_and_ids"
+    said = [r.getMessage() for r in caplog.records if "loading the whole export" in r.getMessage()]
+    assert len(said) == 2 and "internals moved" in said[0] and "cannot score with distinct values" in said[1]
+
+
 def test_extra_missing_ids_of_a_multivalent_field_change_no_score():
     """What ``_power_of_two_widths`` relies on: -1 columns added to a multivalent id matrix leave scores equal."""
     import tensorflow as tf
