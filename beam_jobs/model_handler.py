@@ -105,8 +105,10 @@ class ScoringPath:
 
     def warm(self, model: artifact.ExportedModel) -> None:
         """One call on a one-row batch of missing values: loads what the first call loads, compiles XLA."""
-        dtypes = (self.scorer.numpy_dtypes if self.scorer is not None
-                  else numpy_dtypes(model.signature(self.signature).structured_input_signature[1]))
+        if self.scorer is not None:
+            self.scorer.warm()
+            return
+        dtypes = numpy_dtypes(model.signature(self.signature).structured_input_signature[1])
         self.score(model, pa.record_batch({n: pa.array([None], pa.string() if d is None else pa.float32())
                                            for n, d in dtypes.items()}))
 
