@@ -157,7 +157,7 @@ def scoring_path(model: artifact.ExportedModel, requested: str | None = None,
             continue
         with _PATHS_LOCK:
             said = (model.meta.path, key, path.describe())
-            if said not in _LOGGED:  # once per process, not again for a worker's placeholder of the same model
+            if said not in _LOGGED:  # once per process and model
                 _LOGGED.add(said)
                 logging.info("scoring with %s, %d rows per model call", path.describe(), path.rows_per_call)
             return paths.setdefault(key, path)
@@ -227,6 +227,10 @@ class _LoadingModel:
     def __init__(self, future: concurrent.futures.Future):
         self._future = future
 
+    def wait(self) -> artifact.ExportedModel:
+        """The loaded model (its scoring path already chosen and warmed by ``preload``)."""
+        return self._future.result()
+
     def __getattr__(self, name: str):
         return getattr(self._future.result(), name)
 
@@ -261,6 +265,8 @@ class ServingModelHandler(ModelHandler[pa.RecordBatch, PredictionResult, artifac
 
     def run_inference(self, batch: Sequence[pa.RecordBatch], model: artifact.ExportedModel,
                       inference_args: dict[str, Any] | None = None) -> Iterable[PredictionResult]:
+        if isinstance(model, _LoadingModel):  # the preloaded model itself: no second scorer and warm-up per worker
+            model = model.wait()
         path = scoring_path(model, self._signature, self._inference_batch_size)
         for rb in batch:
             yield PredictionResult(rb, path.score(model, rb), model.info.get("version"))
