@@ -14,7 +14,8 @@ Each process chooses its scoring path once per model (``scoring_path``):
 each column's distinct values + the XLA-compiled model where the schema
 allows it (``unique_scoring``), else the compiled ``batch_score_and_ids``,
 else ``score_and_ids``; a compiled path whose first call fails is logged and
-skipped.
+skipped. For the distinct-values path only its two functions are loaded
+(``artifact.load_parts``), the whole export where that fails.
 """
 from __future__ import annotations
 
