@@ -177,7 +177,8 @@ class ReadRows(beam.PTransform):
                      total_bytes >> 20, len(queries))
         parts = []
         if files:
-            parts.append(pbegin | "Tasks" >> beam.Create(files) | "Distribute" >> beam.Reshuffle())
+            # one reshuffle spreads the tasks over workers; Create's own would be one more Beam stage
+            parts.append(pbegin | "Tasks" >> beam.Create(files, reshuffle=False) | "Distribute" >> beam.Reshuffle())
         for i, read in enumerate(queries):
             parts.append(pbegin
                          | f"BigQuery{i}" >> bigquery.read_transform(read)

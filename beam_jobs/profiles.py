@@ -73,12 +73,20 @@ class ProfileBatches(beam.PTransform):
     """
 
     def __init__(self, schema: Schema, to_element: Callable[[Any], tuple],
-                 baseline_ranges: Mapping[str, stats.NumericRange] | None = None):
+                 baseline_ranges: Mapping[str, stats.NumericRange] | None = None, *, default: bool = True):
         super().__init__()
         self.schema, self.to_element, self.ranges = schema, to_element, baseline_ranges
+        # default=False: no output for no input, and no Beam stages for that default value (``empty_profile``)
+        self.default = default
 
     def expand(self, batches):
+        merge = beam.CombineGlobally(MergeProfiles())
         return (batches
                 | "PerBatch" >> beam.Map(lambda b, schema, ranges, to_element: profile_element(
                     schema, ranges, to_element(b)), self.schema, self.ranges, self.to_element)
-                | "Merge" >> beam.CombineGlobally(MergeProfiles()))
+                | "Merge" >> (merge if self.default else merge.without_defaults()))
+
+
+def empty_profile() -> stats.Profile:
+    """What ``ProfileBatches`` outputs for no input."""
+    return MergeProfiles().extract_output(empty_accumulator())

@@ -55,7 +55,7 @@ from ctrflow.beam_jobs.io import COUNTER_NAMESPACE, REJECTED, ReadRows, WriteRej
 from ctrflow.beam_jobs.job_options import ScoreOptions, job_parser, parse_job_options
 from ctrflow.beam_jobs.model_handler import ServingModelHandler, preload
 from ctrflow.beam_jobs.options import is_direct_runner, new_pipeline, with_local_parallelism
-from ctrflow.beam_jobs.profiles import ProfileBatches
+from ctrflow.beam_jobs.profiles import ProfileBatches, empty_profile
 from ctrflow.beam_jobs.score_sinks import WriteScores
 from ctrflow.beam_jobs.sources import DEFAULT_RANGE_BYTES, match_files, plan_reads
 from ctrflow.model.artifact import ModelMetadata, load_metadata
@@ -198,7 +198,8 @@ def build_pipeline(p: beam.Pipeline, meta: ModelMetadata, tasks, parser: BatchPa
     id_names = [f.name for f in meta.layout.sparse if not f.wide_only]
     _ = (results
          | "Profile" >> ProfileBatches(schema, lambda r: (r.example, {n: r.inference[n] for n in id_names
-                                                                      if n in r.inference}), baseline.ranges)
+                                                                      if n in r.inference}), baseline.ranges,
+                                       default=False)  # a day without rows: written by _write_empty_profiles
          | "WriteProfile" >> beam.Map(lambda prof: mf.write_json(os.path.join(staging, "profile.json"),
                                                                  prof.to_dict())))
     ids = tuple(c.name for c in schema.columns if c.role == "id")
@@ -249,6 +250,7 @@ def score_date(options: ScoreOptions, meta: ModelMetadata, date: str, startup: d
         counts = {"input_rows": counts["input_rows"], "scored_rows": counts["output_rows"],
                   "rejected_rows": counts["rejected_rows"]}
         duplicates = found.get(counter_name(SPLIT, "duplicate_id_rows"), 0) if has_id(meta.schema) else None
+        _write_empty_profiles(meta, staging)
         drift = _write_drift(meta, staging, options.psi_threshold, date)
         watch.lap("drift_report")
         manifest = {
@@ -312,6 +314,15 @@ def _print_summary(manifest: dict, drift: dict | None, threshold: float) -> None
         lines.append(f"[{manifest['date']}] no feature drifted over PSI {threshold:g}; report: "
                      f"{os.path.join(manifest['output'], 'drift.html')}")
     print("\n".join(lines), flush=True)
+
+
+def _write_empty_profiles(meta: ModelMetadata, staging: str) -> None:
+    """A day without rows: the profiles of no rows, which the pipeline's combines (without Beam's default
+    value: three Beam stages less, about 0.15 s of every run) did not write."""
+    path = os.path.join(staging, "profile.json")
+    if not FileSystems.exists(path):
+        mf.write_json(path, empty_profile().to_dict())
+    score_drift.write_empty_if_missing(meta, staging)
 
 
 def _write_drift(meta: ModelMetadata, staging: str, threshold: float, date: str) -> dict | None:

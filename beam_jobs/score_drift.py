@@ -62,12 +62,24 @@ class ScoreHistogram(beam.CombineFn):
 
 
 def profile_scores(results, meta: ModelMetadata, staging: str) -> None:
-    """Adds the score histogram branch to the scoring pipeline (binned per batch, like ``ProfileBatches``)."""
+    """Adds the score histogram branch to the scoring pipeline (binned per batch, like ``ProfileBatches``).
+
+    Without Beam's default value for no input (two stages less): a day without
+    rows gets its empty histogram from ``write_empty_if_missing`` after the run.
+    """
     bin_edges = edges(meta)
     _ = (results
          | "Scores" >> beam.Map(lambda r: bin_scores(r.inference["score"], bin_edges))
-         | "ScoreHistogram" >> beam.CombineGlobally(ScoreHistogram(bin_edges))
+         | "ScoreHistogram" >> beam.CombineGlobally(ScoreHistogram(bin_edges)).without_defaults()
          | "WriteScoreProfile" >> beam.Map(lambda doc: mf.write_json(os.path.join(staging, SCORE_PROFILE), doc)))
+
+
+def write_empty_if_missing(meta: ModelMetadata, staging: str) -> None:
+    """The histogram of no scores, where the pipeline wrote none (a day without rows)."""
+    path = os.path.join(staging, SCORE_PROFILE)
+    if not FileSystems.exists(path):
+        histogram = ScoreHistogram(edges(meta))
+        mf.write_json(path, histogram.extract_output(histogram.create_accumulator()))
 
 
 def prediction_section(meta: ModelMetadata, staging: str) -> dict | None:

@@ -332,6 +332,21 @@ def test_too_many_rejected_rows_fail_the_run_keep_the_rejects_and_the_previous_p
     assert sorted(_parquet(m["output"])["request_id"]) == list(range(1040, 1400))
 
 
+def test_a_day_without_rows_publishes_empty_profiles_and_a_drift_report(clicks_run, tmp_path):
+    """The profile combines run without Beam's default value; the job writes the empty profiles itself."""
+    from ctrflow.pipeline import stats
+
+    day = write_csv(make_clicks(5, seed=3).iloc[:0], tmp_path / "empty.csv")  # the header line only
+    [m] = _score(clicks_run["model"], day, tmp_path / "out")
+    assert (m["input_rows"], m["scored_rows"], m["rejected_rows"]) == (0, 0, 0)
+    profile = stats.Profile.from_dict(json.load(open(os.path.join(m["output"], "profile.json"))))
+    assert profile.rows == 0
+    scores = json.load(open(os.path.join(m["output"], "score_profile.json")))
+    assert sum(scores["counts"]) == 0 and scores["mean"] is None and len(scores["counts"]) == len(scores["edges"]) + 1
+    drift = json.load(open(os.path.join(m["output"], "drift.json")))
+    assert drift["features_over_threshold"] == [] and drift["prediction"] is not None
+
+
 def test_bigquery_partition_is_written_only_after_the_rejected_rows_check(clicks_run, tmp_path, fake_bigquery):
     from ctrflow.beam_jobs.manifest import RejectedFractionError
     bad, _ = _day(tmp_path, "bad", 300, seed=21, first_id=0, bad_rows=30)
