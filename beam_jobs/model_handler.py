@@ -175,7 +175,7 @@ def _load_and_warm(meta: artifact.ModelMetadata, threads: int, signature: str | 
     the whole export is loaded and the choice made as before.
     """
     _configure_tensorflow(threads)
-    if signature is None:
+    if signature is None and UniqueValueScorer.fits(meta.schema):  # crosses etc.: the whole export at once
         try:
             model = artifact.load_parts(meta, UniqueValueScorer.PARTS)
             scoring_path(model, None, inference_batch_size)

@@ -71,6 +71,11 @@ class UniqueValueScorer:
     # what the scorer calls, for loading only those (``artifact.load_parts``)
     PARTS = ("root.transform", f"root.signatures.{FEATURES_SIGNATURE}")
 
+    @staticmethod
+    def fits(schema) -> bool:
+        """Whether the schema allows the path: every transformed feature reads one raw column (known before a load)."""
+        return column_sources(schema) is not None
+
     @classmethod
     def create(cls, model, rows_per_call: int) -> "UniqueValueScorer | None":
         """The scorer for a loaded ``ExportedModel``, or None when its export or schema does not allow it."""

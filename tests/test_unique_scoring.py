@@ -264,6 +264,26 @@ def test_the_scoring_load_falls_back_to_the_whole_export(plain_run, monkeypatch,
     assert len(said) == 2 and "internals moved" in said[0] and "cannot score with distinct values" in said[1]
 
 
+@pytest.mark.slow
+def test_a_schema_with_crosses_loads_the_whole_export_without_trying_the_partial_load(clicks_run, monkeypatch,
+                                                                                     caplog):
+    """The clicks schema crosses two columns: the distinct-values path cannot apply, known before any load."""
+    import logging
+
+    from ctrflow.beam_jobs import model_handler
+    from ctrflow.model import artifact
+
+    monkeypatch.setattr(model_handler, "_configure_tensorflow", lambda threads: None)  # see the test above
+    partial_loads = []
+    monkeypatch.setattr(artifact, "load_parts", lambda *a: partial_loads.append(a))
+    meta = artifact.load_metadata(os.path.join(clicks_run["model"], "export"))
+    caplog.set_level(logging.INFO)
+    model = model_handler._load_and_warm(meta, 0, None, 128)
+    assert partial_loads == [] and not model.partial
+    assert model_handler.scoring_path(model, None, 128).signature == "batch_score_and_ids"
+    assert not [r for r in caplog.records if "loading the whole export" in r.getMessage()]
+
+
 def test_extra_missing_ids_of_a_multivalent_field_change_no_score():
     """What ``_power_of_two_widths`` relies on: -1 columns added to a multivalent id matrix leave scores equal."""
     import tensorflow as tf
