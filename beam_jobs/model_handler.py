@@ -132,7 +132,7 @@ def scoring_path(model: artifact.ExportedModel, requested: str | None = None,
     # cached on the model object itself (an id() key could name a later model after this one is freed)
     paths = vars(model).setdefault("_scoring_paths", {})
     key = (requested, inference_batch_size)
-    with _PATHS_LOCK:  # not held while warming: a worker's model may still be loading (``_LoadingModel``)
+    with _PATHS_LOCK:  # not held while warming (the first calls and the XLA compile: about half a second)
         if key in paths:
             return paths[key]
     candidates = []
