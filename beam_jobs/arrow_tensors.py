@@ -84,6 +84,11 @@ def numpy_dtypes(specs: Mapping[str, Any]) -> dict[str, Any]:
     return {name: None if spec.dtype == string else spec.dtype.as_numpy_dtype for name, spec in specs.items()}
 
 
+def missing_values_batch(dtypes: Mapping[str, Any]) -> pa.RecordBatch:
+    """One row with every column missing, typed as ``numpy_dtypes`` gives them: a warm-up call's input."""
+    return pa.record_batch({n: pa.array([None], pa.string() if d is None else pa.float32()) for n, d in dtypes.items()})
+
+
 @dataclasses.dataclass(frozen=True)
 class PackedBatch:
     """One RecordBatch's signature inputs: string bytes in one blob, every column a row of a matrix."""

@@ -31,7 +31,14 @@ import pyarrow as pa
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 import ctrflow.beam_jobs.coders  # noqa: F401 - registers the Arrow/PredictionResult coders
-from ctrflow.beam_jobs.arrow_tensors import INFERENCE_BATCH_ROWS, PackedBatch, SignatureColumns, numpy_dtypes, slices
+from ctrflow.beam_jobs.arrow_tensors import (
+    INFERENCE_BATCH_ROWS,
+    PackedBatch,
+    SignatureColumns,
+    missing_values_batch,
+    numpy_dtypes,
+    slices,
+)
 from ctrflow.beam_jobs.unique_scoring import UniqueValueScorer
 from ctrflow.model import artifact
 from ctrflow.model.serving_tf import runtime
@@ -109,9 +116,8 @@ class ScoringPath:
         if self.scorer is not None:
             self.scorer.warm()
             return
-        dtypes = numpy_dtypes(model.signature(self.signature).structured_input_signature[1])
-        self.score(model, pa.record_batch({n: pa.array([None], pa.string() if d is None else pa.float32())
-                                           for n, d in dtypes.items()}))
+        specs = model.signature(self.signature).structured_input_signature[1]
+        self.score(model, missing_values_batch(numpy_dtypes(specs)))
 
 
 _PATHS_LOCK = threading.Lock()

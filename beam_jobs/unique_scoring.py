@@ -27,7 +27,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ctrflow.beam_jobs.arrow_tensors import PackedBatch, SignatureColumns, _string_array, numpy_dtypes, padded_rows
+from ctrflow.beam_jobs.arrow_tensors import (
+    PackedBatch,
+    SignatureColumns,
+    _string_array,
+    missing_values_batch,
+    numpy_dtypes,
+    padded_rows,
+)
 from ctrflow.model.serving_tf import flat_caller
 from ctrflow.pipeline.column_sources import column_sources
 
@@ -114,8 +121,7 @@ class UniqueValueScorer:
         zeros = [np.zeros(self.rows_per_call, dtype) for dtype in self.feature_dtypes]
         with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ctrflow-compile") as pool:
             compiled = pool.submit(self.score_features, zeros)
-            self(pa.record_batch({n: pa.array([None], pa.string() if d is None else pa.float32())
-                                  for n, d in self.numpy_dtypes.items()}))
+            self(missing_values_batch(self.numpy_dtypes))
             compiled.result()
 
     def __call__(self, batch: pa.RecordBatch) -> dict[str, np.ndarray]:

@@ -132,20 +132,16 @@ def plain_loop(path: str, model_dir: str, batch: int, output: str, signature: st
     fn = model.signatures[signature]
     numeric = [f"I{i}" for i in range(1, 14)]
     categorical = [f"C{i}" for i in range(1, 27)]
-    if signature == "serving_default":  # every field as the file's text; the graph normalizes it
-        dtypes, na = str, {}
-    else:  # typed: float32 with NaN for an empty numeric field, "" for an empty categorical
-        dtypes, na = {"label": "float32", **{c: "float32" for c in numeric}, **{c: str for c in categorical}}, {
-            c: [""] for c in numeric}
+    text = signature == "serving_default"  # every field as the file's text; the graph normalizes it
+    # typed: float32 with NaN for an empty numeric field, "" for an empty categorical
+    numeric_type, na = (str, {}) if text else ("float32", {c: [""] for c in numeric})
+    dtypes = {"label": numeric_type, **{c: numeric_type for c in numeric}, **{c: str for c in categorical}}
     rows = 0
     writer = None
     for chunk in pd.read_csv(path, sep="\t", header=None, names=criteo_gen.COLUMNS, dtype=dtypes,
                              keep_default_na=False, na_values=na, chunksize=batch):
-        if signature == "serving_default":
-            raw = {c: tf.constant(chunk[c].to_numpy(object)) for c in numeric + categorical}
-        else:
-            raw = {c: tf.constant(chunk[c].to_numpy(np.float32)) for c in numeric}
-            raw.update({c: tf.constant(chunk[c].to_numpy(object)) for c in categorical})
+        raw = {c: tf.constant(chunk[c].to_numpy(object if text else np.float32)) for c in numeric}
+        raw.update({c: tf.constant(chunk[c].to_numpy(object)) for c in categorical})
         score = fn(**raw)["score"].numpy()
         table = pa.table({"score": score})
         if writer is None:
