@@ -38,5 +38,5 @@ RUN pip install --no-cache-dir /tmp/dist/ctrflow-*.whl \
         "pyyaml==6.0.3" \
         "matplotlib==3.11.2" \
     && rm -rf /tmp/dist \
-    && python -c "import ctrflow.beam_jobs.score, ctrflow.model.export"
+    && python -c "import ctrflow.beam_jobs.scoring.job, ctrflow.model.export"
 # Beam's boot program stays the entry point (inherited from the base image).

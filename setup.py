@@ -1,15 +1,19 @@
 """ctrflow: schema-driven feature pipeline, trainer and batch scorer for CTR models.
 
-Installed, ctrflow claims exactly one import name, ``ctrflow``. The repository keeps the
-folders its users asked for (``pipeline/ model/ schemas/ beam_jobs/``) and ``package_dir``
-maps each of them under that name:
+Installed, ctrflow claims exactly one import name, ``ctrflow``, a namespace package whose
+subpackages are the repository's top-level folders (``package_dir``), lowest layer first:
 
-    ctrflow/    -> ctrflow            (CLI, demo)
+    common/     -> ctrflow.common     (errors, flags, logging, artifact names, library compat)
     schemas/    -> ctrflow.schemas    (schema types and loader, bundled *.yaml)
     pipeline/   -> ctrflow.pipeline   (parsing, tf.Transform logic, stats)
     model/      -> ctrflow.model      (Keras layers, models, trainer, export)
-    beam_jobs/  -> ctrflow.beam_jobs  (Beam wiring: preprocess and score jobs)
+    beam_jobs/  -> ctrflow.beam_jobs  (Beam wiring: input, preprocess, scoring, outputs)
+    cli/        -> ctrflow.cli        (the ``ctrflow`` command, demo, monitor)
     data/       -> ctrflow.data       (the bundled census demo data, package data)
+
+No folder at the root is named ``ctrflow``, so nothing in a checkout shadows the installed
+package. ``make install`` installs it editable in setuptools' strict mode: a tree of links
+under ``build/`` that path-based tools (pyright, mypy, editors) follow like any package.
 
 The same file installs the project (``pip install -e .[test]``, ``pip wheel .``) and stages it
 to Dataflow workers (``--setup_file``, filled in automatically from a checkout).
@@ -19,8 +23,20 @@ import os
 from setuptools import setup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-FOLDERS = {"ctrflow": "ctrflow", "ctrflow.schemas": "schemas", "ctrflow.pipeline": "pipeline",
-           "ctrflow.model": "model", "ctrflow.beam_jobs": "beam_jobs", "ctrflow.data": "data"}
+FOLDERS = {"ctrflow.common": "common", "ctrflow.schemas": "schemas", "ctrflow.pipeline": "pipeline",
+           "ctrflow.model": "model", "ctrflow.beam_jobs": "beam_jobs", "ctrflow.cli": "cli", "ctrflow.data": "data"}
+
+
+def _packages() -> list[str]:
+    """Every folder with an ``__init__.py`` under a mapped folder, as its dotted ``ctrflow.*`` name."""
+    found = []
+    for package, folder in FOLDERS.items():
+        for here, dirs, files in os.walk(os.path.join(HERE, folder)):
+            dirs[:] = sorted(d for d in dirs if not d.startswith((".", "_")))
+            if "__init__.py" in files:
+                rel = os.path.relpath(here, os.path.join(HERE, folder))
+                found.append(package if rel == "." else f"{package}.{rel.replace(os.sep, '.')}")
+    return found
 
 
 def _readme() -> str:
@@ -40,7 +56,7 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10,<3.13",
-    packages=list(FOLDERS),
+    packages=_packages(),
     package_dir=FOLDERS,
     package_data={"ctrflow.schemas": ["*.yaml"], "ctrflow.data": ["census/*"]},
     include_package_data=False,

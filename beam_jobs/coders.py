@@ -1,6 +1,6 @@
 """The Beam coders of ctrflow's elements, registered here and only here.
 
-``beam_jobs.io`` (every job's reading code) and the model handler import this
+``beam_jobs.input.transforms`` (every job's reading code) and the model handler import this
 module, so the registration never depends on which module a job happened to
 import first. Arrow batches and tables and RunInference's ``PredictionResult``
 pickle like Beam's fallback coder, but report their size without encoding:

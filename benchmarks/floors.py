@@ -6,7 +6,7 @@
   ``score_and_ids`` calls on 8192-row batches whose tensors are ready
   (TensorFlow using every core; the job's model-call size, its fastest). No imports, model load, validation or output.
   Also timed, not part of the floor: the job's own model path on the same
-  rows (``beam_jobs.unique_scoring``: each column's distinct values
+  rows (``beam_jobs.scoring.distinct_values``: each column's distinct values
   transformed once per 65,536-row batch, the XLA-compiled model), which
   needs less than ``score_and_ids`` itself.
 - **preprocessing floor**: one single-process Arrow/numpy pass that computes
@@ -57,7 +57,7 @@ def score_floor(path: str, model_dir: str) -> dict:
     import tensorflow as tf
     t_import = time.perf_counter() - t0
 
-    from ctrflow.beam_jobs.arrow_tensors import INFERENCE_BATCH_ROWS, batch_to_tensors
+    from ctrflow.beam_jobs.scoring.arrow_tensors import INFERENCE_BATCH_ROWS, batch_to_tensors
     from ctrflow.model.artifact import load
 
     t0 = time.perf_counter()
@@ -87,9 +87,9 @@ def score_floor(path: str, model_dir: str) -> dict:
 
 
 def _distinct_values_seconds(model, table) -> tuple[float | None, float | None]:
-    """(wall, CPU) seconds of the job's own model path (``beam_jobs.unique_scoring``) on ready 65,536-row batches."""
-    from ctrflow.beam_jobs.arrow_tensors import INFERENCE_BATCH_ROWS
-    from ctrflow.beam_jobs.unique_scoring import UniqueValueScorer
+    """(wall, CPU) seconds of the job's own model path (``beam_jobs.scoring.distinct_values``) on ready 65,536-row batches."""
+    from ctrflow.beam_jobs.scoring.arrow_tensors import INFERENCE_BATCH_ROWS
+    from ctrflow.beam_jobs.scoring.distinct_values import UniqueValueScorer
 
     scorer = UniqueValueScorer.create(model, INFERENCE_BATCH_ROWS)
     if scorer is None:
@@ -114,7 +114,7 @@ def preprocess_floor(path: str, out: str) -> dict:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from ctrflow.beam_jobs.tfrecords import gzip_member
+    from ctrflow.beam_jobs.outputs.tfrecord_writer import gzip_member
     from ctrflow.schemas import MISSING_TOKEN
 
     parts = {}

@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
         "(2) gzip with ISA-L's deflate (`isal`) where installed: 431 MB/s against zlib's 120 MB/s on these "
         "records, 11% larger files; whole command 48.1-49.8 s -> 44.8 s; "
         "(3) the CLI imports TensorFlow before tf.Transform does, without TensorFlow's eager Keras import "
-        "(`import ctrflow.beam_jobs.preprocess` 9.5-10.6 s -> 7.4-9.3 s). Tried and dropped: Arrow's threaded "
+        "(`import ctrflow.beam_jobs.preprocess.job` 9.5-10.6 s -> 7.4-9.3 s). Tried and dropped: Arrow's threaded "
         "CSV reader (51.6 s against 47.0 s), and splitting the read-ahead into a read thread and a parse thread "
         "(no change: 49.8 s against 48.1-49.8 s). The floor below uses the same encoder and gzip."
         " Rerun at the next stop (2026-11-30, a faster hour of the machine; the previous run was 37.5 s against 518.9 s, 13.8x): the only change on this path is that a vocabulary lookup with one OOV bucket no longer fingerprints its tokens. Both pipelines ran faster, the plain one more (518.9 -> 246.1 s, 2.1x; ctrflow 37.5 -> 23.7 s, 1.6x): its per-token Python work is single-threaded, like the pandas loop of the scoring benchmark, so the ratio fell to 10.4x. Peak RSS 1,887 MB at 1M and 2,072 MB at 5M (+9.8%).",

@@ -158,7 +158,7 @@ def preprocess(ds: Dataset, work: str | None = None,
 
     ``prepare`` replaces ``ds.prepare`` (``quality_cv.py`` passes one fold's files).
     """
-    from ctrflow.beam_jobs import preprocess as job
+    from ctrflow.beam_jobs.preprocess import job
     from ctrflow.pipeline.artifacts import LATEST, live_dir
 
     work = work or os.path.join(WORK, ds.name)

@@ -50,7 +50,7 @@ from benchmarks.report import (  # noqa: E402
     median,
     update_section,
 )
-from ctrflow.beam_jobs.arrow_tensors import INFERENCE_BATCH_ROWS  # noqa: E402
+from ctrflow.beam_jobs.scoring.arrow_tensors import INFERENCE_BATCH_ROWS  # noqa: E402
 
 WORK = os.path.join(ROOT, "benchmarks", "_work")
 SCHEMA = os.path.join(ROOT, "schemas", "criteo.yaml")
@@ -331,7 +331,7 @@ def write_section(args, rows_out, floors, breakdowns, busy: float) -> None:
 
 NOTES = (
     "What changed to get here (issue 12): the scoring path no longer imports tf.Transform or Keras (the "
-    "SavedModel is plain TensorFlow; `python -X importtime -c 'import ctrflow.beam_jobs.score'` shows neither); "
+    "SavedModel is plain TensorFlow; `python -X importtime -c 'import ctrflow.beam_jobs.scoring.job'` shows neither); "
     "the model's metadata is read through Beam's filesystems and the TensorFlow import + `tf.saved_model.load` + "
     "one warm-up call run in a background thread while the driver plans the reads and Beam builds and starts "
     "the pipeline, and the in-process workers take that loaded model; on the DirectRunner with no worker flags "
@@ -384,7 +384,7 @@ NOTES = (
     " Rerun at the next stop (2026-11-30, fourth run): the export traces the transform once for all signatures and tf_keras no longer saves the transform layer's call traces (the function library holds the transform graph twice instead of six times; `tf.saved_model.load` 0.91 s against 1.14 s, three loads each), and a single-valued categorical column's ids are looked up from its raw strings, \"\" then given MISSING_TOKEN's id (an int select instead of a string select per column: `score_and_ids` 4.84 against 5.00 CPU-us per row, medians of 3); the benchmark rebuilt its model. Job / loop: 11.1 / 13.4 s at 1M (1.21x) and 32.3 / 46.8 s at 5M (1.45x; one run each at 5M). Fifth run, same stop: the export also saves the model's tf.Variables instead of the Keras objects (no Keras 3 `serving_default` trace, a smaller object graph): `tf.saved_model.load` 0.78 s against 0.91 s, three loads each, scores and ids bit-identical on 20,000 rows; the benchmark rebuilt its model again. Job / loop: 10.7 / 12.9 s at 1M (1.21x) and 30.6 / 44.7 s at 5M (1.46x). Sixth run, same stop: the text signatures normalize their columns as two matrices (numeric, categorical) instead of column by column (serving_default 548 graph nodes instead of 1,263, serve_tf_examples 1,259 instead of 2,009; outputs bit-identical): `tf.saved_model.load` 0.66 s against 0.78 s, three loads each; the benchmark rebuilt its model once more."
     " Rerun at the stop after (seventh run, a slower hour: the floor's parse 1.2 s against 0.9 s, the model 3.3 s against 2.7 s): the scoring graph now clips each bucketized column to its training range (two elementwise ops on the numeric matrix); the benchmark rebuilt its model (its own flags, so 8-wide embeddings as before). Job / loop: 11.2 / 13.6 s at 1M (1.22x) and 33.7 / 45.9 s at 5M (1.36x); peak RSS 1,727 MB at 1M, 1,873 MB at 5M (+8.5%)."
     " Eighth run (2026-11-30, the stop after): `ctrflow score` now scores a batch through each column's distinct "
-    "values (`beam_jobs.unique_scoring`): Arrow dictionary-encodes every column of a 65,536-row batch, the export's "
+    "values (`beam_jobs.scoring.distinct_values`): Arrow dictionary-encodes every column of a 65,536-row batch, the export's "
     "`transform` runs once on the distinct values (at most 21% of a batch in any column of the benchmark day, 8% on "
     "average; the columns side by side, each padded to the longest), NumPy gathers every feature by row, and the "
     "model part runs as the new `score_features` signature, compiled by XLA, on 8,192-row calls (the last one "

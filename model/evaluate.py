@@ -22,10 +22,10 @@ import os
 
 import numpy as np
 
+from ctrflow.common.flags import FlagParser, build_parser, from_namespace
+from ctrflow.common.logs import setup_logging
 from ctrflow.model import metrics as mt
 from ctrflow.model.options import EvaluateOptions
-from ctrflow.pipeline.logs import setup_logging
-from ctrflow.schemas.flags import FlagParser, build_parser, from_namespace
 
 
 def build_arg_parser() -> FlagParser:

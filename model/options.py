@@ -1,15 +1,15 @@
 """Typed options of ``ctrflow train`` and ``ctrflow evaluate``, built once at the CLI.
 
 Like ``ModelConfig`` (the model's own options), these frozen dataclasses carry
-their flags' help (``ctrflow.schemas.flags``), validate themselves in
+their flags' help (``ctrflow.common.flags``), validate themselves in
 ``__post_init__``, and are written whole to ``config.json`` / ``metrics.json``.
 """
 from __future__ import annotations
 
 import dataclasses
 
-from ctrflow.schemas.errors import OptionsError
-from ctrflow.schemas.flags import option, to_dict
+from ctrflow.common.errors import OptionsError
+from ctrflow.common.flags import option, to_dict
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -19,12 +19,12 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from ctrflow.common.errors import CheckFailed, UserError
 from ctrflow.model import metrics as mt
 from ctrflow.model.config import ModelConfig
 from ctrflow.pipeline.layout import FeatureLayout
 from ctrflow.pipeline.transform import vocab_name
 from ctrflow.pipeline.vocab_lookup import oov_buckets
-from ctrflow.schemas.errors import CheckFailed, UserError
 from ctrflow.schemas.types import Schema
 
 EXIT_NOT_PROMOTED = 3

@@ -25,10 +25,10 @@ import time
 
 import numpy as np
 
+from ctrflow.common.flags import FlagParser, add_flags, from_namespace
+from ctrflow.common.logs import setup_logging
 from ctrflow.model.config import ModelConfig
 from ctrflow.model.options import TrainerOptions
-from ctrflow.pipeline.logs import setup_logging
-from ctrflow.schemas.flags import FlagParser, add_flags, from_namespace
 
 
 def build_arg_parser() -> FlagParser:

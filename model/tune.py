@@ -19,11 +19,11 @@ import logging
 import os
 import random
 
+from ctrflow.common.errors import OptionsError
+from ctrflow.common.flags import FlagParser, add_flags, from_namespace, option
+from ctrflow.common.logs import setup_logging
 from ctrflow.model.config import ModelConfig
 from ctrflow.model.options import TrainerOptions
-from ctrflow.pipeline.logs import setup_logging
-from ctrflow.schemas.errors import OptionsError
-from ctrflow.schemas.flags import FlagParser, add_flags, from_namespace, option
 
 GRID: dict[str, tuple] = {
     "learning_rate": (3e-3, 1e-2, 3e-2),

@@ -23,13 +23,13 @@ import re
 import numpy as np
 import tensorflow as tf
 
+from ctrflow.common.errors import UserError
 from ctrflow.model.config import ModelConfig
 from ctrflow.model.export import load_metadata
 from ctrflow.pipeline.global_index import GLOBAL_VOCAB
 from ctrflow.pipeline.layout import FeatureLayout
 from ctrflow.pipeline.transform import vocab_name
 from ctrflow.pipeline.vocab_extend import read_vocabulary
-from ctrflow.schemas.errors import UserError
 from ctrflow.schemas.types import Schema
 
 WEIGHT_FILES = ("final.weights.h5", "best.weights.h5")

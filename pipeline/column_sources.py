@@ -2,7 +2,7 @@
 
 Then the transform is a function of each column's value alone, so a batch
 scorer may transform each column's distinct values once and gather the
-results by row (``beam_jobs.unique_scoring``) and get exactly what the
+results by row (``beam_jobs.scoring.distinct_values``) and get exactly what the
 transform gives row by row. Crosses and the global index read several
 columns at once, and a multivalent column's ids are ragged: schemas with
 any of them have no per-column sources (``None``), and scoring transforms

@@ -5,7 +5,7 @@
 - ``base_vocabularies``: asset name -> the previous run's vocabulary file; the
   fused analyzer extends it append-only (``pipeline.vocab_extend``);
 - ``prior_counts``: asset name -> cached per-day token-count files to add to
-  this run's counts (``beam_jobs.analysis_cache``);
+  this run's counts (``beam_jobs.preprocess.analysis_cache``);
 - ``boundaries``: column -> quantile boundaries to use instead of analyzing
   them (kept from the base, or merged from cached sketches);
 - ``scaling``: column -> (shift, scale) for z-score (mean, variance) or
@@ -28,7 +28,7 @@ import os
 
 from apache_beam.io.filesystems import FileSystems
 
-from ctrflow.schemas.errors import UserError
+from ctrflow.common.errors import UserError
 from ctrflow.schemas.types import Schema
 
 ANALYSIS_FILE = "analysis.json"

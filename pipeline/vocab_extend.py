@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
 
-from ctrflow.schemas.errors import UserError
+from ctrflow.common.errors import UserError
 
 TRANSFORM_ASSETS = os.path.join("transform_fn", "assets")
 

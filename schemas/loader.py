@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from ctrflow.schemas.errors import UserError
+from ctrflow.common.errors import UserError
 from ctrflow.schemas.types import (
     Bucketize,
     CategoricalTransform,

@@ -68,7 +68,7 @@ def clicks_run(tmp_path_factory):
     A single model, so tests can rebuild the exported model from ``checkpoints/final.weights.h5``;
     ``tests/test_ensemble.py`` covers the (default) ensemble export.
     """
-    from ctrflow.beam_jobs import preprocess
+    from ctrflow.beam_jobs.preprocess import job as preprocess
     from ctrflow.model import train
     from ctrflow.pipeline.artifacts import live_dir
 

@@ -9,11 +9,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ctrflow.beam_jobs import sources
-from ctrflow.beam_jobs.io import REJECTED, ReadRows
-from ctrflow.beam_jobs.manifest import RejectedFractionError
-from ctrflow.beam_jobs.sources import InputError, plan_reads
-from ctrflow.cli import _root_message
+from ctrflow.beam_jobs.input import plan as sources
+from ctrflow.beam_jobs.input.plan import InputError, plan_reads
+from ctrflow.beam_jobs.input.transforms import REJECTED, ReadRows
+from ctrflow.beam_jobs.outputs.manifest import RejectedFractionError
+from ctrflow.cli.commands import _root_message
 from ctrflow.pipeline.parsing import BatchParser
 from ctrflow.schemas import loads_schema
 from tests.conftest import CLICKS_SCHEMA, make_clicks, write_csv
@@ -119,7 +119,7 @@ def test_cli_prints_one_line_naming_file_and_column(tmp_path):
 
 @pytest.mark.slow
 def test_too_many_rejected_rows_fail_after_writing_them(tmp_path):
-    from ctrflow.beam_jobs import preprocess
+    from ctrflow.beam_jobs.preprocess import job as preprocess
 
     (tmp_path / "s.yaml").write_text(CLICKS_SCHEMA)
     df = make_clicks(1000, seed=4)

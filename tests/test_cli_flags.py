@@ -3,8 +3,9 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from ctrflow import cli
-from ctrflow.beam_jobs import preprocess, score
-from ctrflow.beam_jobs.job_options import PreprocessOptions, ScoreOptions, parse_job_options
+from ctrflow.beam_jobs.options import PreprocessOptions, ScoreOptions, parse_job_options
+from ctrflow.beam_jobs.preprocess import job as preprocess
+from ctrflow.beam_jobs.scoring import job as score
 
 PRE = ["preprocess", "--schema", "s.yaml", "--train", "t.csv", "--output", "out"]
 SCORE = ["score", "--model", "m", "--input", "d.csv", "--date", "2026-11-21", "--output", "out"]

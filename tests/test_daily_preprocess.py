@@ -56,7 +56,7 @@ def _vocab(data, name="vocab_city") -> list[str]:
 
 
 def _run(root, out, *extra) -> dict:
-    from ctrflow.beam_jobs import preprocess
+    from ctrflow.beam_jobs.preprocess import job as preprocess
 
     return preprocess.run(["--schema", str(root / "daily.yaml"), "--train", str(root / "events" / "{date}" / "*.csv"),
                            "--output", str(root / out), *extra])

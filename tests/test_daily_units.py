@@ -5,7 +5,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from ctrflow.beam_jobs.analysis_cache import SUMMARY_POINTS, Summary, numeric_value, tokens
+from ctrflow.beam_jobs.preprocess.analysis_cache import SUMMARY_POINTS, Summary, numeric_value, tokens
 from ctrflow.pipeline.vocab_extend import extend, extend_global
 from ctrflow.schemas import loads_schema
 
@@ -72,7 +72,7 @@ def test_gate_decision_and_tolerance():
 
 
 def test_monitor_rules_parse_and_fail_clearly():
-    from ctrflow.beam_jobs.monitor import Rule, parse_rules
+    from ctrflow.cli.monitor import Rule, parse_rules
 
     assert parse_rules("auc<0.7, psi>0.2") == [Rule("auc", "<", 0.7), Rule("psi", ">", 0.2)]
     assert Rule("auc", "<", 0.7).broken(0.69) and not Rule("auc", "<", 0.7).broken(None)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from benchmarks import quality
-from ctrflow.beam_jobs.readers import read_csv_bytes, read_head
-from ctrflow.beam_jobs.sources import plan_reads
+from ctrflow.beam_jobs.input.plan import plan_reads
+from ctrflow.beam_jobs.input.readers import read_csv_bytes, read_head
 from ctrflow.pipeline.parsing import BatchParser
 from ctrflow.schemas import bundled_schema_path, load_schema
 

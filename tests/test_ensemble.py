@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from ctrflow.common.errors import OptionsError
 from ctrflow.model.options import TrainerOptions
-from ctrflow.schemas.errors import OptionsError
 
 
 def test_ensemble_size_must_be_positive() -> None:

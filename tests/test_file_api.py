@@ -11,16 +11,16 @@ import os
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FOLDERS = ("schemas", "pipeline", "model", "beam_jobs", "ctrflow")
+FOLDERS = ("common", "schemas", "pipeline", "model", "beam_jobs", "cli")
 LOCAL_ONLY = {("open",), ("os", "makedirs"), ("os", "mkdir"), ("os", "rmdir"), ("os", "remove"), ("os", "listdir"),
               ("os", "rename"), ("os", "path", "exists"), ("os", "path", "isfile"), ("os", "path", "isdir"),
               ("shutil", "rmtree"), ("shutil", "copy"), ("shutil", "move")}
 ALLOWED = {  # (module, call): why the path is always local
-    ("beam_jobs/staging.py", "open"): "reads the installed package files in the local site-packages",
-    ("beam_jobs/options.py", "os.path.exists"): "the checkout's setup.py beside this very file",
-    ("beam_jobs/partition.py", "os.makedirs"): "guarded by partition._is_local",
-    ("beam_jobs/partition.py", "os.rmdir"): "guarded by partition._is_local",
-    ("beam_jobs/manifest.py", "open"): "reads /proc/self/stat and /proc/uptime (process start time)",
+    ("beam_jobs/worker_wheel.py", "open"): "reads the installed package files in the local site-packages",
+    ("beam_jobs/runners.py", "os.path.exists"): "the checkout's setup.py beside this very file",
+    ("beam_jobs/outputs/date_partitions.py", "os.makedirs"): "guarded by date_partitions._is_local",
+    ("beam_jobs/outputs/date_partitions.py", "os.rmdir"): "guarded by date_partitions._is_local",
+    ("beam_jobs/outputs/manifest.py", "open"): "reads /proc/self/stat and /proc/uptime (process start time)",
 }
 
 
@@ -39,8 +39,12 @@ def _local_file_calls(path: str) -> list[tuple[int, str]]:
             if isinstance(n, ast.Call) and _dotted(n.func) in LOCAL_ONLY]
 
 
-@pytest.mark.parametrize("path", [os.path.join(d, f) for d in FOLDERS for f in sorted(os.listdir(os.path.join(ROOT, d)))
-                                  if f.endswith(".py")])
+def _modules() -> list[str]:
+    return sorted(os.path.relpath(os.path.join(here, f), ROOT) for d in FOLDERS
+                  for here, _, files in os.walk(os.path.join(ROOT, d)) for f in files if f.endswith(".py"))
+
+
+@pytest.mark.parametrize("path", _modules())
 def test_no_local_only_file_calls_on_user_paths(path):
     for line, call in _local_file_calls(path):
         assert (path, call) in ALLOWED, (f"{path}:{line}: {call}() on a path that may be gs://; use "

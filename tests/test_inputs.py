@@ -10,9 +10,9 @@ import pytest
 import tensorflow as tf
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from ctrflow.beam_jobs import bigquery
-from ctrflow.beam_jobs.io import REJECTED, ReadRows, _ParseFn, _Rows
-from ctrflow.beam_jobs.sources import InputError, plan_reads, read_task
+from ctrflow.beam_jobs.input import bigquery
+from ctrflow.beam_jobs.input.plan import InputError, plan_reads, read_task
+from ctrflow.beam_jobs.input.transforms import REJECTED, ReadRows, _ParseFn, _Rows
 from ctrflow.pipeline.parsing import BatchParser
 from ctrflow.schemas import loads_schema
 

@@ -1,4 +1,4 @@
-"""Layers import downward only: schemas <- pipeline <- model <- beam_jobs <- ctrflow (CLI).
+"""Layers import downward only: common <- schemas <- pipeline <- model <- beam_jobs <- cli.
 
 Every import statement (at module level or inside a function) of every module
 in the package folders is read with ``ast``, so a lazy upward import inside a
@@ -10,15 +10,17 @@ import os
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LAYERS = {"schemas": 0, "pipeline": 1, "model": 2, "beam_jobs": 3, "ctrflow": 4}
-GENERIC_NAMES = ("model", "pipeline", "schemas", "beam_jobs")  # not ours when imported bare
+LAYERS = {"common": 0, "schemas": 1, "pipeline": 2, "model": 3, "beam_jobs": 4, "cli": 5}
+GENERIC_NAMES = tuple(LAYERS)  # not ours when imported bare
 
 
 def _modules():
     for folder in LAYERS:
-        for name in sorted(os.listdir(os.path.join(ROOT, folder))):
-            if name.endswith(".py"):
-                yield folder, os.path.join(folder, name)
+        for here, dirs, files in sorted(os.walk(os.path.join(ROOT, folder))):
+            dirs.sort()
+            for name in sorted(files):
+                if name.endswith(".py"):
+                    yield folder, os.path.relpath(os.path.join(here, name), ROOT)
 
 
 def _imported(path: str) -> list[tuple[int, str]]:
@@ -39,7 +41,8 @@ def _layer(module: str) -> str | None:
     parts = module.split(".")
     if parts[0] != "ctrflow":
         return None
-    return parts[1] if len(parts) > 1 and parts[1] in LAYERS else "ctrflow"
+    assert len(parts) > 1 and parts[1] in LAYERS, f"{module}: ctrflow has no layer {parts[1:2]}"
+    return parts[1]
 
 
 @pytest.mark.parametrize("folder,path", list(_modules()), ids=lambda v: v if v.endswith(".py") else "")
@@ -55,5 +58,5 @@ def test_imports_go_downward_only(folder, path):
 
 def test_the_layer_check_sees_imports_inside_functions(tmp_path):
     src = tmp_path / "m.py"
-    src.write_text("def f():\n    from ctrflow.beam_jobs.options import x\n")
-    assert _imported(str(src)) == [(2, "ctrflow.beam_jobs.options")]
+    src.write_text("def f():\n    from ctrflow.beam_jobs.runners import x\n")
+    assert _imported(str(src)) == [(2, "ctrflow.beam_jobs.runners")]

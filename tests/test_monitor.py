@@ -56,7 +56,7 @@ def monitored(clicks_run, tmp_path_factory):
 
 
 def _run(root, *extra):
-    from ctrflow.beam_jobs import monitor
+    from ctrflow.cli import monitor
 
     return monitor.run(["--scores", str(root / "scores"), "--labels", str(root / "labels" / "{date}" / "*.csv"),
                         "--date", f"{DATES[0]}:{DATES[1]}", "--output", str(root / "out"), *extra])
@@ -99,7 +99,7 @@ def test_fail_on_thresholds_exit_non_zero_after_writing(monitored):
 
 @pytest.mark.slow
 def test_score_job_profiles_the_score_distribution_into_drift_json(clicks_run, tmp_path):
-    from ctrflow.beam_jobs import score
+    from ctrflow.beam_jobs.scoring import job as score
 
     score.run(["--model", clicks_run["model"], "--input", clicks_run["eval_csv"], "--date", "2026-11-21",
                "--output", str(tmp_path / "scores")])

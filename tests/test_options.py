@@ -5,11 +5,12 @@ import os
 
 import pytest
 
-from ctrflow.beam_jobs import preprocess, score
-from ctrflow.beam_jobs.job_options import PreprocessOptions, ScoreOptions, parse_job_options
+from ctrflow.beam_jobs.options import PreprocessOptions, ScoreOptions, parse_job_options
+from ctrflow.beam_jobs.preprocess import job as preprocess
+from ctrflow.beam_jobs.scoring import job as score
+from ctrflow.common.errors import OptionsError, UserError
+from ctrflow.common.flags import flag_name
 from ctrflow.model.options import EvaluateOptions, TrainerOptions
-from ctrflow.schemas.errors import OptionsError, UserError
-from ctrflow.schemas.flags import flag_name
 
 
 @pytest.mark.parametrize("cls,parser", [

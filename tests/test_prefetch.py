@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from ctrflow.beam_jobs.prefetch import prefetched
+from ctrflow.beam_jobs.input.prefetch import prefetched
 
 
 def test_items_arrive_in_order_and_produced_ahead_in_another_thread():

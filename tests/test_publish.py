@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from ctrflow.beam_jobs import publish
+from ctrflow.beam_jobs.outputs import publish
 from ctrflow.pipeline import artifacts as af
 from tests.conftest import CLICKS_SCHEMA, make_clicks, write_csv
 
@@ -124,7 +124,7 @@ def test_score_job_publishes_on_gcs_and_a_killed_publish_keeps_the_old_partition
 
     import pyarrow.parquet as pq
 
-    from ctrflow.beam_jobs import score
+    from ctrflow.beam_jobs.scoring import job as score
 
     days = []
     for i, seed in enumerate((31, 32)):
@@ -160,8 +160,8 @@ def test_score_job_publishes_on_gcs_and_a_killed_publish_keeps_the_old_partition
 
 @pytest.mark.slow
 def test_failed_preprocess_rerun_leaves_the_previous_output_byte_identical(tmp_path, monkeypatch):
-    from ctrflow.beam_jobs import preprocess
-    from ctrflow.beam_jobs.manifest import RejectedFractionError
+    from ctrflow.beam_jobs.outputs.manifest import RejectedFractionError
+    from ctrflow.beam_jobs.preprocess import job as preprocess
 
     (tmp_path / "s.yaml").write_text(CLICKS_SCHEMA)
     good = write_csv(make_clicks(600, seed=41), tmp_path / "good.csv")

@@ -6,8 +6,8 @@ import pyarrow as pa
 import pytest
 from apache_beam.options.pipeline_options import GoogleCloudOptions, SetupOptions, StandardOptions
 
-from ctrflow.beam_jobs.job_options import PreprocessOptions
-from ctrflow.beam_jobs.options import new_pipeline, pipeline_options, project_setup_file
+from ctrflow.beam_jobs.options import PreprocessOptions
+from ctrflow.beam_jobs.runners import new_pipeline, pipeline_options, project_setup_file
 from tests.conftest import CLICKS_SCHEMA, make_clicks, write_csv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -52,8 +52,8 @@ def test_the_preprocess_pipeline_builds_for_dataflow_and_stages_every_package(tm
     import apache_beam as beam
     from apache_beam.runners.portability.stager import Stager
 
-    from ctrflow.beam_jobs import preprocess
-    from ctrflow.beam_jobs.sources import plan_reads
+    from ctrflow.beam_jobs.input.plan import plan_reads
+    from ctrflow.beam_jobs.preprocess import job as preprocess
     from ctrflow.schemas import loads_schema
 
     schema = loads_schema(CLICKS_SCHEMA, "clicks.yaml")
@@ -71,16 +71,17 @@ def test_the_preprocess_pipeline_builds_for_dataflow_and_stages_every_package(tm
     Stager.create_job_resources(beam_options, str(staged))
     [sdist] = [f for f in os.listdir(staged) if f.endswith(".tar.gz")]
     names = {n.split("/", 1)[1] for n in tarfile.open(staged / sdist).getnames() if "/" in n}
-    for module in ("beam_jobs/sources.py", "beam_jobs/bigquery.py", "beam_jobs/splits.py", "beam_jobs/io.py",
+    for module in ("beam_jobs/input/plan.py", "beam_jobs/input/bigquery.py", "beam_jobs/preprocess/splits.py",
+                   "beam_jobs/input/transforms.py",
                    "pipeline/parsing.py", "pipeline/transform.py", "model/export.py", "schemas/loader.py",
-                   "schemas/census.yaml", "ctrflow/cli.py", "setup.py"):
+                   "schemas/census.yaml", "cli/commands.py", "setup.py"):
         assert module in names, module
 
 
 @pytest.mark.slow
 def test_multi_process_direct_runner_keeps_counts_and_the_split(tmp_path):
-    from ctrflow.beam_jobs import preprocess
-    from ctrflow.beam_jobs.splits import eval_mask
+    from ctrflow.beam_jobs.preprocess import job as preprocess
+    from ctrflow.beam_jobs.preprocess.splits import eval_mask
 
     (tmp_path / "s.yaml").write_text(CLICKS_SCHEMA)
     df = make_clicks(2000, seed=5)
@@ -111,7 +112,7 @@ def test_staging_keeps_what_the_user_named_and_adds_ctrflow_beside_other_package
 
 
 def test_the_installed_wheel_builder_refuses_a_distribution_without_the_package_files(tmp_path):
-    from ctrflow.beam_jobs.staging import StagingError, build_installed_wheel
+    from ctrflow.beam_jobs.worker_wheel import StagingError, build_installed_wheel
 
     class Editable:  # what an editable install lists: a .pth finder, no package files
         version = "0.2.0"

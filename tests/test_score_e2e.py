@@ -40,7 +40,7 @@ def _read_scores(path: str) -> pd.DataFrame:
 
 
 def _score(run, input_pattern, out, date="2026-11-21", *extra):
-    from ctrflow.beam_jobs import score
+    from ctrflow.beam_jobs.scoring import job as score
     return score.run(["--model", run["model"], "--input", input_pattern, "--date", date, "--output", str(out),
                       "--max-rejected-fraction", "0.5", *extra])
 

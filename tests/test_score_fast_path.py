@@ -16,7 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_local_parallelism_is_added_only_when_nothing_was_chosen():
-    from ctrflow.beam_jobs.options import with_local_parallelism
+    from ctrflow.beam_jobs.runners import with_local_parallelism
 
     cores = os.cpu_count() or 1
     assert with_local_parallelism([]) == [f"--direct_num_workers={cores}", "--direct_running_mode=multi_threading"]
@@ -33,7 +33,7 @@ def test_metadata_is_read_through_the_given_file_functions(tmp_path):
     """The score job reads an export's metadata through Beam's filesystems, without TensorFlow."""
     from apache_beam.io.filesystems import FileSystems
 
-    from ctrflow.beam_jobs.score import _read_text
+    from ctrflow.beam_jobs.scoring.job import _read_text
     from ctrflow.model import artifact
     from ctrflow.pipeline.layout import FeatureLayout
 
@@ -63,7 +63,7 @@ def test_metadata_is_read_through_the_given_file_functions(tmp_path):
 
 
 def test_handler_takes_the_preloaded_model(monkeypatch):
-    from ctrflow.beam_jobs import model_handler
+    from ctrflow.beam_jobs.scoring import model_handler
     from ctrflow.model.artifact import ModelMetadata
 
     loaded = object()
@@ -84,8 +84,8 @@ def test_handler_takes_the_preloaded_model(monkeypatch):
 
 
 def test_progress_lines_show_the_process_totals_rate_and_eta(caplog):
-    from ctrflow.beam_jobs.io import _ParseFn
-    from ctrflow.beam_jobs.sources import ReadTask
+    from ctrflow.beam_jobs.input.plan import ReadTask
+    from ctrflow.beam_jobs.input.transforms import _ParseFn
     from ctrflow.schemas import loads_schema
     from tests.conftest import CLICKS_SCHEMA
 

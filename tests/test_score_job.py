@@ -25,7 +25,7 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
 def _score(model, inputs, out, *extra, date=DATE):
-    from ctrflow.beam_jobs import score
+    from ctrflow.beam_jobs.scoring import job as score
     inputs = [inputs] if isinstance(inputs, str) else inputs
     argv = ["--model", model, "--date", date, "--output", str(out)]
     for pattern in inputs:
@@ -51,7 +51,7 @@ def test_arrow_columns_convert_to_the_signature_tensors_whatever_their_layout():
     """Strings of any length/type, nulls, slices (nonzero offsets) and chunks; numerics per dtype."""
     import tensorflow as tf
 
-    from ctrflow.beam_jobs.arrow_tensors import PackedBatch, SignatureColumns, batch_to_tensors, slices
+    from ctrflow.beam_jobs.scoring.arrow_tensors import PackedBatch, SignatureColumns, batch_to_tensors, slices
     values = ["", "a", "héllo wörld", None, "x" * 300, "b"]
     numbers = [1.5, None, -2.0, 4.0, float("nan"), 7.25]
     specs = {"s": tf.TensorSpec([None], tf.string), "f": tf.TensorSpec([None], tf.float32),
@@ -110,14 +110,14 @@ class FakeBigQuery:
 
 @pytest.fixture
 def fake_bigquery(monkeypatch):
-    from ctrflow.beam_jobs import bigquery_output
+    from ctrflow.beam_jobs.outputs import bigquery_scores as bigquery_output
     fake = FakeBigQuery()
     monkeypatch.setattr(bigquery_output, "client", lambda project: fake)
     return fake
 
 
 def test_bigquery_partition_is_replaced_by_one_truncating_copy_from_a_staging_table(tmp_path, fake_bigquery):
-    from ctrflow.beam_jobs import bigquery_output
+    from ctrflow.beam_jobs.outputs import bigquery_scores as bigquery_output
     schema = pa.schema([("request_id", pa.int64()), ("score", pa.float32()), ("model_version", pa.string()),
                         ("scoring_date", pa.date32())])
     files = []
@@ -152,7 +152,7 @@ CENSUS_COLUMNS = ["age", "workclass", "fnlwgt", "education", "education_num", "m
 @pytest.fixture(scope="module")
 def census_run(tmp_path_factory):
     """Preprocess + 1-epoch train on the first 4000 census rows; 600 adult.test rows to score."""
-    from ctrflow.beam_jobs import preprocess
+    from ctrflow.beam_jobs.preprocess import job as preprocess
     from ctrflow.model import train
     from ctrflow.schemas import load_schema
 
@@ -206,7 +206,7 @@ def test_census_job_scores_equal_in_process_predictions(census_run, tmp_path):
 def criteo_run(tmp_path_factory):
     """schemas/criteo.yaml: a small generated file (benchmarks/criteo_gen.py), preprocess + 1 epoch."""
     from benchmarks import criteo_gen
-    from ctrflow.beam_jobs import preprocess
+    from ctrflow.beam_jobs.preprocess import job as preprocess
     from ctrflow.model import train
 
     root = tmp_path_factory.mktemp("criteo")
@@ -310,7 +310,7 @@ def _snapshot(folder):
 
 
 def test_too_many_rejected_rows_fail_the_run_keep_the_rejects_and_the_previous_partition(clicks_run, tmp_path):
-    from ctrflow.beam_jobs.manifest import RejectedFractionError
+    from ctrflow.beam_jobs.outputs.manifest import RejectedFractionError
     good, _ = _day(tmp_path, "good", 400, seed=11, first_id=0)
     bad, _ = _day(tmp_path, "bad", 400, seed=12, first_id=1000, bad_rows=40)
     out = tmp_path / "out"
@@ -348,7 +348,7 @@ def test_a_day_without_rows_publishes_empty_profiles_and_a_drift_report(clicks_r
 
 
 def test_bigquery_partition_is_written_only_after_the_rejected_rows_check(clicks_run, tmp_path, fake_bigquery):
-    from ctrflow.beam_jobs.manifest import RejectedFractionError
+    from ctrflow.beam_jobs.outputs.manifest import RejectedFractionError
     bad, _ = _day(tmp_path, "bad", 300, seed=21, first_id=0, bad_rows=30)
     with pytest.raises(RejectedFractionError, match="30 of 300"):
         _score(clicks_run["model"], bad, tmp_path / "out", "--output-table", "proj:ds.scores",
@@ -367,7 +367,7 @@ def glob_parts(folder):
 
 
 def test_a_run_failing_after_the_pipeline_leaves_the_previous_partition(clicks_run, tmp_path, monkeypatch):
-    from ctrflow.beam_jobs import score
+    from ctrflow.beam_jobs.scoring import job as score
     good, _ = _day(tmp_path, "good", 300, seed=13, first_id=0)
     other, _ = _day(tmp_path, "other", 300, seed=14, first_id=5000)
     out = tmp_path / "out"

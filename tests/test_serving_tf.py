@@ -19,7 +19,7 @@ _CHILD = """
 import json, sys
 import numpy as np
 import pyarrow as pa
-from ctrflow.beam_jobs.arrow_tensors import PackedBatch, SignatureColumns
+from ctrflow.beam_jobs.scoring.arrow_tensors import PackedBatch, SignatureColumns
 from ctrflow.model import serving_tf
 rt = serving_tf.runtime()
 loaded = rt.load_saved_model(sys.argv[1])

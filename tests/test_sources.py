@@ -1,7 +1,7 @@
 """Reading files: byte ranges cover every line exactly once; headers, comments, bad rows."""
 import pytest
 
-from ctrflow.beam_jobs.sources import InputError, plan_reads, read_task
+from ctrflow.beam_jobs.input.plan import InputError, plan_reads, read_task
 from ctrflow.pipeline.parsing import BatchParser
 from ctrflow.schemas import loads_schema
 
@@ -94,8 +94,8 @@ def test_byte_ranges_reassemble_the_file_line_by_line(tmp_path, monkeypatch, blo
     """Every line is read by exactly one range (the one it starts in), whatever the cuts and read block size."""
     import random
 
-    from ctrflow.beam_jobs import readers
-    from ctrflow.beam_jobs.sources import ReadTask
+    from ctrflow.beam_jobs.input import readers
+    from ctrflow.beam_jobs.input.plan import ReadTask
 
     monkeypatch.setattr(readers, "_BLOCK", block)
     rng = random.Random(block)

@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from ctrflow.beam_jobs.splits import HashSplit, eval_mask
+from ctrflow.beam_jobs.preprocess.splits import HashSplit, eval_mask
 from tests.conftest import CLICKS_SCHEMA, make_clicks, write_csv
 
 KEYS = pa.array([f"user-{i}" for i in range(20_000)])
@@ -46,7 +46,7 @@ def test_hash_split_in_beam_is_disjoint_complete_and_repeatable(tmp_path):
 
 @pytest.mark.slow
 def test_preprocess_hash_split_counts_add_up(tmp_path):
-    from ctrflow.beam_jobs import preprocess
+    from ctrflow.beam_jobs.preprocess import job as preprocess
 
     (tmp_path / "s.yaml").write_text(CLICKS_SCHEMA)
     df = make_clicks(3000, seed=3)
@@ -64,7 +64,7 @@ def test_preprocess_hash_split_counts_add_up(tmp_path):
 
 
 def test_eval_fraction_needs_a_key_and_no_eval(tmp_path):
-    from ctrflow.beam_jobs import preprocess
+    from ctrflow.beam_jobs.preprocess import job as preprocess
 
     with pytest.raises(ValueError, match="--split-key"):
         preprocess.run(["--schema", "x.yaml", "--train", "t.csv", "--eval-fraction", "0.2", "--output", "o"])

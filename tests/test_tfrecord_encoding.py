@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from tfx_bsl.coders import example_coder
 
-from ctrflow.beam_jobs.tfrecord_encoding import encode_tfrecords, frame_records
+from ctrflow.beam_jobs.outputs.tfrecord_encoding import encode_tfrecords, frame_records
 
 # every varint length from 1 to 10 bytes, both sides of each boundary, and negatives (10 bytes)
 EDGES = [0, 1, 127, 128, 16383, 16384, 2**21 - 1, 2**21, 2**28, 2**35, 2**42, 2**49, 2**56 - 1, 2**56, 2**63 - 1,

@@ -278,7 +278,7 @@ def test_pairwise_training_from_a_grouped_schema(clicks_run, tmp_path: Path) -> 
     """preprocess carries the group hash as __group__; train --loss pairwise forms pairs from it."""
     from conftest import CLICKS_SCHEMA
 
-    from ctrflow.beam_jobs import preprocess
+    from ctrflow.beam_jobs.preprocess import job as preprocess
 
     schema = tmp_path / "clicks_pairs.yaml"
     schema.write_text(CLICKS_SCHEMA + "pairwise: {group: city}\n")

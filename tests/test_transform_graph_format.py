@@ -1,4 +1,4 @@
-"""The transform graph's two formats (``beam_jobs.preprocess.transform_context``): the same data either way.
+"""The transform graph's two formats (``beam_jobs.preprocess.job.transform_context``): the same data either way.
 
 The job runs tf.Transform in its TF1 graph mode by default (faster) and in its
 TF2 mode with ``--tf2-transform-graph``. Both must write the same rows,
@@ -54,7 +54,7 @@ def _read(path: str) -> bytes:
 def test_the_tf1_and_tf2_transform_graphs_write_and_transform_the_same(clicks_run, tmp_path):
     import tensorflow_transform as tft
 
-    from ctrflow.beam_jobs import preprocess
+    from ctrflow.beam_jobs.preprocess import job as preprocess
     from ctrflow.pipeline.artifacts import live_dir
 
     out = tmp_path / "tf2"

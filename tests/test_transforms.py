@@ -56,7 +56,7 @@ def make_table(seed: int = 0) -> pd.DataFrame:
 
 
 def run_preprocess(root, schema_text: str, df: pd.DataFrame) -> str:
-    from ctrflow.beam_jobs import preprocess
+    from ctrflow.beam_jobs.preprocess import job as preprocess
     (root / "schema.yaml").write_text(schema_text)
     df.to_csv(root / "train.csv", index=False, na_rep="NA")
     out = root / "data"
@@ -266,7 +266,7 @@ def test_one_lookup_table_per_vocabulary(run):
     with open(os.path.join(run["tft"].transform_savedmodel_dir, "saved_model.pb"), "rb") as f:
         saved.ParseFromString(f.read())
     graph = saved.meta_graphs[0]
-    # the job writes a TF1 graph (beam_jobs.preprocess.transform_context): one table op and one initializer each
+    # the job writes a TF1 graph (beam_jobs.preprocess.job.transform_context): one table op and one initializer each
     tables = collections.Counter(n.op for n in graph.graph_def.node if "Table" in n.op)
     # lookups: one per column (c, d, tags), plus one of MISSING_TOKEN's id for each single-valued one (c, d)
     assert tables == {"HashTableV2": 3, "InitializeTableFromTextFileV2": 3, "LookupTableFindV2": 5,

@@ -1,4 +1,4 @@
-"""Scoring through each column's distinct values (beam_jobs.unique_scoring) and the XLA-compiled signatures.
+"""Scoring through each column's distinct values (beam_jobs.scoring.distinct_values) and the XLA-compiled signatures.
 
 The reference is always ``score_and_ids``, the row-by-row transform + model
 of the same SavedModel, on values an independent parser (pandas) produced.
@@ -48,7 +48,7 @@ def _rows(n: int, seed: int) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def plain_run(tmp_path_factory):
     """The clicks schema without its cross (every feature reads one column), preprocessed and trained."""
-    from ctrflow.beam_jobs import preprocess
+    from ctrflow.beam_jobs.preprocess import job as preprocess
     from ctrflow.model import train
 
     root = tmp_path_factory.mktemp("plain")
@@ -77,7 +77,7 @@ def test_column_sources_name_the_one_column_each_output_reads():
 
 @pytest.mark.slow
 def test_distinct_value_scoring_equals_score_and_ids(plain_run):
-    from ctrflow.beam_jobs.unique_scoring import UniqueValueScorer
+    from ctrflow.beam_jobs.scoring.distinct_values import UniqueValueScorer
     from ctrflow.model.artifact import load
 
     model = load(os.path.join(plain_run["model"], "export"))
@@ -99,8 +99,8 @@ def test_distinct_value_scoring_equals_score_and_ids(plain_run):
 @pytest.mark.slow
 def test_score_job_on_a_schema_without_crosses_scores_like_the_signature(plain_run, tmp_path, monkeypatch):
     """The job takes the distinct-values path here; every row's score matches ``score_and_ids``."""
-    from ctrflow.beam_jobs import score
-    from ctrflow.beam_jobs.unique_scoring import UniqueValueScorer
+    from ctrflow.beam_jobs.scoring import job as score
+    from ctrflow.beam_jobs.scoring.distinct_values import UniqueValueScorer
     from ctrflow.model import artifact
     from ctrflow.model.artifact import load
 
@@ -189,7 +189,7 @@ class _Loaded:
 
 @pytest.mark.slow
 def test_a_compiled_path_that_fails_its_first_call_falls_back_to_score_and_ids(plain_run, caplog):
-    from ctrflow.beam_jobs.model_handler import scoring_path
+    from ctrflow.beam_jobs.scoring.model_handler import scoring_path
     from ctrflow.model.artifact import ExportedModel, load
 
     real = load(os.path.join(plain_run["model"], "export"))
@@ -213,7 +213,7 @@ def test_a_compiled_path_that_fails_its_first_call_falls_back_to_score_and_ids(p
 @pytest.mark.slow
 def test_the_distinct_values_path_scores_the_same_from_a_load_of_only_its_functions(plain_run):
     """``artifact.load_parts`` loads ``transform`` and ``score_features`` alone; scores and ids equal a whole load's."""
-    from ctrflow.beam_jobs.unique_scoring import UniqueValueScorer
+    from ctrflow.beam_jobs.scoring.distinct_values import UniqueValueScorer
     from ctrflow.model.artifact import load, load_parts
 
     whole = load(os.path.join(plain_run["model"], "export"))
@@ -236,8 +236,8 @@ def test_the_scoring_load_falls_back_to_the_whole_export(plain_run, monkeypatch,
     """A partial load that fails, or a model the distinct-values path cannot score, gets the whole export."""
     import logging
 
-    from ctrflow.beam_jobs import model_handler
-    from ctrflow.beam_jobs.unique_scoring import UniqueValueScorer
+    from ctrflow.beam_jobs.scoring import model_handler
+    from ctrflow.beam_jobs.scoring.distinct_values import UniqueValueScorer
     from ctrflow.model import serving_tf
     from ctrflow.model.artifact import load_metadata
 
@@ -270,7 +270,7 @@ def test_a_schema_with_crosses_loads_the_whole_export_without_trying_the_partial
     """The clicks schema crosses two columns: the distinct-values path cannot apply, known before any load."""
     import logging
 
-    from ctrflow.beam_jobs import model_handler
+    from ctrflow.beam_jobs.scoring import model_handler
     from ctrflow.model import artifact
 
     monkeypatch.setattr(model_handler, "_configure_tensorflow", lambda threads: None)  # see the test above

@@ -41,7 +41,7 @@ def rank_auc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def loop(tmp_path_factory):
-    from ctrflow.beam_jobs import preprocess
+    from ctrflow.beam_jobs.preprocess import job as preprocess
     from ctrflow.model import train
 
     root = tmp_path_factory.mktemp("warm")

@@ -28,12 +28,12 @@ SCRIPT = textwrap.dedent('''
     from apache_beam.options.pipeline_options import SetupOptions
     from apache_beam.runners.portability.stager import Stager
 
-    import ctrflow
-    from ctrflow.beam_jobs import preprocess
-    from ctrflow.beam_jobs.job_options import PreprocessOptions
-    from ctrflow.beam_jobs.options import pipeline_options, project_setup_file
-    from ctrflow.beam_jobs.sources import plan_reads
-    from ctrflow.demo import bundled_census_dir
+    import ctrflow.schemas
+    from ctrflow.beam_jobs.preprocess import job as preprocess
+    from ctrflow.beam_jobs.options import PreprocessOptions
+    from ctrflow.beam_jobs.runners import pipeline_options, project_setup_file
+    from ctrflow.beam_jobs.input.plan import plan_reads
+    from ctrflow.cli.demo import bundled_census_dir
     from ctrflow.schemas import bundled_schema_path, load_schema
 
     staged, tft_temp = sys.argv[1], sys.argv[2]
@@ -53,7 +53,7 @@ SCRIPT = textwrap.dedent('''
     with open(uploads["extra_packages.txt"]) as f:
         extra_txt = f.read().split()
     print("RESULT " + json.dumps({"uploads": uploads, "extra_packages_txt": extra_txt,
-        "ctrflow": ctrflow.__file__, "runner": type(p.runner).__name__, "setup_file": project_setup_file(),
+        "ctrflow": ctrflow.schemas.__file__, "runner": type(p.runner).__name__, "setup_file": project_setup_file(),
         "options_setup_file": options.view_as(SetupOptions).setup_file,
         "extra_packages": options.view_as(SetupOptions).extra_packages}))
 ''')
@@ -118,7 +118,7 @@ def test_a_wheel_install_stages_a_wheel_of_itself_for_dataflow(wheel_venv):
     with zipfile.ZipFile(extra) as whl:
         names = whl.namelist()
         assert {n.split("/")[0] for n in names} == {"ctrflow", "ctrflow-0.2.0.dist-info"}
-        for must in ("ctrflow/cli.py", "ctrflow/beam_jobs/sources.py", "ctrflow/pipeline/transform.py",
+        for must in ("ctrflow/cli/commands.py", "ctrflow/beam_jobs/input/plan.py", "ctrflow/pipeline/transform.py",
                      "ctrflow/model/export.py", "ctrflow/schemas/census.yaml", "ctrflow/data/census/adult.data",
                      "ctrflow/data/census/NOTICE", "ctrflow-0.2.0.dist-info/METADATA",
                      "ctrflow-0.2.0.dist-info/entry_points.txt"):

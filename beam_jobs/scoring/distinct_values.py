@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ctrflow.beam_jobs.arrow_tensors import (
+from ctrflow.beam_jobs.scoring.arrow_tensors import (
     PackedBatch,
     SignatureColumns,
     _string_array,

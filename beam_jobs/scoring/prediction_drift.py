@@ -1,6 +1,6 @@
 """The score job's prediction-drift branch: bins every score into the model's eval-score bins.
 
-Kept out of ``beam_jobs.score`` so the job only wires it: ``profile_scores``
+Kept out of ``beam_jobs.scoring.job`` so the job only wires it: ``profile_scores``
 adds one combine over the inference results and writes
 ``score_profile.json``; ``prediction_section`` turns it into the
 ``prediction`` section of drift.json (PSI against the model's own eval scores,
@@ -14,7 +14,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
-from ctrflow.beam_jobs import manifest as mf
+from ctrflow.beam_jobs.outputs import manifest as mf
 from ctrflow.model.artifact import ModelMetadata
 from ctrflow.pipeline import score_profile
 

@@ -1,6 +1,6 @@
 """Beam transforms for reading tables and writing rejected rows, shared by every job.
 
-``ReadRows`` turns planned reads (``beam_jobs.sources.plan_reads``: file
+``ReadRows`` turns planned reads (``beam_jobs.input.plan.plan_reads``: file
 ``ReadTask``s and ``bigquery://`` queries) into clean Arrow ``RecordBatch``es
 (main output) and ``RejectedRow``s (output ``REJECTED``). Rows are counted as
 read and rejected in Beam counters under ``<split>``, which the job's manifest
@@ -21,11 +21,11 @@ import pyarrow as pa
 from apache_beam.metrics import Metrics
 
 import ctrflow.beam_jobs.coders  # noqa: F401 - registers the Arrow coders every job relies on
-from ctrflow.beam_jobs import bigquery
-from ctrflow.beam_jobs.prefetch import prefetched
-from ctrflow.beam_jobs.read_task import InputError, Read, ReadTask
-from ctrflow.beam_jobs.readers import read_task
-from ctrflow.beam_jobs.sources import DEFAULT_BATCH_ROWS, check_first_rows
+from ctrflow.beam_jobs.input import bigquery
+from ctrflow.beam_jobs.input.plan import DEFAULT_BATCH_ROWS, check_first_rows
+from ctrflow.beam_jobs.input.prefetch import prefetched
+from ctrflow.beam_jobs.input.readers import read_task
+from ctrflow.beam_jobs.input.tasks import InputError, Read, ReadTask
 from ctrflow.pipeline.parsing import BatchParser, RejectedRow
 from ctrflow.schemas.types import Schema
 
@@ -162,9 +162,9 @@ class ReadRows(beam.PTransform):
                  locator: bool = False, prefetch: bool = False):
         super().__init__()
         self.locator = locator  # add source_file/source_offset to the clean rows (pipeline.parsing)
-        # read and parse a file's next batches in a background thread (beam_jobs.prefetch), for a job whose
+        # read and parse a file's next batches in a background thread (beam_jobs.input.prefetch), for a job whose
         # runner has one worker thread (preprocess): 1M Criteo rows on 2 cores took 54.5 s with it and 62.6 s
-        # without (one run each, both with the two encode threads of beam_jobs.tfrecords)
+        # without (one run each, both with the two encode threads of beam_jobs.outputs.tfrecord_writer)
         self.prefetch = prefetch
         self.schema, self.tasks, self.split = schema, tasks, split
         self.with_label, self.keys, self.extra, self.batch_rows = with_label, keys, tuple(extra), batch_rows

@@ -32,18 +32,18 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from ctrflow.beam_jobs import manifest as mf
-from ctrflow.beam_jobs import partition
-from ctrflow.beam_jobs.job_options import parse_dates
-from ctrflow.beam_jobs.sources import match_files
+from ctrflow.beam_jobs.input.plan import match_files
+from ctrflow.beam_jobs.options import parse_dates
+from ctrflow.beam_jobs.outputs import date_partitions as partition
+from ctrflow.beam_jobs.outputs import manifest as mf
+from ctrflow.common.errors import CheckFailed, OptionsError, UserError
+from ctrflow.common.flags import FlagParser, build_parser, from_namespace, option, to_dict
+from ctrflow.common.logs import setup_logging
 from ctrflow.model import metrics as mt
 from ctrflow.model.artifact import load_metadata
 from ctrflow.pipeline import score_profile
 from ctrflow.pipeline.artifacts import live_dir
-from ctrflow.pipeline.logs import setup_logging
 from ctrflow.pipeline.monitor_html import write_trend_page
-from ctrflow.schemas.errors import CheckFailed, OptionsError, UserError
-from ctrflow.schemas.flags import FlagParser, build_parser, from_namespace, option, to_dict
 
 EXIT_THRESHOLD = 4
 MONITOR_FILE = "monitor.json"

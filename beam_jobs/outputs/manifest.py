@@ -1,7 +1,7 @@
 """Run manifests: what a job read, wrote and rejected, and with which versions.
 
 The counts come from the Beam counters the transforms keep (see
-``beam_jobs.io``), so they are the runner's own committed numbers, and
+``beam_jobs.input.transforms``), so they are the runner's own committed numbers, and
 ``check_counts`` refuses a run in which input != output + rejected.
 """
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any, Sequence
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 
-from ctrflow.beam_jobs.io import COUNTER_NAMESPACE, TASK_END_MS, TASK_START_MS
-from ctrflow.schemas.errors import UserError
+from ctrflow.beam_jobs.input.transforms import COUNTER_NAMESPACE, TASK_END_MS, TASK_START_MS
+from ctrflow.common.errors import UserError
 
 _PACKAGES = ("ctrflow", "apache-beam", "tensorflow", "tensorflow-transform", "tfx-bsl", "keras", "pyarrow",
              "numpy", "pandas")

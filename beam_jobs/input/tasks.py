@@ -1,14 +1,14 @@
 """What a planned read is: a ``ReadTask`` (a piece of one file) or a BigQuery query.
 
-Shared by the planner (``beam_jobs.sources``) and the format readers
-(``beam_jobs.readers``, ``beam_jobs.tfrecords``), so neither imports the other's internals.
+Shared by the planner (``beam_jobs.input.plan``) and the format readers
+(``beam_jobs.input.readers``, ``beam_jobs.outputs.tfrecord_writer``), so neither imports the other's internals.
 """
 from __future__ import annotations
 
 import dataclasses
 
-from ctrflow.beam_jobs.bigquery import BigQueryRead
-from ctrflow.schemas.errors import UserError
+from ctrflow.beam_jobs.input.bigquery import BigQueryRead
+from ctrflow.common.errors import UserError
 
 DEFAULT_BATCH_ROWS = 65536  # rows per Arrow batch (--batch-rows)
 

@@ -20,7 +20,7 @@ def setup_logging(verbose: bool = False) -> None:
     logging.getLogger("apache_beam.ml").setLevel(logging.ERROR)  # "resource module not available"
 
 
-# What tf.Transform's TF1 mode (``beam_jobs.preprocess.transform_context``) logs on every run, all harmless:
+# What tf.Transform's TF1 mode (``beam_jobs.preprocess.job.transform_context``) logs on every run, all harmless:
 # its own notice that it runs in that mode, and TensorFlow's remarks while it writes the TF1 SavedModel (the
 # vocabulary assets and tf.Transform's usage counters are collection entries TF1 cannot serialize).
 _TF1_NOTICES = (

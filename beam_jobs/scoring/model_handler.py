@@ -31,7 +31,7 @@ import pyarrow as pa
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 import ctrflow.beam_jobs.coders  # noqa: F401 - registers the Arrow/PredictionResult coders
-from ctrflow.beam_jobs.arrow_tensors import (
+from ctrflow.beam_jobs.scoring.arrow_tensors import (
     INFERENCE_BATCH_ROWS,
     PackedBatch,
     SignatureColumns,
@@ -39,7 +39,7 @@ from ctrflow.beam_jobs.arrow_tensors import (
     numpy_dtypes,
     slices,
 )
-from ctrflow.beam_jobs.unique_scoring import UniqueValueScorer
+from ctrflow.beam_jobs.scoring.distinct_values import UniqueValueScorer
 from ctrflow.model import artifact
 from ctrflow.model.serving_tf import runtime
 
@@ -129,7 +129,7 @@ def scoring_path(model: artifact.ExportedModel, requested: str | None = None,
     """The fastest path that works in this process, checked once per model with a warm-up call.
 
     Best first: each column's distinct values + the compiled model
-    (``beam_jobs.unique_scoring``), the compiled ``batch_score_and_ids``,
+    (``beam_jobs.scoring.distinct_values``), the compiled ``batch_score_and_ids``,
     ``score_and_ids``. A compiled path whose first call fails (e.g. a
     TensorFlow build without XLA's CPU compiler) is logged and skipped, so a
     job still scores with the plain signature. ``requested`` names one

@@ -1,4 +1,4 @@
-"""Date partitions of the score job, published all-or-nothing (``beam_jobs.publish``).
+"""Date partitions of the score job, published all-or-nothing (``beam_jobs.outputs.publish``).
 
 A run writes into a fresh version folder ``OUTPUT/date=D/v=<run id>/``; only
 after the pipeline and every check succeeded does ``publish`` write its
@@ -13,7 +13,7 @@ import os
 
 from apache_beam.io.filesystems import FileSystems
 
-from ctrflow.beam_jobs import publish as pub
+from ctrflow.beam_jobs.outputs import publish as pub
 
 FAILED = "_failed"
 

@@ -16,9 +16,9 @@ from importlib import resources
 
 from apache_beam.io.filesystems import FileSystems
 
+from ctrflow.common.errors import OptionsError
+from ctrflow.common.flags import FlagParser, build_parser, from_namespace, option, to_dict
 from ctrflow.model.config import MODELS
-from ctrflow.schemas.errors import OptionsError
-from ctrflow.schemas.flags import FlagParser, build_parser, from_namespace, option, to_dict
 
 
 def bundled_census_dir() -> str:
@@ -54,7 +54,8 @@ def run(argv: list[str] | None = None) -> dict:
 
 def run_demo(opts: DemoOptions) -> dict:
     """preprocess -> train -> score on census; prints the AUCs and where everything went."""
-    from ctrflow.beam_jobs import preprocess, score
+    from ctrflow.beam_jobs.preprocess import job as preprocess
+    from ctrflow.beam_jobs.scoring import job as score
     from ctrflow.model import train
     from ctrflow.model.metrics import roc_auc
     from ctrflow.schemas import bundled_schema_path

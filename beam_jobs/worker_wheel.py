@@ -16,7 +16,7 @@ import tempfile
 import zipfile
 from importlib import metadata
 
-from ctrflow.schemas.errors import UserError
+from ctrflow.common.errors import UserError
 
 DISTRIBUTION = "ctrflow"
 # written by the installer about this machine's install, not part of the distribution

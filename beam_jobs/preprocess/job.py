@@ -1,7 +1,7 @@
 """The preprocess job: analyze training data, transform train/eval, write TFRecords.
 
 Each run writes a new version folder ``--output/v=<run id>/`` and publishes it
-last (``_SUCCESS``, then ``--output/_LATEST``; see ``beam_jobs.publish``), so a
+last (``_SUCCESS``, then ``--output/_LATEST``; see ``beam_jobs.outputs.publish``), so a
 failed rerun leaves the previous output as it was. A version folder holds::
 
     train/part-*.tfrecord.gz     transformed training examples (gzip TFRecord)
@@ -12,7 +12,7 @@ failed rerun leaves the previous output as it was. A version folder holds::
     schema.yaml                  a copy of the schema used
     rejected/{train,eval}-*.jsonl rows that could not be used, with reasons
     manifest.json                counts per split, inputs, versions, durations (+ base, vocabulary_growth,
-                                 analysis_cache with the daily-loop flags, see beam_jobs.daily)
+                                 analysis_cache with the daily-loop flags, see beam_jobs.preprocess.daily)
     analysis.json                bucket boundaries / scaling fixed up front (--base, --analysis-cache)
     _SUCCESS                     the list of files, written last (then _LATEST names this version)
 
@@ -37,24 +37,25 @@ import tensorflow_transform.beam as tft_beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from ctrflow.beam_jobs import daily, publish
-from ctrflow.beam_jobs import manifest as mf
-from ctrflow.beam_jobs.io import COUNTER_NAMESPACE, REJECTED, ReadRows, WriteRejected, counter_name
-from ctrflow.beam_jobs.job_options import PreprocessOptions, job_parser, parse_dates, parse_job_options
-from ctrflow.beam_jobs.options import new_pipeline
-from ctrflow.beam_jobs.profiles import ProfileBatches
-from ctrflow.beam_jobs.sources import ReadTask, plan_reads
-from ctrflow.beam_jobs.splits import HashSplit
-from ctrflow.beam_jobs.tfrecords import WriteTFRecordBatches
+from ctrflow.beam_jobs.input.plan import ReadTask, plan_reads
+from ctrflow.beam_jobs.input.transforms import COUNTER_NAMESPACE, REJECTED, ReadRows, WriteRejected, counter_name
+from ctrflow.beam_jobs.options import PreprocessOptions, job_parser, parse_dates, parse_job_options
+from ctrflow.beam_jobs.outputs import manifest as mf
+from ctrflow.beam_jobs.outputs import publish
+from ctrflow.beam_jobs.outputs.profiles import ProfileBatches
+from ctrflow.beam_jobs.outputs.tfrecord_writer import WriteTFRecordBatches
+from ctrflow.beam_jobs.preprocess import daily
+from ctrflow.beam_jobs.preprocess.splits import HashSplit
+from ctrflow.beam_jobs.runners import new_pipeline
+from ctrflow.common.flags import FlagParser
+from ctrflow.common.logs import quiet_tf1_notices, setup_logging
 from ctrflow.pipeline import artifacts as af
 from ctrflow.pipeline import stats
 from ctrflow.pipeline.artifacts import PreprocessArtifacts
-from ctrflow.pipeline.logs import quiet_tf1_notices, setup_logging
 from ctrflow.pipeline.parsing import BatchParser
 from ctrflow.pipeline.prior import AnalysisPrior, write_analysis
 from ctrflow.pipeline.transform import build_layout, make_preprocessing_fn, tensor_adapter_config, to_tft_batch
 from ctrflow.schemas import load_schema
-from ctrflow.schemas.flags import FlagParser
 from ctrflow.schemas.types import Schema
 
 SPLITS = ("train", "eval")

@@ -13,22 +13,23 @@ import logging
 import os
 import sys
 
-from ctrflow.schemas.errors import UserError, user_error_names
+from ctrflow.common.errors import UserError, user_error_names
 
 COMMANDS = {
-    "preprocess": ("ctrflow.beam_jobs.preprocess",
+    "preprocess": ("ctrflow.beam_jobs.preprocess.job",
                    "analyze + transform train/eval data into TFRecords (Beam + tf.Transform)"),
     "train": ("ctrflow.model.train", "train DeepFM / Wide&Deep / LR and export one raw-feature SavedModel"),
     "tune": ("ctrflow.model.tune", "a few trials of learning rate, embedding size, weight decay and dropout, "
                                    "ranked on the validation holdout"),
     "evaluate": ("ctrflow.model.evaluate", "evaluate an exported model on preprocessed data (AUC, log loss, plots)"),
-    "score": ("ctrflow.beam_jobs.score", "batch-score a daily table with an exported model (Beam), with drift report"),
-    "monitor": ("ctrflow.beam_jobs.monitor", "join scored dates with their labels: AUC, calibration, score PSI"),
-    "demo": ("ctrflow.demo", "preprocess, train and score the bundled census data; print AUC and paths"),
+    "score": ("ctrflow.beam_jobs.scoring.job",
+              "batch-score a daily table with an exported model (Beam), with drift report"),
+    "monitor": ("ctrflow.cli.monitor", "join scored dates with their labels: AUC, calibration, score PSI"),
+    "demo": ("ctrflow.cli.demo", "preprocess, train and score the bundled census data; print AUC and paths"),
 }
 
 # Jobs that import TensorFlow through tf.Transform at once: importing it first, without its eager Keras import
-# (``model.artifact.import_tensorflow``), took `import ctrflow.beam_jobs.preprocess` from 9.5-10.6 s to
+# (``model.artifact.import_tensorflow``), took `import ctrflow.beam_jobs.preprocess.job` from 9.5-10.6 s to
 # 7.4-9.3 s (4 runs each, interleaved, 2 cores). ``score`` loads TensorFlow in the background by itself.
 _TENSORFLOW_FIRST = frozenset({"preprocess"})
 

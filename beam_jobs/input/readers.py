@@ -3,7 +3,7 @@
 Workers call ``read_task``; the driver reads a file's head through the same
 functions to check a sample. CSV ranges are aligned to lines like Beam's text
 source; Parquet row groups come through pyarrow; TFRecords through
-``beam_jobs.tfrecords`` (beside the writer). No row travels as a Python object.
+``beam_jobs.outputs.tfrecord_writer`` (beside the writer). No row travels as a Python object.
 """
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from ctrflow.beam_jobs import raw_lines
-from ctrflow.beam_jobs.read_task import DEFAULT_BATCH_ROWS, ReadTask
-from ctrflow.beam_jobs.tfrecords import read_tfrecord_task
+from ctrflow.beam_jobs.input import raw_lines
+from ctrflow.beam_jobs.input.tasks import DEFAULT_BATCH_ROWS, ReadTask
+from ctrflow.beam_jobs.input.tfrecord_reader import read_tfrecord_task
 from ctrflow.pipeline.parsing import OFFSET_COLUMN, RejectedRow
 from ctrflow.schemas.types import Schema
 

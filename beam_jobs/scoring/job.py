@@ -5,7 +5,7 @@ reads the rows matching ``--input`` (``{date}`` is replaced), validates them
 with the schema that travelled with the model, scores them with the exported
 SavedModel inside Beam (RunInference, model loaded once per worker) into a
 new version folder ``OUTPUT/date=YYYY-MM-DD/v=<run id>/`` and publishes it
-all-or-nothing (``_SUCCESS``, then ``OUTPUT/date=D/_LATEST``; ``beam_jobs.publish``)::
+all-or-nothing (``_SUCCESS``, then ``OUTPUT/date=D/_LATEST``; ``beam_jobs.outputs.publish``)::
 
     part-*.parquet     id/passthrough columns, score, model_version, scoring_date; without an id
                        column also source_file, source_offset (the row locator)
@@ -19,7 +19,7 @@ all-or-nothing (``_SUCCESS``, then ``OUTPUT/date=D/_LATEST``; ``beam_jobs.publis
 With ``--output-table project:dataset.table`` the Parquet scores are also
 loaded into that BigQuery table's date partition (``table$YYYYMMDD``, day
 partitioned on ``scoring_date``), only after the rejected-rows check passed
-(``beam_jobs.bigquery_output``).
+(``beam_jobs.outputs.bigquery_scores``).
 
 Re-running a date replaces exactly that date's partition. A run that fails
 leaves the published partition as it was; one that fails because too many
@@ -45,27 +45,28 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import PredictionResult, RunInference
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 
-from ctrflow.beam_jobs import bigquery_output as bq_out
-from ctrflow.beam_jobs import manifest as mf
-from ctrflow.beam_jobs import partition, score_drift
-from ctrflow.beam_jobs.bigquery import is_bigquery
-from ctrflow.beam_jobs.bigquery_output import bigquery_partition
-from ctrflow.beam_jobs.duplicates import CountDuplicateIds
-from ctrflow.beam_jobs.io import COUNTER_NAMESPACE, REJECTED, ReadRows, WriteRejected, counter_name
-from ctrflow.beam_jobs.job_options import ScoreOptions, job_parser, parse_job_options
-from ctrflow.beam_jobs.model_handler import ServingModelHandler, preload
-from ctrflow.beam_jobs.options import is_direct_runner, new_pipeline, with_local_parallelism
-from ctrflow.beam_jobs.profiles import ProfileBatches, empty_profile
-from ctrflow.beam_jobs.score_sinks import WriteScores
-from ctrflow.beam_jobs.sources import match_files, plan_reads
+from ctrflow.beam_jobs.input.bigquery import is_bigquery
+from ctrflow.beam_jobs.input.plan import match_files, plan_reads
+from ctrflow.beam_jobs.input.transforms import COUNTER_NAMESPACE, REJECTED, ReadRows, WriteRejected, counter_name
+from ctrflow.beam_jobs.options import ScoreOptions, job_parser, parse_job_options
+from ctrflow.beam_jobs.outputs import bigquery_scores as bq_out
+from ctrflow.beam_jobs.outputs import date_partitions as partition
+from ctrflow.beam_jobs.outputs import manifest as mf
+from ctrflow.beam_jobs.outputs.bigquery_scores import bigquery_partition
+from ctrflow.beam_jobs.outputs.profiles import ProfileBatches, empty_profile
+from ctrflow.beam_jobs.outputs.score_tables import WriteScores
+from ctrflow.beam_jobs.runners import is_direct_runner, new_pipeline, with_local_parallelism
+from ctrflow.beam_jobs.scoring import prediction_drift as score_drift
+from ctrflow.beam_jobs.scoring.duplicate_ids import CountDuplicateIds
+from ctrflow.beam_jobs.scoring.model_handler import ServingModelHandler, preload
+from ctrflow.common.errors import OptionsError, UserError
+from ctrflow.common.flags import FlagParser
+from ctrflow.common.logs import setup_logging
 from ctrflow.model.artifact import ModelMetadata, load_metadata
 from ctrflow.pipeline import stats
 from ctrflow.pipeline.drift import drift_report
 from ctrflow.pipeline.drift_html import write_drift_html
-from ctrflow.pipeline.logs import setup_logging
 from ctrflow.pipeline.parsing import LOCATOR_FIELDS, BatchParser
-from ctrflow.schemas.errors import OptionsError, UserError
-from ctrflow.schemas.flags import FlagParser
 
 SPLIT = "score"
 MIN_RANGE_BYTES, MAX_RANGE_BYTES = 4 << 20, 16 << 20  # read-task size bounds (``_range_bytes``)

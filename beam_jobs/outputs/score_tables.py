@@ -1,6 +1,6 @@
 """Where scores go: output tables encoded as Parquet, CSV or tf.Example files.
 
-``beam_jobs.score`` builds the pipeline; this module only turns its Arrow
+``beam_jobs.scoring.job`` builds the pipeline; this module only turns its Arrow
 output tables into files of one format under the run's folder.
 """
 from __future__ import annotations
@@ -49,7 +49,7 @@ class WriteScores(beam.PTransform):
     """Output tables -> files of one format under ``staging``.
 
     A BigQuery ``--output-table`` is not written here: the job writes Parquet
-    and loads it after its checks passed (``beam_jobs.bigquery_output``).
+    and loads it after its checks passed (``beam_jobs.outputs.bigquery_scores``).
     """
 
     def __init__(self, schema: pa.Schema, staging: str, fmt: str = "parquet"):

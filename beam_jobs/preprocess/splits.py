@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.metrics import Metrics
 
-from ctrflow.beam_jobs.io import COUNTER_NAMESPACE, counter_name
+from ctrflow.beam_jobs.input.transforms import COUNTER_NAMESPACE, counter_name
 
 _BUCKETS = 1_000_000_000
 EVAL = "eval"

@@ -9,7 +9,7 @@ that does not describe the data fails at once, and cuts files into
 source), row groups of Parquet files, whole TFRecord files. Workers then
 ``read_task`` each one into raw Arrow tables with pyarrow / tfx_bsl, so no
 row travels through Beam as a Python object. ``bigquery://`` inputs are
-planned as queries (``beam_jobs.bigquery``).
+planned as queries (``beam_jobs.input.bigquery``).
 
 Which reader a file gets: its extension when it names a format
 (``.parquet``/``.pq``, ``.tfrecord``/``.tfrecords``, ``.csv``/``.tsv``/``.txt``,
@@ -29,9 +29,9 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from ctrflow.beam_jobs.bigquery import is_bigquery, plan_bigquery
-from ctrflow.beam_jobs.read_task import DEFAULT_BATCH_ROWS, InputError, Read, ReadTask
-from ctrflow.beam_jobs.readers import first_line, read_csv_bytes, read_head, read_task
+from ctrflow.beam_jobs.input.bigquery import is_bigquery, plan_bigquery
+from ctrflow.beam_jobs.input.readers import first_line, read_csv_bytes, read_head, read_task
+from ctrflow.beam_jobs.input.tasks import DEFAULT_BATCH_ROWS, InputError, Read, ReadTask
 from ctrflow.pipeline.parsing import BatchParser, RejectedRow
 from ctrflow.schemas.types import Schema
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 import os
 
-from ctrflow.beam_jobs import analysis_cache
-from ctrflow.beam_jobs.options import new_pipeline
+from ctrflow.beam_jobs.preprocess import analysis_cache
+from ctrflow.beam_jobs.runners import new_pipeline
 from ctrflow.pipeline import prior as pr
 from ctrflow.pipeline import vocab_extend
 from ctrflow.pipeline.global_index import GLOBAL_VOCAB

@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
 
-from ctrflow.beam_jobs.io import ReadRows
+from ctrflow.beam_jobs.input.transforms import ReadRows
 from ctrflow.pipeline.prior import AnalysisPrior
 from ctrflow.pipeline.transform import clipped_columns, vocab_name
 from ctrflow.schemas.types import MISSING_TOKEN, Column, Schema

@@ -1,0 +1,1 @@
+"""What the jobs write: TFRecords, score tables, feature profiles, manifests, and all-or-nothing publishing."""

@@ -1,1 +1,0 @@
-"""ctrflow: the command-line entry point and the bundled demo."""
