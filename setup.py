@@ -61,11 +61,13 @@ setup(
     package_data={"ctrflow.schemas": ["*.yaml"], "ctrflow.data": ["census/*"]},
     include_package_data=False,
     install_requires=[
+        # minor versions pinned: ctrflow.common.compat uses internals of these, tested with exactly these minors
         "tensorflow>=2.21,<2.22",
         "tensorflow-transform>=1.21,<1.22",
         "tfx-bsl>=1.21,<1.22",
         "apache-beam[gcp]>=2.77,<2.78",
-        "keras>=3.10,<4",
+        "keras>=3.15,<3.16",
+        "tf-keras>=2.21,<2.22",
         "pandas>=2.2,<4",
         "pyarrow>=14,<26",
         "numpy>=1.26,<3",
@@ -74,7 +76,12 @@ setup(
         "tensorboard>=2.20,<3",
         "isal>=1.6,<2; platform_machine in 'x86_64 AMD64 aarch64 arm64'",  # faster gzip of the TFRecords
     ],
-    extras_require={"test": ["pytest>=8,<10", "ruff>=0.17,<0.18", "gcp-storage-emulator>=2024.8"],
+    extras_require={"test": ["pytest>=8,<10", "pytest-xdist>=3.6,<4",  # make test runs on every core
+                             "ruff>=0.17,<0.18", "gcp-storage-emulator>=2024.8",
+                             "pyright>=1.1.414,<1.2",  # make typecheck; fetches its node package on first use
+                             # tests/test_dask_runner.py: the jobs on a local dask.distributed cluster (Beam's
+                             # dask extra; tested with dask and distributed 2026.11)
+                             "dask[distributed]>=2024.4.2"],
                     # benchmarks only: train.py's DeepCTR reference, quality*.py's LightGBM baseline
                     "bench": ["deepctr>=0.9.4,<0.10", "lightgbm>=4.0,<5"]},
     entry_points={"console_scripts": ["ctrflow=ctrflow.cli:entry"]},

@@ -15,6 +15,7 @@ import functools
 from typing import TypeVar
 
 from ctrflow.beam_jobs.input.plan import DEFAULT_BATCH_ROWS
+from ctrflow.beam_jobs.runner_names import import_runner_options
 from ctrflow.beam_jobs.scoring.arrow_tensors import INFERENCE_BATCH_ROWS  # noqa: F401 - the flag's default
 from ctrflow.common.errors import OptionsError
 from ctrflow.common.flags import FlagParser, build_parser, from_namespace, option, to_dict
@@ -58,12 +59,17 @@ class PreprocessOptions(BeamJobOptions):
         help="training input: a file pattern (local, glob or gs://; CSV/TSV, Parquet or TFRecord of tf.Example) "
              "or bigquery://PROJECT.DATASET.TABLE or bigquery://SELECT ...")
     eval: tuple[str, ...] = option((), help="eval input file pattern")
+    valid: tuple[str, ...] = option(
+        (), help="validation input file pattern (e.g. the last days before eval): transformed with the training "
+                 "graph, not analyzed, into a 'valid' split that `ctrflow train` selects and calibrates on instead "
+                 "of its --valid-fraction hash holdout")
     eval_fraction: float = option(
         0.0, help="instead of --eval: send this fraction of the --train rows to eval, chosen by a stable hash of "
-                  "--split-key (the same rows in every run and on every runner)")
+                  "--split-key, or without it of the row's feature values (identical rows land on the same side); "
+                  "the same rows in every run and on every runner")
     split_key: str | None = option(
         None, help="column whose value decides a row's split with --eval-fraction, e.g. a user or request id "
-                   "(rows sharing a key stay together)")
+                   "(rows sharing a key stay together); default: the whole row")
     output: str = option(help="output directory (local or gs://)")
     num_shards: int = option(0, help="TFRecord shards per split; 0 lets the runner choose")
     dates: str | None = option(
@@ -78,16 +84,18 @@ class PreprocessOptions(BeamJobOptions):
         None, metavar="DIR", help="with --dates: keep each day's analysis (token counts, quantile summaries, "
                                   "moments) in DIR and analyze only the days not cached yet")
     tf2_transform_graph: bool = option(
-        False, help="run tf.Transform in its TF2 mode and write transform_fn/ as a TF2 SavedModel (slower: 53 s "
-                    "instead of 45 s of pipeline at 1M Criteo rows). The default TF1 graph serves the same through "
-                    "ctrflow's export and TFTransformOutput.transform_features_layer(); its transform_raw_features() "
-                    "needs graph mode")
+        False, help="run tf.Transform in its TF2 mode and write transform_fn/ as a TF2 SavedModel (slower: it "
+                    "traces, saves and reloads a tf.function between the two passes). The default TF1 graph serves "
+                    "the same through ctrflow's export and TFTransformOutput.transform_features_layer(); its "
+                    "transform_raw_features() needs graph mode")
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.eval_fraction and (self.eval or not self.split_key or not 0 < self.eval_fraction < 1):
-            raise OptionsError("--eval-fraction F (0 < F < 1) splits the --train input by --split-key COLUMN; "
-                               "give --split-key, and no --eval")
+        if self.eval_fraction and (self.eval or not 0 < self.eval_fraction < 1):
+            raise OptionsError("--eval-fraction F (0 < F < 1) splits the --train input (by --split-key COLUMN "
+                               "or by row); give it without --eval")
+        if self.split_key and not self.eval_fraction:
+            raise OptionsError("--split-key only applies with --eval-fraction F")
         if self.num_shards < 0:
             raise OptionsError(f"--num-shards must be >= 0, got {self.num_shards}")
         if self.dates is not None:
@@ -136,7 +144,8 @@ class ScoreOptions(BeamJobOptions):
     inference_batch_size: int = option(
         INFERENCE_BATCH_ROWS,
         help="rows per model call; larger --batch-rows batches are cut to this size (0: one call per batch). "
-             "8192 measured fastest: the model's CPU per row is 40%% lower than in 65536-row calls")
+             "The default keeps a call's intermediate tensors in the CPU cache: the model's CPU per row was "
+             "lowest at this size on the scoring benchmark")
     model_threads: int = option(
         0, help="TensorFlow intra/inter-op threads per worker process (0: TensorFlow's choice)")
 
@@ -176,15 +185,25 @@ def job_parser(cls: type[BeamJobOptions], prog: str, description: str) -> FlagPa
     return build_parser(cls, prog, description, epilog=BEAM_EPILOG)
 
 
-@functools.lru_cache(maxsize=1)
 def _beam_parser_and_flags() -> tuple[argparse.ArgumentParser, tuple[str, ...]]:
-    from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+    from apache_beam.options.pipeline_options import PipelineOptions
 
-    # exactly what PipelineOptions.get_all_options parses: every registered options class
-    parser = _BeamArgumentParser(allow_abbrev=False)
-    for cls in {str(c): c for c in PipelineOptions.__subclasses__()}.values():
-        cls._add_argparse_args(parser)  # noqa: SLF001 - the same call Beam makes
-    flags = tuple(s for action in parser._actions for s in action.option_strings)  # noqa: SLF001
+    # every registered options class: a runner's own (DaskOptions) registers when its module is imported
+    return _parser_of(tuple({str(c): c for c in PipelineOptions.__subclasses__()}.values()))
+
+
+@functools.lru_cache(maxsize=4)
+def _parser_of(classes: tuple[type, ...]) -> tuple[argparse.ArgumentParser, tuple[str, ...]]:
+    """The parser ``PipelineOptions.get_all_options`` builds from ``classes`` (every registered options class).
+
+    Beam's public API hands it to ``get_all_options``' ``add_extra_args_fn``: exactly what Beam parses.
+    """
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    found: list[argparse.ArgumentParser] = []
+    PipelineOptions([]).get_all_options(add_extra_args_fn=found.append)
+    parser = found[0]
+    flags = tuple(s for action in parser._actions for s in action.option_strings)  # noqa: SLF001 - argparse's list
     return parser, flags
 
 
@@ -194,9 +213,21 @@ def beam_flags() -> tuple[str, ...]:
 
 
 def unknown_to_beam(args: list[str]) -> list[str]:
-    """The arguments Beam's PipelineOptions would discard ("Discarding unparseable args")."""
+    """The arguments Beam's PipelineOptions would discard ("Discarding unparseable args").
+
+    A runner's own options module (``runner_names.RUNNER_OPTIONS_MODULES``) is imported for the chosen
+    ``--runner``, and for every runner before an argument is called unknown.
+    """
     parser, _ = _beam_parser_and_flags()
-    _, unknown = parser.parse_known_args(list(args))
+    known, unknown = parser.parse_known_args(list(args))
+    if known.runner:
+        import_runner_options(known.runner)
+        parser, _ = _beam_parser_and_flags()
+        _, unknown = parser.parse_known_args(list(args))
+    if unknown:
+        import_runner_options()
+        parser, _ = _beam_parser_and_flags()
+        _, unknown = parser.parse_known_args(list(args))
     return unknown
 
 

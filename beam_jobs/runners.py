@@ -1,6 +1,6 @@
 """Beam pipeline options of the jobs, and how a remote runner gets ctrflow onto its workers.
 
-The jobs pass on to Beam only flags Beam recognizes (``job_options``). On a
+The jobs pass on to Beam only flags Beam recognizes (``beam_jobs.options``). On a
 remote runner (Dataflow, Flink, ...) the workers need ctrflow itself, staged
 in the first way that applies:
 
@@ -8,7 +8,7 @@ in the first way that applies:
    from the project's ``Dockerfile`` already holds ctrflow) or an ``--extra_package``
    named ``ctrflow-*`` (other extra packages are staged as well as ctrflow);
 2. from a checkout or an editable install: the checkout's ``setup.py``;
-3. from an installed wheel: a wheel rebuilt from the installed files (``staging.py``),
+3. from an installed wheel: a wheel rebuilt from the installed files (``worker_wheel.py``),
    passed as ``--extra_package``.
 
 Local runners (Direct, Prism) stage nothing.
@@ -27,11 +27,15 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions, WorkerOptions
 from apache_beam.runners.runner import PipelineRunner
 
+from ctrflow.beam_jobs.runner_names import beam_runner_name, import_runner_options, is_runner
 from ctrflow.beam_jobs.worker_wheel import installed_wheel
+from ctrflow.common.compat.beam import dask_runner, fn_api_runner
+from ctrflow.common.errors import OptionsError
 
 # realpath: an editable install runs this file through a link under build/__editable__.*/ctrflow/
 _PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
-_LOCAL_RUNNERS = ("Direct", "Prism", "Interactive")
+# runners that stage nothing: local ones, and Dask, whose workers import ctrflow from their own environment
+_LOCAL_RUNNERS = ("Direct", "Prism", "Interactive", "Dask")
 
 
 def project_setup_file() -> str | None:
@@ -40,12 +44,10 @@ def project_setup_file() -> str | None:
     return path if os.path.exists(path) else None
 
 
-_DIRECT_RUNNER = ("DirectRunner", "direct")
-
-
 def is_direct_runner(options: PipelineOptions) -> bool:
-    """Whether the job runs on the DirectRunner, named with ``--runner`` or by default."""
-    return (options.view_as(StandardOptions).runner or "DirectRunner") in _DIRECT_RUNNER
+    """Whether the job runs on the DirectRunner, named with ``--runner`` (any alias) or by default."""
+    runner = options.view_as(StandardOptions).runner
+    return runner is None or (isinstance(runner, str) and is_runner(runner, "DirectRunner"))
 
 
 def is_remote(options: PipelineOptions) -> bool:
@@ -55,8 +57,12 @@ def is_remote(options: PipelineOptions) -> bool:
 
 
 def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
-    """Beam options from the pass-through flags, with remote runners staging ctrflow."""
+    """Beam options from the pass-through flags (``--runner`` aliases resolved), with remote runners staging ctrflow."""
     options = PipelineOptions(list(beam_args))
+    standard = options.view_as(StandardOptions)
+    if isinstance(standard.runner, str):
+        import_runner_options(standard.runner)
+        standard.runner = beam_runner_name(standard.runner)
     if is_remote(options):
         stage_ctrflow(options)
     return options
@@ -70,29 +76,48 @@ def local_runner(options: PipelineOptions) -> PipelineRunner | None:
     when the download works; only when it fails does it fall back to the
     FnApiRunner. So the same command ran on two different engines depending on
     whether the machine could reach GitHub, and on a machine that cannot, every
-    job paid for the attempt on its critical path: 0.7 s per scoring job and
-    1.2 s per preprocess job measured here. ctrflow's jobs are batch jobs that
+    job paid for the attempt on its critical path. ctrflow's jobs are batch jobs that
     the FnApiRunner runs (what the DirectRunner falls back to), with the same
     ``--direct_num_workers`` / ``--direct_running_mode`` handling, so a local
     run is the same everywhere and starts at once. ``--runner PrismRunner``
-    still picks Prism explicitly.
+    still picks Prism explicitly. The FnApiRunner is Beam's internal module
+    (``compat.beam.fn_api_runner``); with ``CTRFLOW_PUBLIC_API_ONLY=1`` this
+    is None and the DirectRunner runs the job.
     """
     if not is_direct_runner(options) or options.view_as(StandardOptions).streaming:
         return None
-    from apache_beam.portability.api import beam_provision_api_pb2
-    from apache_beam.runners.portability.fn_api_runner import fn_runner
-    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+    return fn_api_runner(options)
 
-    # as the DirectRunner builds it: the workers see the job's options through the provision info
-    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
-    return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(
-        beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))
+
+def dask_runner_of(options: PipelineOptions) -> PipelineRunner | None:
+    """For ``--runner DaskRunner`` (any alias): Beam's DaskRunner with ctrflow's fix; None for other runners.
+
+    Beam's own DaskRunner loses rows on these pipelines (``compat.beam.dask_runner``), so without the fix
+    the runner is refused in one line. Without ``--dask_npartitions`` / ``--dask_partition_size``, each
+    element of a ``Create`` (a read task) is a partition of its own.
+    """
+    runner = options.view_as(StandardOptions).runner
+    if not (isinstance(runner, str) and is_runner(runner, "DaskRunner")):
+        return None
+    from apache_beam.runners.dask.dask_runner import DaskOptions
+
+    dask = options.view_as(DaskOptions)
+    if not dask.npartitions and not dask.partition_size:
+        # Beam's DaskRunner puts up to 128 elements of a Create in one partition, i.e. all of a job's read
+        # tasks in one worker; one element per partition spreads them over the cluster's workers
+        dask.partition_size = 1
+    fixed = dask_runner()
+    if fixed is None:
+        raise OptionsError("--runner DaskRunner: Beam's own DaskRunner mixes a step's tagged outputs and runs only "
+                           "the pipeline's last branch; ctrflow runs it only with its fix (compat trick "
+                           "beam.dask_runner), which is off here (CTRFLOW_PUBLIC_API_ONLY=1, or it failed to load)")
+    return fixed
 
 
 def new_pipeline(beam_args: Sequence[str]) -> beam.Pipeline:
     """The job's pipeline: Beam options from the pass-through flags, on ``local_runner`` when local."""
     options = pipeline_options(beam_args)
-    return beam.Pipeline(runner=local_runner(options), options=options)
+    return beam.Pipeline(runner=local_runner(options) or dask_runner_of(options), options=options)
 
 
 def stage_ctrflow(options: PipelineOptions) -> None:

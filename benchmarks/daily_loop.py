@@ -38,7 +38,7 @@ import pandas as pd
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script from anywhere
 
-from benchmarks.report import ROOT, machine_line, markdown_table, update_section  # noqa: E402
+from benchmarks.report import ROOT, machine_line, markdown_table, section_head, update_section  # noqa: E402
 from ctrflow.pipeline.artifacts import live_dir  # noqa: E402
 
 DATA = os.path.join(ROOT, "..", "shared", "data", "movielens", "ml-100k")
@@ -205,9 +205,13 @@ def main() -> int:
     for r in cache_rows:
         print(" | ".join(str(c) for c in r), flush=True)
     body = "\n".join([
-        "## Daily loop: MovieLens 100K in weekly steps (`benchmarks/daily_loop.py`)",
+        section_head("Daily loop: MovieLens 100K in weekly steps (`benchmarks/daily_loop.py`)",
+                     "the daily loop end to end (preprocess with the analysis cache and `--base`, warm and cold "
+                     "training, the promotion gate, scoring, `ctrflow monitor`) on MovieLens 100K cut into weeks, "
+                     "and what the analysis cache saves.",
+                     f"{machine_line()}. Shared machine (other jobs running): timings are noisy, compare within "
+                     "a row."),
         "",
-        f"{machine_line()}. Shared machine (other jobs running): timings are noisy, compare within a row.",
         "Each step preprocesses the window of weeks 0..k with the analysis cache and `--base` (append-only ids), "
         f"trains cold on the window ({args.cold_epochs} epochs) and warm (`--warm-start`, 1 epoch on week k only), "
         "then scores week k+1 with both and measures them with `ctrflow monitor` once its labels are joined. "

@@ -12,13 +12,14 @@ run, and rerunning one script replaces only its rows.
 """
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.report import ROOT, markdown_table, update_section  # noqa: E402
+from benchmarks.report import ROOT, markdown_table, section_head, update_section  # noqa: E402
 
 FLOORS_JSON = os.path.join(ROOT, "benchmarks", "floors.json")
 ORDER = ("scoring", "preprocessing", "training")
@@ -27,7 +28,7 @@ ORDER = ("scoring", "preprocessing", "training")
 def record(key: str, row: dict, path: str = FLOORS_JSON) -> None:
     """Stores one job's row under ``key`` (e.g. ``scoring 1,000,000``) and re-renders the section."""
     rows = load(path)
-    rows[key] = row
+    rows[key] = {"date": datetime.date.today().isoformat(), **row}
     with open(path, "w") as f:
         json.dump(rows, f, indent=2, sort_keys=True)
         f.write("\n")
@@ -65,11 +66,16 @@ def render(rows: dict[str, dict]) -> str:
             f"{r['floor_s']:.1f}" if r.get("floor_s") else "-", f"{r['job_s']:.1f}",
             f"{r['job_s'] / r['floor_s']:.2f}x" if r.get("floor_s") else "-", r["baseline"], f"{r['baseline_s']:.1f}" if r.get("baseline_s") else "-",
             _ratio_text(ratio, r["target"]), f"{r['target']:g}x",
-            ("yes" if ratio >= r["target"] else "no") if ratio else "-", r["measured"]])
+            ("yes" if ratio >= r["target"] else "no") if ratio else "-",
+            ", ".join(x for x in (r.get("date"), r["measured"]) if x)])
     return "\n".join([
-        "## Floors: each job against the hardware and its baseline (issue 12)",
+        section_head("Floors: each job against the hardware and its baseline (`benchmarks/floors_summary.py`)",
+                     "each job's time against its floor (the least the hardware needs for the same output) and "
+                     "against its baseline, in one table.",
+                     "per row, in its last column (date and machine state); the machine is the one named in the "
+                     "row's section above.", command="python benchmarks/floors_summary.py"),
         "",
-        "Rendered by `benchmarks/floors_summary.py` from `benchmarks/floors.json`, which `benchmarks/score.py`, "
+        "Rendered from `benchmarks/floors.json`, which `benchmarks/score.py`, "
         "`benchmarks/preprocess.py` and `benchmarks/train.py --only criteo` update: each row's job, floor and "
         "baseline come from one invocation of its script (the sections above give the details, medians and "
         "breakdowns). Floors: scoring = Arrow's multithreaded CSV parse + the model's `score_and_ids` on ready "

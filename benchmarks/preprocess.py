@@ -38,6 +38,7 @@ from benchmarks.report import (  # noqa: E402
     machine_state,
     markdown_table,
     measure,
+    section_head,
     update_section,
 )
 from ctrflow.pipeline.artifacts import live_dir  # noqa: E402
@@ -51,9 +52,9 @@ CATEGORIES = [
      r"_pywrap_tfe|_pywrap_tf_session\.TF_SessionRun|tensorflow/python/eager"),
     ("tf.Example encoding (tfx_bsl, C++)", r"tfx_bsl.*coders|RecordBatchToExamples"),
     ("gzip (ISA-L or zlib, level 1)", r"zlib"),
-    ("CSV read + parse (pyarrow)", r"beam_jobs/sources|pipeline/parsing|pyarrow"),
-    ("TFRecord framing (crc32c)", r"google_crc32c|beam_jobs/tfrecords"),
-    ("fused vocabulary + profiles (Arrow, numpy)", r"pipeline/(analyzers|stats)|beam_jobs/profiles|numpy"),
+    ("CSV read + parse (pyarrow)", r"beam_jobs/input/|pipeline/parsing|pyarrow"),
+    ("TFRecord framing (crc32c)", r"google_crc32c|beam_jobs/outputs/tfrecord_writer"),
+    ("fused vocabulary + profiles (Arrow, numpy)", r"pipeline/(analyzers|stats)|beam_jobs/outputs/profiles|numpy"),
     ("TFT graph tracing + SavedModel writing", r"tensorflow|tensorflow_transform|tf_keras|absl"),
     ("Python imports", r"marshal|importlib|_imp\.|built-in method builtins\.(exec|compile)"),
     ("Beam runner (bundles, coders, pickling, threads)", r"apache_beam|pickle|_thread|threading|queue|inspect"),
@@ -67,7 +68,7 @@ def _run_plain(data: str, out: str):
 
 
 def _breakdown(d: dict) -> dict[str, float]:
-    """The job's wall time by part, from its manifest's durations (see beam_jobs/preprocess.py)."""
+    """The job's wall time by part, from its manifest's durations (see beam_jobs/preprocess/job.py)."""
     parts = d.get("pipeline_parts") or {}
     return {"interpreter + imports (TF, tf.Transform, Beam)": d.get("process_start") or 0.0,
             "plan (match files, check columns, sample rows)": d.get("plan", 0.0),
@@ -159,12 +160,17 @@ def main(argv: list[str] | None = None) -> None:
         shutil.rmtree(out, ignore_errors=True)
         summary = where_time_goes(prof)
     body = [
-        "## Preprocess: ctrflow vs plain tf.Transform",
+        section_head(
+            "Preprocess: ctrflow vs plain tf.Transform (`benchmarks/preprocess.py`)",
+            "`ctrflow preprocess` against the plain per-column tf.Transform pipeline (`benchmarks/plain_tft.py`) "
+            "on the same generated Criteo file, wall seconds of the whole command, and the job against its floor.",
+            f"{machine_line()}. {machine_state(busy)}{'; ' + args.note if args.note else ''}."),
         "",
-        f"Machine: {machine_line()}. {machine_state(busy)}{'; ' + args.note if args.note else ''}. "
-        "Same generated Criteo file (13 ints + 26 categoricals) for both; wall seconds of the whole command, "
-        "CPU = user + system seconds of its processes, peak RSS of its process tree. Speed-up = plain seconds / "
-        "ctrflow seconds; x floor = seconds / the single-process Arrow/numpy floor below.",
+        "Same generated Criteo file (13 ints + 26 categoricals) for both, same transforms (signed log1p + 20 "
+        "quantile buckets per numeric column, a frequency >= 10 vocabulary per categorical column); wall seconds "
+        "of the whole command, CPU = user + system seconds of its processes, peak RSS of its process tree. "
+        "Speed-up = plain seconds / ctrflow seconds; x floor = seconds / the single-process Arrow/numpy floor "
+        f"below. The plain pipeline is not run above {args.skip_plain_above:,} rows (`--skip-plain-above`).",
         "",
         markdown_table(["rows", "pipeline", "seconds", "rows/s", "CPU s", "peak RSS MB", "speed-up", "x floor"],
                        rows),
@@ -173,32 +179,11 @@ def main(argv: list[str] | None = None) -> None:
         "counted in the graph, merged with Arrow group-by) instead of a chain of Beam stages per column with "
         "every token a Python element; one fused quantiles analyzer; tf.Examples written a batch at a time "
         "(one numpy pass writing the wire format, one framing pass and one gzip call per batch, in background "
-        "threads) instead of one Beam element, one protobuf message and one zlib call per row.",
-        "",
-        f"The plain pipeline is not run above {args.skip_plain_above:,} rows (`--skip-plain-above`): at its "
-        "measured throughput it would take over 20 minutes at 5M rows. What limits ctrflow at 1M rows: the fixed "
-        "cost (imports, TFT building the analysis graph and Beam stages, the work between the two passes; "
-        "`--profile` adds a table of where the time goes), and the job's single Beam worker thread (the "
-        "DirectRunner's multi-threaded mode was 25% faster at 1M rows here, but one of three 5M-row runs ran out "
-        "of memory, 24 GB, and another failed decoding its own data channel, so preprocess stays in-process). "
-        "New since the previous run, each measured at 1M rows on 2 cores (the previous run's 56.9 s was the "
-        "bucketize groups, the numpy tf.Example encoder, and encoding / gzip / read-ahead in background threads): "
-        "(1) tf.Transform runs in its TF1 graph mode (`beam_jobs/preprocess.transform_context`): one graph run in a "
-        "session instead of tracing a tf.function, optimizing, saving and reloading it between the passes; the "
-        "pipeline took 45.3 s instead of 53.4 s (pipeline start 6.4 s instead of 11.8 s), with byte-identical "
-        "TFRecords (a z-score may differ in its last bit), vocabularies and transformed schema; `--tf2-transform-graph` keeps the TF2 format; "
-        "(2) gzip with ISA-L's deflate (`isal`) where installed: 431 MB/s against zlib's 120 MB/s on these "
-        "records, 11% larger files; whole command 48.1-49.8 s -> 44.8 s; "
-        "(3) the CLI imports TensorFlow before tf.Transform does, without TensorFlow's eager Keras import "
-        "(`import ctrflow.beam_jobs.preprocess.job` 9.5-10.6 s -> 7.4-9.3 s). Tried and dropped: Arrow's threaded "
-        "CSV reader (51.6 s against 47.0 s), and splitting the read-ahead into a read thread and a parse thread "
-        "(no change: 49.8 s against 48.1-49.8 s). The floor below uses the same encoder and gzip."
-        " Rerun at the next stop (2026-11-30, a faster hour of the machine; the previous run was 37.5 s against 518.9 s, 13.8x): the only change on this path is that a vocabulary lookup with one OOV bucket no longer fingerprints its tokens. Both pipelines ran faster, the plain one more (518.9 -> 246.1 s, 2.1x; ctrflow 37.5 -> 23.7 s, 1.6x): its per-token Python work is single-threaded, like the pandas loop of the scoring benchmark, so the ratio fell to 10.4x. Peak RSS 1,887 MB at 1M and 2,072 MB at 5M (+9.8%).",
-        " Rerun at the following stop (2026-11-30, fourth run): the only change on this path is that a single-valued categorical column's ids are looked up from its raw strings, \"\" then given MISSING_TOKEN's id, instead of first replacing \"\" by MISSING_TOKEN in every string (an int select instead of a string select per column; the analyzers still count MISSING_TOKEN)."
-        " Rerun at the stop after (fifth run): the change on this path is one more elementwise min/max analyzer, over the 13 bucketized columns, in the same analysis pass (values are clipped to their training range before bucketizing): ctrflow 23.1 s against 23.2 s in the fourth run, plain tf.Transform 232.2 s against 239.2 s, so 10.0x against 10.3x; at 5M 80.6 s against 77.7 s, peak RSS 1,887 / 2,039 MB (+8.1%)."
-        " Sixth run (the stop after): the change on this path is that a read task's byte range is read in one call instead of read to its end and copied once more with its last line's tail: ctrflow 22.8 s against plain tf.Transform 235.4 s at 1M (10.3x; the fifth run 23.1 / 232.2 s, 10.0x), 78.3 s at 5M (80.6 s); peak RSS 1,946 MB at 1M and 2,075 MB at 5M (+6.6%)."
-        " Seventh run (2026-11-30, the stop after; two runs, this table from the second): the changes on this path are in the reader and the parser it shares with scoring (Arrow reads each screened chunk from a BufferReader instead of an io.BytesIO; an all-blank chunk is found without copying it; a batch with no rejected row is kept as it is instead of filtered, that is copied, column by column; fewer Arrow calls for missing masks). ctrflow 21.9 and 22.2 s against 22.8 s in the sixth run, 69.3 and 71.8 s at 5M against 78.3 s; plain tf.Transform 218.0 and 222.1 s against 235.4 s, so 9.94x and 10.0x: the plain pipeline ran faster this hour too, and the ratio sits at the 10x target without margin. Peak RSS 1,832 MB at 1M and 2,011 MB at 5M (+9.8%)."
-        " Eighth run (2026-12-01, this stop): the only change on this path is that the read tasks are reshuffled once instead of twice (`beam.Create`'s own reshuffle before ctrflow's: one Beam stage less). ctrflow 21.4 s against 21.9 / 22.2 s in the seventh run, 66.3 s at 5M against 69.3 / 71.8 s; plain tf.Transform 222.5 s, so 10.4x. Peak RSS 1,839 MB at 1M and 2,012 MB at 5M (+9.4%).",
+        "threads) instead of one Beam element, one protobuf message and one zlib call per row. What limits "
+        "ctrflow: the fixed cost (imports, TFT building the analysis graph and Beam stages, the work between the "
+        "two passes: the table below) and the job's single Beam worker thread (the DirectRunner's "
+        "multi-threaded mode, when it was tried, ran out of memory in one of three 5M-row runs, so preprocess "
+        "stays in-process).",
     ]
     for n, floor, ours_s, plain_s in floors:
         body += ["", f"**Floor at {n:,} rows** (`benchmarks/floors.py preprocess`, same invocation): one process "

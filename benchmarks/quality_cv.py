@@ -46,7 +46,7 @@ sys.path.insert(0, ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from benchmarks import quality  # noqa: E402
-from benchmarks.report import BENCHMARKS_MD, machine_line, markdown_table, update_section  # noqa: E402
+from benchmarks.report import BENCHMARKS_MD, machine_line, markdown_table, section_head, update_section  # noqa: E402
 
 LOG = logging.getLogger("benchmarks.quality_cv")
 WORK = os.path.join(ROOT, "benchmarks", "_work", "quality_cv")
@@ -323,9 +323,11 @@ def render(results: dict[str, dict]) -> str:
                    "ctrflow - LightGBM", "LightGBM setting", "ctrflow selected epoch",
                    "seconds: preprocess / ctrflow / LR / LightGBM"]
     return "\n\n".join([
-        "## Model quality, K-fold cross-validation (default flags vs LightGBM)",
-        machine_line(),
-        "Written by `benchmarks/quality_cv.py`. The dataset's train and eval files (the quality section's "
+        section_head("Model quality, K-fold cross-validation (`benchmarks/quality_cv.py`)",
+                     "ctrflow with default flags against LightGBM and logistic regression on the same K folds of "
+                     "the small Criteo and Avazu samples: mean AUC and the paired difference, with its interval.",
+                     f"{machine_line()}."),
+        "The dataset's train and eval files (the quality section's "
         "split) are pooled and cut into K folds; per fold, `ctrflow preprocess` on train = the other folds and "
         "eval = the fold, then the quality section's models on that output: ctrflow default flags, logistic "
         f"regression (`{' '.join(LR_CV_FLAGS)}`) and LightGBM tuned over {len(quality.LGB_SETTINGS)} settings "

@@ -4,7 +4,9 @@
 memory of its whole process tree (Beam's multi-processing workers included)
 from /proc, so "peak RSS" is the peak of the tree's sum. ``update_section``
 rewrites only one script's section of BENCHMARKS.md, so scripts can run
-independently and in any order.
+independently and in any order. Every section opens with ``section_head``:
+what it measures, the command that wrote it, date and machine. A section holds
+the latest run only; earlier runs are in git (``git log -p BENCHMARKS.md``).
 """
 from __future__ import annotations
 
@@ -14,7 +16,9 @@ import os
 import platform
 import re
 import resource
+import shlex
 import subprocess
+import sys
 import threading
 import time
 
@@ -94,6 +98,21 @@ def machine_line() -> str:
             f"{os.sysconf('SC_PHYS_PAGES') * _PAGE / 2**30:.0f} GiB RAM, Python {platform.python_version()}")
 
 
+def command_line(argv: list[str] | None = None) -> str:
+    """The command that is running (``sys.argv``), as typed from the repository root."""
+    argv = sys.argv if argv is None else argv
+    return "python " + shlex.join([os.path.relpath(os.path.abspath(argv[0]), ROOT), *argv[1:]])
+
+
+def section_head(title: str, measures: str, run: str, command: str | None = None) -> str:
+    """The opening of every section: its title, what it measures, the command that wrote it, date and machine.
+
+    ``run`` says when and where (``machine_line()``, plus how busy the machine was).
+    """
+    return (f"## {title}\n\n**Measures**: {measures}\n\n**Command**: `{command or command_line()}`\n\n"
+            f"**Run**: {run}")
+
+
 def busy_cores(seconds: float = 3.0) -> float:
     """Cores in use right now, by every process (from /proc/stat over ``seconds``; the caller sleeps meanwhile).
 
@@ -136,6 +155,12 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+INTRO = ("One section per benchmark, each written by its script in `benchmarks/` (between its `BEGIN`/`END` "
+         "markers, which the script rewrites and nothing else): what it measures, the command, the latest run's "
+         "tables, date and machine. Ratios compare runs made in the same invocation on the same machine. Earlier "
+         "runs are in git: `git log -p BENCHMARKS.md`.")
+
+
 def update_section(name: str, body: str, path: str = BENCHMARKS_MD, after: str | None = None) -> None:
     """Replaces the ``name`` section of BENCHMARKS.md (creating the file or section).
 
@@ -143,8 +168,7 @@ def update_section(name: str, body: str, path: str = BENCHMARKS_MD, after: str |
     """
     begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
     text = open(path).read() if os.path.exists(path) else (
-        "# ctrflow benchmarks\n\nWritten by the scripts in `benchmarks/`; each script rewrites only its own "
-        "section. Ratios compare runs made in the same invocation on the same machine.\n")
+        "# ctrflow benchmarks\n\n" + INTRO + "\n")
     block = f"{begin}\n{body.strip()}\n{end}"
     pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
     anchor = f"<!-- END {after} -->" if after else None

@@ -30,6 +30,7 @@ from benchmarks.report import (  # noqa: E402
     machine_line,
     machine_state,
     markdown_table,
+    section_head,
     update_section,
 )
 
@@ -203,6 +204,22 @@ def speed() -> str:
             + markdown_table(["table rows", "sparse examples/s", "dense examples/s"], by_table))
 
 
+# each part's section: its title and what it measures
+SECTIONS = {
+    "census": ("Training: census (`benchmarks/train.py`, part a)",
+               "adult.test AUC, log loss and calibration of DeepFM and Wide&Deep (plain, residual, R-Drop) and "
+               "logistic regression, each trained by `ctrflow train` on one `ctrflow preprocess` output of the "
+               "bundled census data."),
+    "criteo": ("Training: criteo (`benchmarks/train.py`, part b)",
+               "ctrflow's DeepFM against DeepCTR's DeepFM on the same preprocessed Criteo-format split, same "
+               "architecture and optimiser: test AUC and training examples/s, and ctrflow's epoch against its "
+               "train-step floor."),
+    "speed": ("Training: speed (`benchmarks/train.py`, part c)",
+              "train-step examples/s of ctrflow's DeepFM on in-memory batches: row-sparse updates against Keras' "
+              "dense ones, by batch size and by embedding-table size."),
+}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--criteo-rows", type=int, default=200_000, help="generated training rows (test: a fifth more)")
@@ -219,7 +236,8 @@ def main() -> None:
             "speed": speed}
     for name in ("census", "criteo", "speed"):  # each part has its own section: --only updates just those
         if name in args.only:
-            body = f"## Training: {name}\n\n{machine_line()}\n\n" + runs[name]()
+            title, measures = SECTIONS[name]
+            body = section_head(title, measures, f"{machine_line()}.") + "\n\n" + runs[name]()
             update_section(f"train-{name}", body)
             print(body)
 

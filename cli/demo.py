@@ -19,6 +19,7 @@ from apache_beam.io.filesystems import FileSystems
 from ctrflow.common.errors import OptionsError
 from ctrflow.common.flags import FlagParser, build_parser, from_namespace, option, to_dict
 from ctrflow.model.config import MODELS
+from ctrflow.pipeline import artifacts as af
 
 
 def bundled_census_dir() -> str:
@@ -33,7 +34,7 @@ class DemoOptions:
     output: str = option("runs/demo", help="where the demo writes")
     model: str = option("deepfm", choices=MODELS, help="model family")
     epochs: int = option(30, help="maximum training epochs (early stopping on the validation holdout ends "
-                                  "census near 8)")
+                                  "census's DeepFM after 7: BENCHMARKS.md, training: census)")
     data_dir: str | None = option(None, help="folder with adult.data and adult.test (default: the copy bundled "
                                              "with ctrflow)")
     schema: str | None = option(None, help="schema YAML (default: the bundled census.yaml)")
@@ -89,12 +90,12 @@ def run_demo(opts: DemoOptions) -> dict:
         "rows": {s: v["output_rows"] for s, v in pre["splits"].items()},
         "scored_rows": manifest["scored_rows"], "rejected_rows": manifest["rejected_rows"],
         "seconds": {k: round(v, 1) for k, v in times.items()},
-        "paths": {"preprocessed": data, "model": os.path.join(model_dir, "export"),
-                  "metrics": os.path.join(model_dir, "metrics.json"), "scores": manifest["output"],
-                  "drift": os.path.join(manifest["output"], "drift.json")},
+        "paths": {"preprocessed": data, "model": os.path.join(model_dir, af.EXPORT),
+                  "metrics": os.path.join(model_dir, af.METRICS), "scores": manifest["output"],
+                  "drift": os.path.join(manifest["output"], af.DRIFT)},
     }
     summary["options"] = to_dict(opts)
-    with FileSystems.create(os.path.join(out, "demo_summary.json")) as f:
+    with FileSystems.create(os.path.join(out, af.DEMO_SUMMARY)) as f:
         f.write(json.dumps(summary, indent=2).encode("utf-8"))
     print("\n==== ctrflow demo: census income, " + opts.model + " ====")
     print(f"eval AUC on adult.test : {metrics['auc']:.4f}  (log loss {metrics['logloss']:.4f}, "

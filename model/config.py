@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import typing
 from typing import Any
 
 import yaml
 
-MODELS = ("deepfm", "wide_deep", "lr")
+from ctrflow.common.errors import OptionsError
+
+MODELS = ("deepfm", "wide_deep", "lr", "dcnv2")
+# ``--model package.module:function``: the caller's own Keras model on ctrflow's features (models.custom_model)
+CUSTOM_MODEL = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+CROSS_STRUCTURES = ("stacked", "parallel")
 RESIDUALS = ("none", "additive", "gated", "concat")
 ACTIVATIONS = ("relu", "gelu", "leaky_relu", "prelu", "tanh", "sigmoid")
 NORMS = ("none", "batch", "layer")
@@ -33,22 +39,21 @@ def _opt(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any
 class ModelConfig:
     """Architecture, loss and optimiser options for ``build_model``/``compile_model``."""
 
-    model: str = _opt("deepfm", "Model family.", MODELS)
+    model: str = _opt("deepfm", f"Model family: one of {', '.join(MODELS)}, or package.module:function, a "
+                      "function build(layout, config) -> keras.Model that maps ctrflow's feature dict to one logit "
+                      "per row (README: your own model).")
     embedding_dim: int = _opt(
         64, "Width of each field embedding (deepfm, wide_deep). 64 (was 16; NFM's and AFM's width for frappe and "
-        "MovieLens): validation AUC 64 vs 16 (3-model ensembles; frappe and MovieLens the mean of seeds 42 and 7): "
-        "frappe 0.9585 vs 0.9548 (eval 0.9554 vs 0.9522, LightGBM 0.9560), MovieLens 0.7909 vs 0.7942, census "
-        "0.9382 vs 0.9386; Criteo / Avazu 3-fold cross-validation 0.7307 vs 0.7342 / 0.7022 vs 0.7032. A trade: "
-        "with 16 frappe misses LightGBM by 0.005, with 64 every benchmark dataset is within 0.002 of it. 4x the "
-        "embedding memory.")
+        "MovieLens): validation AUC 64 vs 16 (BENCHMARKS.md, quality, settings tried): frappe 0.9589 vs 0.9528, "
+        "census 0.9382 vs 0.9386, MovieLens 0.7905 vs 0.7943, Criteo sample 0.7702 vs 0.7727, Avazu sample "
+        "0.6793 vs 0.6613. A trade: with 16 frappe misses LightGBM by 0.005 on eval (0.9509 vs 0.9560), with 64 "
+        "every benchmark dataset is within 0.002 of it. 4x the embedding memory.")
     numeric_encoding: str = _opt(
         "interpolate", "How a bucketized numeric enters the linear term and its embedding, from its bucket id and "
         "its position in the bucket (preprocess output `<name>__position`): 'interpolate' (linear between the "
         "rows of bucket i and i+1: piecewise-linear in the value), 'ple' (the same functions as sums of per-bucket "
-        "increments, Gorishniy et al. 2022) or 'bucket' (the bucket's own row: a step per bucket). Validation "
-        "AUC interpolate / ple / bucket: census 0.9378 / 0.9373 / 0.9346, MovieLens 0.7953 / 0.7932 / 0.7918, "
-        "Criteo sample 0.7307 / 0.7111 / 0.7323 (720 rows: interpolate vs bucket over 3 seeds 0.7299 vs 0.7325, "
-        "noise). Data preprocessed before positions "
+        "increments, Gorishniy et al. 2022) or 'bucket' (the bucket's own row: a step per bucket, so a value's "
+        "score jumps at every bucket edge). Data preprocessed before positions "
         "existed, and the global_index layout, always use bucket rows.", NUMERIC_ENCODINGS)
     embedding_init_stddev: float = _opt(0.01, "Stddev of the normal init of embedding rows.")
     embedding_l2: float = _opt(0.0, "L2 on the embedding rows looked up in the batch.")
@@ -59,7 +64,14 @@ class ModelConfig:
     activation: str = _opt("relu", "DNN activation.", ACTIVATIONS)
     dropout: float = _opt(0.1, "Dropout rate inside DNN blocks.")
     norm: str = _opt("none", "Normalisation inside DNN blocks.", NORMS)
-    kernel_l2: float = _opt(0.0, "L2 on DNN kernels.")
+    kernel_l2: float = _opt(0.0, "L2 on DNN (and DCN-V2 cross) kernels.")
+    cross_layers: int = _opt(3, "dcnv2: cross layers x_{l+1} = x0 * (W x_l + b) + x_l (Wang et al. 2021) over the "
+                             "DNN's input (field embeddings [+ Hadamard] [+ dense values]).")
+    cross_structure: str = _opt("parallel", "dcnv2: 'stacked' feeds the cross network's output to the DNN; "
+                                "'parallel' runs both on the same input and concatenates their outputs before "
+                                "the head.", CROSS_STRUCTURES)
+    cross_rank: int = _opt(0, "dcnv2: rank r of each cross kernel W = U V^T (2 * width * r weights instead of "
+                           "width^2); 0: full rank.")
     hadamard_groups: tuple[str, ...] = _opt(
         (), "Two SparseFeature.group names (e.g. user item): their mean embeddings' "
         "elementwise product is fed to the DNN.")
@@ -72,9 +84,8 @@ class ModelConfig:
     positive_weight: float = _opt(1.0, "Class weight of positive examples in the pointwise loss; "
                                   "CTRModel.probabilities() undoes the odds shift it causes.")
     optimizer: str = _opt("adam", "Main optimiser.", OPTIMIZERS)
-    learning_rate: float = _opt(1e-2, "Initial learning rate of the main optimiser (1e-2 with the plateau schedule: "
-                                "best validation AUC on the census, frappe, MovieLens and Avazu samples, "
-                                "BENCHMARKS.md quality).")
+    learning_rate: float = _opt(1e-2, "Initial learning rate of the main optimiser (1e-2 goes with the plateau "
+                                "schedule, which cuts it when validation AUC stalls).")
     lr_schedule: str = _opt("plateau", "Learning-rate schedule ('plateau': cut by plateau_factor when validation "
                             "AUC stalls; frappe's AUC was still rising at the last epoch with a constant rate).",
                             LR_SCHEDULES)
@@ -93,9 +104,9 @@ class ModelConfig:
         0.0, "Row weight decay of the linear (first-order and cross) weights; None: row_weight_decay. 0 (the "
         "default) lets a first-order weight or cross keep what it learned about an id seen about once an epoch "
         "(the decay pulls it back between visits); the embeddings keep row_weight_decay. Validation AUC, 0 vs "
-        "0.5, 3-model ensembles (benchmarks/quality.py): frappe (user x item cross) 0.9538 vs 0.9520, MovieLens "
-        "0.7910 vs 0.7887, Criteo sample 0.7727 vs 0.7725, census 0.9319 vs 0.9327, Avazu sample 0.6613 vs "
-        "0.6620 (~800 validation rows: standard error ~0.02).")
+        "0.5 (BENCHMARKS.md, quality, settings tried): frappe (user x item cross) 0.9589 vs 0.9561, MovieLens "
+        "0.7905 vs 0.7892, census 0.9382 vs 0.9390, Criteo sample 0.7702 vs 0.7709, Avazu sample 0.6793 vs "
+        "0.6815 (about 800 validation rows each: standard error near 0.02).")
     clipnorm: float | None = _opt(None, "Clip each gradient to this norm (every optimiser).")
     sparse_updates: bool = _opt(True, "Update only the embedding rows a batch touched (lazy Adam, sparse "
                                 "Adagrad/FTRL): step time independent of table size. Off: Keras' dense updates.")
@@ -113,12 +124,18 @@ class ModelConfig:
                              "XLA recompiles for every distinct number of touched rows).")
     steps_per_execution: int = _opt(1, "Batches run per tf.function call.")
 
+    @property
+    def is_custom(self) -> bool:
+        """``model`` names the caller's own builder (``package.module:function``), not a built-in family."""
+        return self.model not in MODELS
+
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             choices = f.metadata["choices"]
             value = getattr(self, f.name)
             if choices and value is not None and value not in choices:
                 raise ValueError(f"{f.name}={value!r}; expected one of {choices}")
+        self._check_model()
         if self.hadamard_groups and len(self.hadamard_groups) != 2:
             raise ValueError(f"hadamard_groups needs exactly 2 groups, got {self.hadamard_groups}")
         if self.rdrop_alpha > 0 and self.loss != "pointwise":
@@ -135,6 +152,23 @@ class ModelConfig:
             raise ValueError(f"plateau_patience must be >= 0, got {self.plateau_patience}")
         if not self.positive_weight > 0.0:
             raise ValueError(f"positive_weight must be > 0, got {self.positive_weight}")
+
+    def _check_model(self) -> None:
+        """``model`` and the options that only some models take."""
+        if self.model not in MODELS and not CUSTOM_MODEL.fullmatch(str(self.model)):
+            raise OptionsError(f"model={self.model!r}; expected one of {MODELS} or package.module:function")
+        if self.cross_layers < 1:
+            raise OptionsError(f"cross_layers must be >= 1, got {self.cross_layers}")
+        if self.cross_rank < 0:
+            raise OptionsError(f"cross_rank must be >= 0 (0: full rank), got {self.cross_rank}")
+        if self.model in MODELS and self.model != "dcnv2":
+            defaults = {f.name: f.default for f in dataclasses.fields(self) if f.name.startswith("cross_")}
+            changed = [name for name, default in defaults.items() if getattr(self, name) != default]
+            if changed:
+                raise OptionsError(f"only model dcnv2 takes {', '.join(changed)} (model is {self.model})")
+        if self.is_custom and self.wide_optimizer is not None:
+            raise OptionsError(f"wide_optimizer needs ctrflow's linear part, which the custom model {self.model} "
+                               "does not have")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":

@@ -6,11 +6,21 @@ served model (downsampling correction included) on exactly the features
 training used. Writes to ``--output`` (default ``MODEL/evaluation/<split>``)::
 
     metrics.json      AUC, log loss, calibration (mean prediction / base rate),
-                      calibration bins and model version
+                      calibration bins and model version; weighted by the schema's
+                      ``role: weight`` column when it has one (``weighted: true``)
     roc.png           ROC curve with the AUC
     calibration.png   observed rate vs mean prediction in equal-count bins
     importance.json   permutation importance: AUC drop per shuffled feature (model.importance)
     importance.png    the same as a bar chart
+    index.html        the figures, the plots and, with --slice-by, the slices table (worst slice first)
+
+``--slice-by COL[,COL...]`` adds ``slices`` to metrics.json: per value of each
+column (top ``--slice-top`` by rows, the rest as "(other)"), AUC with a 95%
+DeLong interval, log loss, calibration and rows; under ``--slice-min-rows``
+rows a slice gets no AUC and says so. The eval split holds transformed
+features: vocabulary columns come back as their token, bucketized numerics as
+their bucket (``model.slice_features``); any other raw column: ``ctrflow
+score`` the raw table, then ``ctrflow monitor --slice-by``.
 """
 from __future__ import annotations
 
@@ -25,7 +35,11 @@ import numpy as np
 from ctrflow.common.flags import FlagParser, build_parser, from_namespace
 from ctrflow.common.logs import setup_logging
 from ctrflow.model import metrics as mt
+from ctrflow.model.evaluation_page import write_page
 from ctrflow.model.options import EvaluateOptions
+from ctrflow.model.slice_features import check_columns, split_slices
+from ctrflow.model.slices import parse_columns as slice_columns
+from ctrflow.pipeline import artifacts as af
 
 
 def build_arg_parser() -> FlagParser:
@@ -35,6 +49,13 @@ def build_arg_parser() -> FlagParser:
 
 def score(model_path: str, file_pattern: str, label: str, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     """(labels, probabilities) of every record matching ``file_pattern``."""
+    labels, probs, _ = score_weighted(model_path, file_pattern, label, None, batch_size)
+    return labels, probs
+
+
+def score_weighted(model_path: str, file_pattern: str, label: str, weight: str | None,
+                   batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(labels, probabilities, sample weights or None without a ``weight`` column) of every record."""
     import tensorflow as tf
 
     from ctrflow.model import export as exporter
@@ -49,11 +70,16 @@ def score(model_path: str, file_pattern: str, label: str, batch_size: int) -> tu
         raise FileNotFoundError(f"no TFRecord files match {file_pattern}")
     ds = tf.data.TFRecordDataset(sorted(files), compression_type="GZIP").batch(batch_size).prefetch(2)
     label_spec = {label: tf.io.FixedLenFeature([], tf.float32)}
-    labels, probs = [], []
+    if weight is not None:
+        label_spec[weight] = tf.io.FixedLenFeature([], tf.float32)
+    labels, probs, weights = [], [], []
     for examples in ds:
-        labels.append(tf.io.parse_example(examples, label_spec)[label].numpy())
+        parsed = tf.io.parse_example(examples, label_spec)
+        labels.append(parsed[label].numpy())
+        if weight is not None:
+            weights.append(parsed[weight].numpy())
         probs.append(fn(examples=examples)["score"].numpy())
-    return np.concatenate(labels), np.concatenate(probs)
+    return np.concatenate(labels), np.concatenate(probs), np.concatenate(weights) if weight is not None else None
 
 
 def _save_png(fig, path: str) -> None:
@@ -74,7 +100,7 @@ def plot(labels: np.ndarray, probs: np.ndarray, bins: list[dict], auc: float, ou
     import matplotlib.pyplot as plt
 
     fpr, tpr = mt.roc_curve(labels, probs)
-    roc_path, cal_path = os.path.join(out_dir, "roc.png"), os.path.join(out_dir, "calibration.png")
+    roc_path, cal_path = os.path.join(out_dir, af.ROC_PLOT), os.path.join(out_dir, af.CALIBRATION_PLOT)
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.plot(fpr, tpr, label=f"model (AUC {auc:.4f})")
     ax.plot([0, 1], [0, 1], "--", color="grey", label="random")
@@ -109,14 +135,17 @@ def run_job(opts: EvaluateOptions) -> dict:
 
     from ctrflow.model.export import load_metadata
     from ctrflow.model.inputs import split_files
-    from ctrflow.pipeline.artifacts import PreprocessArtifacts
 
     meta = load_metadata(opts.model)
-    data = PreprocessArtifacts.live(opts.data).dir  # the published version of a preprocess output
-    labels, probs = score(opts.model, split_files(data, opts.split), meta.layout.label, opts.batch_size)
-    metrics = mt.summary(labels, probs)
+    data = af.PreprocessArtifacts.live(opts.data).dir  # the published version of a preprocess output
+    slice_by = slice_columns(opts.slice_by)
+    if slice_by:  # before scoring: a column the split cannot give back stops here, with the usable ones
+        check_columns(meta.schema, meta.layout, slice_by)
+    labels, probs, weights = score_weighted(opts.model, split_files(data, opts.split), meta.layout.label,
+                                            meta.layout.weight, opts.batch_size)
+    metrics = mt.summary(labels, probs, weights)
     bins = mt.calibration_bins(labels, probs, opts.bins)
-    out_dir = opts.output or os.path.join(os.path.dirname(meta.path.rstrip("/")), "evaluation", opts.split)
+    out_dir = opts.output or os.path.join(os.path.dirname(meta.path.rstrip("/")), af.EVALUATION, opts.split)
     tf.io.gfile.makedirs(out_dir)
     plots = plot(labels, probs, bins, metrics["auc"], out_dir)
     metrics.update(model_version=meta.version, data=opts.data, split=opts.split, calibration_bins=bins,
@@ -127,8 +156,12 @@ def run_job(opts: EvaluateOptions) -> dict:
         model_dir = os.path.dirname(meta.path.rstrip("/"))
         report = evaluate_importance(model_dir, data, opts.split, out_dir, opts.importance_rows)
         metrics["importance"] = {n: v["auc_drop"] for n, v in report["features"].items()}
-        plots.append(os.path.join(out_dir, "importance.png"))
-    with tf.io.gfile.GFile(os.path.join(out_dir, "metrics.json"), "w") as f:
+        plots.append(os.path.join(out_dir, af.IMPORTANCE_PLOT))
+    if slice_by:
+        metrics["slices"] = split_slices(meta.schema, meta.layout, data, split_files(data, opts.split), slice_by,
+                                         labels, probs, opts.slice_top, opts.slice_min_rows, opts.batch_size)
+    metrics["page"] = write_page(out_dir, metrics)
+    with tf.io.gfile.GFile(os.path.join(out_dir, af.METRICS), "w") as f:
         f.write(json.dumps(metrics, indent=2))
     logging.info("AUC %.4f, log loss %.4f, calibration %.3f on %d rows; wrote %s", metrics["auc"],
                  metrics["logloss"], metrics["calibration"], metrics["eval_rows"], out_dir)

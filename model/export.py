@@ -22,12 +22,13 @@ object and our models are Keras 3, so both live in a plain ``tf.Module`` whose
 - ``batch_score_and_ids``: ``score_and_ids`` with the model part compiled by
   XLA; ``score_features``: transformed features (the model's inputs, e.g.
   from ``loaded.transform``) -> ``{"score"}``, compiled the same way. XLA
-  compiles once per input shape (about 0.2-0.4 s on the benchmark model),
-  so these are for batch scoring with a fixed call size (``ctrflow score``
-  pads its calls), not for online serving with any batch size. On the
-  scoring benchmark's model the compiled model part took 1.0 against 1.4 CPU
-  s per 295k rows; scores agree within 3e-7 (XLA fuses the float32 ops in
-  another order), ids are identical.
+  compiles once per input shape, so these are for batch scoring with a fixed
+  call size (``ctrflow score`` pads its calls), not for online serving with
+  any batch size. On the scoring benchmark the job's path through
+  ``score_features`` took 3.4 CPU s per 1M ready rows against 5.0 for
+  ``score_and_ids`` (BENCHMARKS.md, batch scoring, floor); scores agree to
+  float32 rounding (XLA fuses the float32 ops in another order), ids are
+  identical.
 
 The export saves only what the signatures run. The transform graph is traced
 once (``ServingModule.transform``) and called by every signature that needs
@@ -37,12 +38,9 @@ copy and ours) instead of six times. The Keras model is not saved as an
 object, only its variables (``model_variables``): Keras 3 would add its own
 ``serving_default`` trace and every layer to the object graph. The text
 signatures normalize their columns as two matrices (``pipeline.raw_values``),
-not column by column. On the benchmark Criteo model (26 vocabularies, 39
-columns) ``tf.saved_model.load`` takes 0.66 s, against 1.14 s before these
-changes, 0.91 s with the first two and 0.78 s with the first three (three
-loads each, 2 cores): every scoring job and serving process pays it at start.
-The signatures' outputs are bit-identical (score_and_ids on 20,000 rows, the
-text signatures on 3,000 with 21% of values missing and absent features).
+not column by column. Each of these made ``tf.saved_model.load`` of the
+benchmark Criteo model faster, and every scoring job and serving process
+pays that load at start. The signatures' outputs stayed bit-identical.
 
 ``assets.extra/`` carries what scoring needs besides the graph: the schema,
 the feature layout, the training profile (drift baseline) and model_info.json
@@ -50,7 +48,6 @@ the feature layout, the training profile (drift baseline) and model_info.json
 """
 from __future__ import annotations
 
-import contextlib
 import datetime
 import hashlib
 import json
@@ -58,19 +55,9 @@ import os
 
 import tensorflow as tf
 
+from ctrflow.common.compat.keras import without_layer_traces
 from ctrflow.model import artifact
-from ctrflow.model.artifact import (  # noqa: F401
-    EXTRA,
-    INFO_FILE,
-    LAYOUT_FILE,
-    SCHEMA_FILE,
-    STATS_FILE,
-    ExportedModel,
-    ModelMetadata,
-    find_export_dir,
-    load_metadata,
-    read_extra,
-)
+from ctrflow.model.artifact import ExportedModel, ModelMetadata, load_metadata  # noqa: F401
 from ctrflow.model.inputs import model_features
 from ctrflow.model.models import feature_spec
 from ctrflow.pipeline import artifacts as af
@@ -101,7 +88,7 @@ class ServingModule(tf.Module):
         self._raw_spec = raw_feature_spec(schema, with_label=False)
         self._id_names = [f.name for f in layout.sparse if not f.wide_only]
         self._multivalent = tuple(f.name for f in layout.sparse if f.multivalent)
-        not_inputs = {layout.label, layout.group_key}
+        not_inputs = {layout.label, layout.group_key, layout.weight}  # scoring needs no weight
         self._transformed_spec = {k: v for k, v in tft_output.transformed_feature_spec().items()
                                   if k not in not_inputs}
         # typed raw features -> transformed features; saved too (``loaded.transform``), e.g. to inspect ids
@@ -185,28 +172,13 @@ def _power_of_two_widths(features: dict[str, tf.Tensor], multivalent: tuple[str,
     return out
 
 
-def _without_keras_layer_traces():
-    """Saves the tf_keras transform layer's resources and assets, not extra traces of its ``call``.
-
-    By default tf_keras traces a layer's call functions into the SavedModel so
-    Keras can revive the layer; nothing revives it here (the signatures call
-    ``ServingModule.transform``), and each trace was another copy of the whole
-    transform graph in the function library (figures in the module docstring).
-    """
-    try:  # tf_keras' own module (tf.keras.models.save_model(save_traces=False) sets the same flag)
-        from tf_keras.src.saving.legacy.saved_model import utils as keras_saved_model_utils
-    except ImportError:  # another tf_keras layout: a larger export, the same signatures
-        return contextlib.nullcontext()
-    return keras_saved_model_utils.keras_option_scope(save_traces=False)
-
-
 def export(model, tft_output, schema: Schema, layout: FeatureLayout, export_dir: str, *,
            schema_text: str, train_stats: dict | None, extra_info: dict | None = None) -> dict:
     """Saves the serving SavedModel and its assets.extra; returns model_info."""
     module = ServingModule(model, tft_output, schema, layout)
-    with _without_keras_layer_traces():
+    with without_layer_traces():  # the tf_keras transform layer's calls not traced again: nothing revives it
         tf.saved_model.save(module, export_dir, signatures=module.signatures())
-    with tf.io.gfile.GFile(os.path.join(export_dir, "saved_model.pb"), "rb") as f:
+    with tf.io.gfile.GFile(os.path.join(export_dir, af.SAVED_MODEL), "rb") as f:
         digest = hashlib.sha256(f.read()).hexdigest()[:12]
     now = datetime.datetime.now(datetime.timezone.utc)
     info = {
@@ -215,9 +187,9 @@ def export(model, tft_output, schema: Schema, layout: FeatureLayout, export_dir:
         "raw_features": list(module._raw_spec),
         **(extra_info or {}),
     }
-    files = {SCHEMA_FILE: schema_text, LAYOUT_FILE: layout.to_json(), INFO_FILE: json.dumps(info, indent=2)}
+    files = {af.SCHEMA: schema_text, af.LAYOUT: layout.to_json(), af.MODEL_INFO: json.dumps(info, indent=2)}
     if train_stats is not None:
-        files[STATS_FILE] = json.dumps(train_stats)
+        files[af.STATS] = json.dumps(train_stats)
     af.ExportArtifacts(export_dir).write_extra(files)
     return info
 

@@ -19,6 +19,7 @@ import os
 import numpy as np
 
 from ctrflow.model import metrics as mt
+from ctrflow.pipeline import artifacts as af
 from ctrflow.pipeline.layout import FeatureLayout
 
 
@@ -89,7 +90,7 @@ def evaluate_importance(model_dir: str, data: str, split: str, out_dir: str, row
     from ctrflow.model.models import build_model
     from ctrflow.model.warm_start import member_weight_files, previous_config
 
-    with tf.io.gfile.GFile(os.path.join(data, "layout.json")) as f:
+    with tf.io.gfile.GFile(os.path.join(data, af.LAYOUT)) as f:
         layout = FeatureLayout.from_json(f.read())
     members = []
     for path in member_weight_files(model_dir):  # the model as its export serves it (an --ensemble mean)
@@ -97,7 +98,7 @@ def evaluate_importance(model_dir: str, data: str, split: str, out_dir: str, row
         members[-1].load_weights(path)
     model = members[0] if len(members) == 1 else SeedEnsemble(members)
     spec = tft.TFTransformOutput(data).transformed_feature_spec()
-    x, y = next(iter(make_dataset(split_files(data, split), spec, layout, rows, shuffle=False)))  # first rows
+    x, y, *_ = next(iter(make_dataset(split_files(data, split), spec, layout, rows, shuffle=False)))  # first rows
     features = {k: v.numpy() for k, v in x.items()}
     predict_fn = tf.function(lambda f: model.probabilities(f))
 
@@ -106,7 +107,7 @@ def evaluate_importance(model_dir: str, data: str, split: str, out_dir: str, row
 
     report = permutation_importance(predict, features, y.numpy().reshape(-1), layout, repeats)
     tf.io.gfile.makedirs(out_dir)
-    with tf.io.gfile.GFile(os.path.join(out_dir, "importance.json"), "w") as f:
+    with tf.io.gfile.GFile(os.path.join(out_dir, af.IMPORTANCE), "w") as f:
         f.write(json.dumps(report, indent=2))
-    plot(report, os.path.join(out_dir, "importance.png"))
+    plot(report, os.path.join(out_dir, af.IMPORTANCE_PLOT))
     return report

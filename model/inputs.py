@@ -20,6 +20,13 @@ from ``tf.data.Dataset.random(seed)`` so they are reproducible:
   how scattered a group's rows are (records are not shuffled before
   windowing: data written grouped stays grouped). Batches are
   ``{"pos": features, "neg": features}``.
+
+**Sample weights** (a schema's ``role: weight`` column, ``FeatureLayout.weight``):
+batches are ``(features, label, weight)`` instead of ``(features, label)``,
+and pairs carry ``"weight"``: the *product* of the two rows' weights. A row
+of weight w stands for w copies of itself, and w_pos copies of a positive
+paired with w_neg copies of a negative make w_pos * w_neg pairs; a pair
+with a row of weight 0 weighs nothing.
 """
 from __future__ import annotations
 
@@ -27,6 +34,7 @@ import os
 
 import tensorflow as tf
 
+from ctrflow.pipeline import artifacts as af
 from ctrflow.pipeline.layout import FeatureLayout
 
 _UNIFORM_BITS = 2**24
@@ -72,7 +80,7 @@ def in_holdout(records: tf.Tensor, fraction: float) -> tf.Tensor:
 
 
 def split_files(data_dir: str, split: str) -> str:
-    return os.path.join(data_dir, split, "part-*.tfrecord.gz")
+    return os.path.join(data_dir, split, af.SPLIT_FILES)
 
 
 def model_features(transformed: dict, layout: FeatureLayout) -> dict[str, tf.Tensor]:
@@ -96,8 +104,11 @@ def model_features(transformed: dict, layout: FeatureLayout) -> dict[str, tf.Ten
     return features
 
 
-def _to_layout(parsed: dict[str, tf.Tensor], layout: FeatureLayout) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
-    return model_features(parsed, layout), parsed[layout.label]
+def _to_layout(parsed: dict[str, tf.Tensor], layout: FeatureLayout) -> tuple:
+    """``(features, label)``, or ``(features, label, weight)`` when the layout has a weight column."""
+    if layout.weight is None:
+        return model_features(parsed, layout), parsed[layout.label]
+    return model_features(parsed, layout), parsed[layout.label], parsed[layout.weight]
 
 
 def _uniform(random_int: tf.Tensor) -> tf.Tensor:
@@ -196,9 +207,9 @@ def _row_gatherer(columns):
     """``indices -> columns`` at those rows, with one gather per dtype instead of one per feature.
 
     The one-value-per-row columns of a dtype are stacked once into a
-    ``[rows, k]`` matrix; a batch is one gather and ``k`` column slices. With
-    Criteo's 40 columns this cut the input pipeline from 1.1 to 0.45 CPU s per
-    200,000-row epoch. Wider columns (multivalent ids) are gathered alone.
+    ``[rows, k]`` matrix; a batch is one gather and ``k`` column slices, which
+    with Criteo's 40 columns cut the input pipeline's CPU per epoch. Wider
+    columns (multivalent ids) are gathered alone.
     """
     flat = tf.nest.flatten(columns)
     groups: dict[tf.DType, list[int]] = {}
@@ -224,8 +235,8 @@ def _index_batches(rows: int, batch_size: int, *, shuffle: bool, seed: int | Non
     """Row indices, one whole batch per element: each pass is one permutation cut into batches in one op.
 
     ``Dataset.range(rows).shuffle(rows).batch(b)`` moves every row index
-    through tf.data's per-element machinery twice per pass (~1.6 CPU s per
-    200,000-row epoch here, on the cores the train step needs); this makes
+    through tf.data's per-element machinery twice per pass (CPU taken from
+    the cores the train step needs); this makes
     ``rows / b`` elements instead. A pass's permutation is a stateless
     shuffle seeded by ``Dataset.random(seed)``, which draws anew on every
     iteration (a new Keras epoch reshuffles) and repeats for the same seed.
@@ -250,7 +261,8 @@ def make_dataset(file_pattern: str, feature_spec: dict, layout: FeatureLayout, b
                  shuffle: bool, seed: int | None = None, repeat: bool = False, cache: bool = False,
                  shuffle_buffer: int = 100_000, negative_keep_rate: float = 1.0,
                  positive_weight: float = 1.0, holdout: tuple[float, bool] | None = None) -> tf.data.Dataset:
-    """Batches of ``(features, label)`` from gzip TFRecords of transformed examples.
+    """Batches of ``(features, label)`` (``(features, label, weight)`` with a weight column) from gzip TFRecords
+    of transformed examples.
 
     ``holdout=(fraction, inside)``: only the records inside (validation) or
     outside (training) the hash holdout of ``in_holdout``.
@@ -258,7 +270,8 @@ def make_dataset(file_pattern: str, feature_spec: dict, layout: FeatureLayout, b
     shuffle each pass); otherwise records stream from disk through a
     ``shuffle_buffer``. ``negative_keep_rate < 1`` downsamples negatives
     (training only; see the module docstring); ``positive_weight != 1`` adds
-    per-example loss weights ``(x, y, w)`` with ``w = positive_weight`` for positives.
+    per-example loss weights ``(x, y, w)`` with ``w = positive_weight`` for positives (times the row's own
+    weight with a weight column).
     """
     files = _glob(file_pattern)
     if cache:
@@ -270,24 +283,29 @@ def make_dataset(file_pattern: str, feature_spec: dict, layout: FeatureLayout, b
     if negative_keep_rate < 1.0:
 
         def downsample(batch, random_ints):
-            x, y = batch
+            y = batch[1]
             u = _uniform(random_ints[:tf.shape(y)[0]])
             keep = tf.logical_or(tf.reshape(y, [-1]) > 0.5, u < negative_keep_rate)
-            return tf.nest.map_structure(lambda t: tf.boolean_mask(t, keep), (x, y))
+            return tf.nest.map_structure(lambda t: tf.boolean_mask(t, keep), batch)
 
         ds = tf.data.Dataset.zip(ds, tf.data.Dataset.random(seed=seed).batch(batch_size))
         ds = ds.map(downsample, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         ds = ds.unbatch().batch(batch_size)  # full batches again after the mask
     if positive_weight != 1.0:
-        ds = ds.map(lambda x, y: (x, y, tf.where(y > 0.5, positive_weight, 1.0)),
-                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        if layout.weight is None:
+            ds = ds.map(lambda x, y: (x, y, tf.where(y > 0.5, positive_weight, 1.0)),
+                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        else:
+            ds = ds.map(lambda x, y, w: (x, y, tf.where(y > 0.5, positive_weight, 1.0) * w),
+                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def make_pair_dataset(file_pattern: str, feature_spec: dict, layout: FeatureLayout, batch_size: int, *,
                       seed: int | None = None, repeat: bool = False, cache: bool = False,
                       pair_window: int = 65_536, holdout: tuple[float, bool] | None = None) -> tf.data.Dataset:
-    """Batches of ``{"pos": features, "neg": features}`` pairs for the pairwise loss."""
+    """Batches of ``{"pos": features, "neg": features}`` pairs for the pairwise loss (and ``"weight"``, the
+    product of the two rows' weights, with a weight column)."""
     if layout.group_key is None:
         raise ValueError("the pairwise loss needs a group key: declare `pairwise: {group: <column>}` in the "
                          "schema and preprocess again")
@@ -300,13 +318,31 @@ def make_pair_dataset(file_pattern: str, feature_spec: dict, layout: FeatureLayo
 
     def pairs(records, random_ints):
         parsed = tf.io.parse_example(records, spec)
-        x, y = _to_layout(parsed, layout)
+        x, y = _to_layout(parsed, layout)[:2]
         pos, neg = form_pairs(parsed[layout.group_key], y, _uniform(random_ints))
-        return {"pos": tf.nest.map_structure(lambda t: tf.gather(t, pos), x),
-                "neg": tf.nest.map_structure(lambda t: tf.gather(t, neg), x)}
+        out = {"pos": tf.nest.map_structure(lambda t: tf.gather(t, pos), x),
+               "neg": tf.nest.map_structure(lambda t: tf.gather(t, neg), x)}
+        if layout.weight is not None:
+            w = parsed[layout.weight]
+            out["weight"] = tf.gather(w, pos) * tf.gather(w, neg)
+        return out
 
     ds = tf.data.Dataset.zip(ds, tf.data.Dataset.random(seed=seed))
     ds = ds.batch(pair_window, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.map(pairs, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
     ds = ds.shuffle(min(pair_window, 100_000), seed=seed).batch(batch_size)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def split_weights(dataset: tf.data.Dataset):
+    """The sample weights of a ``make_dataset`` dataset in its order (a numpy array), or None without weights.
+
+    Read beside ``train.predict_split``'s labels and probabilities: an
+    unshuffled dataset gives its rows in the same order on every pass.
+    """
+    import numpy as np
+
+    if len(dataset.element_spec) < 3:
+        return None
+    parts = [w.numpy().reshape(-1) for w in dataset.map(lambda x, y, w: w)]
+    return np.concatenate(parts) if parts else np.zeros(0)

@@ -14,6 +14,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from ctrflow.common.errors import OptionsError
 from ctrflow.pipeline.layout import GlobalIndex, SparseFeature
 
 register = keras.saving.register_keras_serializable(package="ctrflow")
@@ -28,10 +29,8 @@ def _split_columns(x, n: int):
     """``(x[:, :n], x[:, n:])``, by ``split`` when the width is static.
 
     Why: the gradient of a strided slice of a ``[batch, T, dim]`` tensor
-    (StridedSliceGrad) cost more than the extra embedding gather it serves
-    (200 steps of 1024 rows, 13 of 39 fields interpolated: 2.6 s CPU with
-    slices, 1.3 s with split, 0.9 s without interpolation); split's gradient
-    is a concat.
+    (StridedSliceGrad) cost more than the extra embedding gather it serves;
+    split's gradient is a concat.
     """
     width = x.shape[1] if x.shape.rank is not None else None
     if width is None:
@@ -66,8 +65,8 @@ def interpolation_weights(ids, position, num_ids: int, missing_id: int | None = 
     edge: the same continuous piecewise-linear functions as ``ple_weights``,
     but each row is the value at one knot rather than an increment. Why it
     matters: under Adam every row moves by about the learning rate per step,
-    so a sum of i increments moves up to i times faster (Criteo sample: valid
-    AUC 0.711 with increments, 0.732 with bucket rows). A value at a point
+    so a sum of i increments moves up to i times faster (on the Criteo sample
+    it trained to a lower validation AUC). A value at a point
     mass (position 0) gets exactly its bucket's row, as with bucket ids. The
     last value bucket has no next row (it is the missing bucket's, or none):
     it keeps its own row (flat above the top quantile).
@@ -241,12 +240,9 @@ class FieldEmbedding(keras.layers.Layer):
         ``interpolation_weights`` as a pair of gathered rows instead of a
         ``[batch, num_ids]`` matrix. Why: the matrix form multiplies every row
         of each numeric field's table for every example and sends them all a
-        gradient (and so a lazy-Adam update). Measured, train-step CPU seconds
-        per epoch, 200k generated Criteo rows (13 numerics of 39 fields),
-        shared machine: one id per field 5.5-6.1, the row pair 6.0-7.8 (8.1-8.3
-        before ``_split_columns``), the matrix 9.4-10.2. Validation AUC with
-        one model, matrix -> row pair:
-        census 0.93205 -> 0.93236, Criteo sample 0.76224 -> 0.76235.
+        gradient (and so a lazy-Adam update): in train-step CPU per epoch the
+        row pair costs little more than one id per field, the matrix far more,
+        for the same validation AUC.
         """
         f = [self.fields[j] for j in self._ple_fields]
         offsets = [self.offsets[j] for j in self._ple_fields]
@@ -514,3 +510,56 @@ class Hadamard(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "left": self.left, "right": self.right}
+
+
+@register
+class CrossNetwork(keras.layers.Layer):
+    """DCN-V2's cross network (Wang et al. 2021): ``x_{l+1} = x0 * (W_l x_l + b_l) + x_l``, ``num_layers`` times.
+
+    Each layer multiplies the input ``x0`` elementwise by a linear map of the
+    previous layer's output, so layer l holds feature crosses up to degree
+    l + 1, explicitly and with a skip path. ``rank > 0`` factors each
+    ``W_l = U_l V_l^T`` (``U, V``: ``[width, rank]``), the paper's low-rank
+    option: ``2 * width * rank`` weights per layer instead of ``width^2``.
+    Input and output ``[batch, width]``; the width must be static.
+    """
+
+    def __init__(self, num_layers: int = 3, rank: int = 0, kernel_l2: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if num_layers < 1 or rank < 0:
+            raise ValueError(f"CrossNetwork needs num_layers >= 1 and rank >= 0, got {num_layers}, {rank}")
+        self.num_layers, self.rank, self.kernel_l2 = num_layers, rank, kernel_l2
+
+    def build(self, input_shape: Any) -> None:
+        width = input_shape[-1]
+        if width is None:
+            raise ValueError("CrossNetwork needs a static input width")
+        if self.rank >= width:
+            raise OptionsError(f"cross_rank {self.rank} is not below the cross input width {width} (embedded fields x "
+                               "embedding_dim [+ Hadamard] + dense values): use a smaller rank, or 0 (full rank)")
+        self.kernels, self.biases = [], []
+        for i in range(self.num_layers):
+            if self.rank:
+                factors = tuple(self.add_weight(shape=(width, self.rank), initializer="glorot_uniform",
+                                                regularizer=_l2(self.kernel_l2), name=f"{side}_{i}")
+                                for side in ("u", "v"))
+                self.kernels.append(factors)
+            else:
+                self.kernels.append(self.add_weight(shape=(width, width), initializer="glorot_uniform",
+                                                    regularizer=_l2(self.kernel_l2), name=f"kernel_{i}"))
+            self.biases.append(self.add_weight(shape=(width,), initializer="zeros", name=f"bias_{i}"))
+
+    def call(self, x0):
+        x = x0
+        for kernel, bias in zip(self.kernels, self.biases):
+            if self.rank:  # rows: x W^T = (x V) U^T
+                u, v = kernel
+                wx = ops.matmul(ops.matmul(x, v), ops.transpose(u))
+            else:  # rows: x W^T, with the kernel stored as W^T (Dense's convention)
+                wx = ops.matmul(x, kernel)
+            x = x0 * (wx + bias) + x
+        return x
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "num_layers": self.num_layers, "rank": self.rank,
+                "kernel_l2": self.kernel_l2}

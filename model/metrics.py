@@ -2,14 +2,22 @@
 
 Keras' streaming AUC bins predictions; the numbers a user reports come from
 here: rank-based ROC AUC (ties averaged), log loss and calibration.
+
+With sample weights (a schema's ``role: weight`` column) every figure is
+that of the rows repeated by their weight: the weighted AUC is the weighted
+share of (positive, negative) pairs ranked right, a pair weighing the product
+of its rows' weights (ties count half); log loss, base rate and mean
+prediction are weighted means. ``weights=None`` is the unweighted code, unchanged.
 """
 from __future__ import annotations
 
 import numpy as np
 
 
-def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Mann-Whitney ROC AUC with average ranks for ties."""
+def roc_auc(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """Mann-Whitney ROC AUC with average ranks for ties (``weights``: ``weighted_roc_auc``)."""
+    if weights is not None:
+        return weighted_roc_auc(labels, scores, weights)
     y = np.asarray(labels, dtype=np.float64).reshape(-1) > 0.5
     s = np.asarray(scores, dtype=np.float64).reshape(-1)
     n_pos, n_neg = int(y.sum()), int((~y).sum())
@@ -26,14 +34,40 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
-def log_loss(labels: np.ndarray, probs: np.ndarray, eps: float = 1e-7) -> float:
+def weighted_roc_auc(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> float:
+    """``sum(w_i * w_j * ([s_i > s_j] + [s_i == s_j] / 2)) / (W_pos * W_neg)`` over positives i, negatives j.
+
+    One sort: per distinct score, its positives' weight times the negatives' weight
+    below it (plus half of the negatives' weight at it). NaN when either class weighs 0.
+    """
+    y = np.asarray(labels, dtype=np.float64).reshape(-1) > 0.5
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    w = np.asarray(weights, dtype=np.float64).reshape(-1)
+    w_pos, w_neg = float(w[y].sum()), float(w[~y].sum())
+    if not (w_pos > 0 and w_neg > 0):
+        return float("nan")
+    distinct, run = np.unique(s, return_inverse=True)
+    pos_at = np.bincount(run, weights=np.where(y, w, 0.0), minlength=distinct.size)
+    neg_at = np.bincount(run, weights=np.where(y, 0.0, w), minlength=distinct.size)
+    neg_below = np.cumsum(neg_at) - neg_at
+    return float(np.sum(pos_at * (neg_below + 0.5 * neg_at)) / (w_pos * w_neg))
+
+
+def log_loss(labels: np.ndarray, probs: np.ndarray, eps: float = 1e-7, weights: np.ndarray | None = None) -> float:
     y = np.asarray(labels, dtype=np.float64).reshape(-1)
     p = np.clip(np.asarray(probs, dtype=np.float64).reshape(-1), eps, 1 - eps)
+    if weights is not None:
+        w = np.asarray(weights, dtype=np.float64).reshape(-1)
+        return float(-np.sum(w * (y * np.log(p) + (1 - y) * np.log(1 - p))) / w.sum()) if w.sum() > 0 \
+            else float("nan")
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
 
 
-def summary(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
-    """AUC, log loss and calibration (mean prediction / base rate)."""
+def summary(labels: np.ndarray, probs: np.ndarray, weights: np.ndarray | None = None) -> dict[str, float]:
+    """AUC, log loss and calibration (mean prediction / base rate); weighted with ``weights`` (then also
+    ``weighted: true`` and ``weight_sum``; ``eval_rows`` stays the count of rows)."""
+    if weights is not None:
+        return _weighted_summary(labels, probs, weights)
     y = np.asarray(labels, dtype=np.float64).reshape(-1)
     p = np.asarray(probs, dtype=np.float64).reshape(-1)
     base = float(y.mean()) if y.size else float("nan")
@@ -44,6 +78,25 @@ def summary(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
         "base_rate": base,
         "mean_prediction": float(p.mean()) if p.size else float("nan"),
         "calibration": float(p.mean() / base) if y.size and base > 0 else float("nan"),
+    }
+
+
+def _weighted_summary(labels: np.ndarray, probs: np.ndarray, weights: np.ndarray) -> dict[str, float]:
+    y = np.asarray(labels, dtype=np.float64).reshape(-1)
+    p = np.asarray(probs, dtype=np.float64).reshape(-1)
+    w = np.asarray(weights, dtype=np.float64).reshape(-1)
+    total = float(w.sum())
+    base = float(np.sum(w * y) / total) if total > 0 else float("nan")
+    mean_prediction = float(np.sum(w * p) / total) if total > 0 else float("nan")
+    return {
+        "auc": weighted_roc_auc(y, p, w),
+        "logloss": log_loss(y, p, weights=w),
+        "eval_rows": int(y.size),
+        "base_rate": base,
+        "mean_prediction": mean_prediction,
+        "calibration": mean_prediction / base if total > 0 and base > 0 else float("nan"),
+        "weighted": True,
+        "weight_sum": total,
     }
 
 

@@ -3,8 +3,9 @@
 Why: the gradient of an embedding lookup is a ``tf.IndexedSlices`` (the rows
 of the batch), but Keras 3's Adam/Adagrad/FTRL mix it with their dense slot
 variables, so every step reads and writes the *whole* table and its slots:
-step time grows with table size (a 10M-row table costs ~1 GB of memory
-traffic per step). The subclasses here keep Keras' dense math for dense
+step time grows with table size (BENCHMARKS.md, training: speed: at batch
+1024 Keras' dense Adam trains 47,650 examples/s with 10,000 table rows and
+6,014 with 3,000,000; these sparse updates 24,221 and 26,633). The subclasses here keep Keras' dense math for dense
 gradients and apply row-sparse updates for ``IndexedSlices``:
 
 - ``SparseAdagrad`` and ``SparseFtrl``: the dense update (rows without
@@ -37,12 +38,15 @@ the first-order and cross weights).
 Duplicate ids in a batch are summed first (``tf.unique`` + segment sum), as
 in the dense gradient. They are regular Keras optimisers (serialisable,
 checkpointed slots), selected by ``make_optimizer`` when
-``ModelConfig.sparse_updates`` is on.
+``ModelConfig.sparse_updates`` is on. Each finds the slot variables Keras
+created for it through ``compat.keras.SlotVariables``.
 """
 from __future__ import annotations
 
 import keras
 import tensorflow as tf
+
+from ctrflow.common.compat.keras import SlotVariables
 
 register = keras.saving.register_keras_serializable(package="ctrflow")
 
@@ -67,7 +71,17 @@ def _scatter(v, ids: tf.Tensor, values: tf.Tensor) -> None:
     _tf_variable(v).scatter_update(tf.IndexedSlices(values, ids))
 
 
-class _RowDecay:
+class _Slots:
+    """Mixin: each variable's index and slot variables (``compat.keras.SlotVariables``), found once at build."""
+
+    SLOTS: tuple[str, ...] = ()  # the Keras optimizer's slot names (``add_variable_from_reference``)
+
+    def build(self, var_list):
+        super().build(var_list)
+        self._slots = SlotVariables(self, var_list, self.SLOTS)
+
+
+class _RowDecay(_Slots):
     """Mixin: decoupled weight decay of the rows a sparse gradient touches, with catch-up.
 
     ``row_weight_decay`` is a Keras-serialised constructor argument; the
@@ -81,7 +95,8 @@ class _RowDecay:
             raise ValueError(f"row_weight_decay must be >= 0, got {row_weight_decay}")
         self.row_weight_decay = float(row_weight_decay)
         self._last_steps: list = []
-        self._rates: dict[str, float] = {}  # per-variable rates (set_row_weight_decay)
+        self._rate_paths: dict[str, float] = {}  # variable path -> its rate (set_row_weight_decay)
+        self._rates: dict[int, float] = {}  # variable index -> its rate, at build
 
     def set_row_weight_decay(self, variables, rate: float) -> None:
         """Decay ``variables``' rows at ``rate`` instead of ``row_weight_decay`` (call before build)."""
@@ -89,13 +104,14 @@ class _RowDecay:
             raise ValueError("set_row_weight_decay must be called before the optimizer is built")
         if rate < 0:
             raise ValueError(f"row weight decay must be >= 0, got {rate}")
-        self._rates.update({self._var_key(v): float(rate) for v in variables})
+        self._rate_paths.update({v.path: float(rate) for v in variables})  # paths, not variables: no tracking
 
     def _rate(self, variable) -> float:
-        return self._rates.get(self._var_key(variable), self.row_weight_decay)
+        return self._rates.get(self._slots.index(variable), self.row_weight_decay)
 
     def build(self, var_list):
         super().build(var_list)
+        self._rates = {i: self._rate_paths[v.path] for i, v in enumerate(var_list) if v.path in self._rate_paths}
         if not self.row_weight_decay and not any(self._rates.values()):
             return
         self._last_steps = [self.add_variable((v.shape[0],) if len(v.shape) else (), initializer="zeros",
@@ -107,7 +123,7 @@ class _RowDecay:
         rate = self._rate(variable)
         if not rate:
             return w
-        last_var = self._last_steps[self._get_variable_index(variable)]
+        last_var = self._last_steps[self._slots.index(variable)]
         step = tf.cast(self.iterations + 1, tf.float32)
         skipped = step - _rows(last_var, ids)
         _scatter(last_var, ids, tf.fill(tf.shape(ids), step))
@@ -124,6 +140,8 @@ class _RowDecay:
 class LazyAdam(_RowDecay, keras.optimizers.Adam):
     """Adam; sparse gradients update only their rows' moments and weights (and decay them)."""
 
+    SLOTS = ("momentum", "velocity")
+
     def update_step(self, gradient, variable, learning_rate):
         if not isinstance(gradient, tf.IndexedSlices) or self.amsgrad:
             return super().update_step(gradient, variable, learning_rate)
@@ -132,8 +150,7 @@ class LazyAdam(_RowDecay, keras.optimizers.Adam):
         step = tf.cast(self.iterations + 1, dtype)
         beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
         alpha = tf.cast(learning_rate, dtype) * tf.sqrt(1 - beta_2 ** step) / (1 - beta_1 ** step)
-        index = self._get_variable_index(variable)
-        m_var, v_var = self._momentums[index], self._velocities[index]
+        m_var, v_var = self._slots.get("momentum", variable), self._slots.get("velocity", variable)
         m = _rows(m_var, ids) * beta_1 + (1 - beta_1) * g
         v = _rows(v_var, ids) * beta_2 + (1 - beta_2) * tf.square(g)
         _scatter(m_var, ids, m)
@@ -146,12 +163,14 @@ class LazyAdam(_RowDecay, keras.optimizers.Adam):
 class SparseAdagrad(_RowDecay, keras.optimizers.Adagrad):
     """Adagrad; sparse gradients touch only their rows (same result as dense, without row decay)."""
 
+    SLOTS = ("accumulator",)
+
     def update_step(self, gradient, variable, learning_rate):
         if not isinstance(gradient, tf.IndexedSlices):
             return super().update_step(gradient, variable, learning_rate)
         dtype = variable.dtype
         ids, g = _dedup(gradient, dtype)
-        acc_var = self._accumulators[self._get_variable_index(variable)]
+        acc_var = self._slots.get("accumulator", variable)
         acc = _rows(acc_var, ids) + tf.square(g)
         _scatter(acc_var, ids, acc)
         lr = tf.cast(learning_rate, dtype)
@@ -160,8 +179,10 @@ class SparseAdagrad(_RowDecay, keras.optimizers.Adagrad):
 
 
 @register
-class SparseFtrl(keras.optimizers.Ftrl):
+class SparseFtrl(_Slots, keras.optimizers.Ftrl):
     """FTRL-proximal; sparse gradients touch only their rows (same result as dense)."""
+
+    SLOTS = ("accumulator", "linear")
 
     def update_step(self, gradient, variable, learning_rate):
         if not isinstance(gradient, tf.IndexedSlices):
@@ -169,8 +190,7 @@ class SparseFtrl(keras.optimizers.Ftrl):
         dtype = variable.dtype
         ids, g = _dedup(gradient, dtype)
         lr = tf.cast(learning_rate, dtype)
-        index = self._get_variable_index(variable)
-        acc_var, linear_var = self._accumulators[index], self._linears[index]
+        acc_var, linear_var = self._slots.get("accumulator", variable), self._slots.get("linear", variable)
         w, acc, linear = _rows(variable, ids), _rows(acc_var, ids), _rows(linear_var, ids)
         power = -self.learning_rate_power
         l2 = self.l2_regularization_strength + self.beta / (2.0 * lr)

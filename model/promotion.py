@@ -8,8 +8,12 @@ the baseline never saw gets the OOV bucket its lookup would have given it
 cross ids are the same ids (``preprocess --base`` keeps the boundaries).
 ``promotion.json`` holds both models' AUC, log loss and calibration, and
 ``promote`` is true unless the new AUC is below the baseline's by more than
-the tolerance (``--require-better TOL``, default 0). With ``--require-better``
-a refused promotion exits with status ``EXIT_NOT_PROMOTED``.
+the tolerance (``--require-better TOL``, default 0), or, with
+``--slice-by COLS --max-slice-auc-drop D``, the new AUC on a slice of at
+least ``--min-slice-rows`` rows is below the baseline's by more than D
+(``model.slice_gate``; ``decided_by_slices`` names them). With
+``--require-better`` or ``--max-slice-auc-drop`` a refused promotion exits
+with status ``EXIT_NOT_PROMOTED``.
 """
 from __future__ import annotations
 
@@ -17,18 +21,19 @@ import json
 import os
 
 import numpy as np
+import pandas as pd
 import tensorflow as tf
 
-from ctrflow.common.errors import CheckFailed, UserError
+from ctrflow.common.errors import CheckFailed, ExitCode, UserError
 from ctrflow.model import metrics as mt
 from ctrflow.model.config import ModelConfig
+from ctrflow.pipeline import artifacts as af
 from ctrflow.pipeline.layout import FeatureLayout
 from ctrflow.pipeline.transform import vocab_name
 from ctrflow.pipeline.vocab_lookup import oov_buckets
 from ctrflow.schemas.types import Schema
 
-EXIT_NOT_PROMOTED = 3
-PROMOTION_FILE = "promotion.json"
+EXIT_NOT_PROMOTED = ExitCode.NOT_PROMOTED
 
 
 class NotPromoted(CheckFailed):
@@ -79,16 +84,31 @@ def summarize(labels: np.ndarray, probs: np.ndarray) -> dict:
     return {k: s[k] for k in ("auc", "logloss", "calibration", "eval_rows") if k in s}
 
 
-def decide(new: dict, baseline: dict, tolerance: float) -> dict:
-    """``promote`` unless the new AUC is lower than the baseline's by more than ``tolerance``."""
+def decide(new: dict, baseline: dict, tolerance: float, slices: dict | None = None) -> dict:
+    """``promote`` unless the new AUC is lower than the baseline's by more than ``tolerance``, or (with
+    ``slices``, ``model.slice_gate.compare_slices``) a checked slice lost more than its ``max_auc_drop``."""
     delta = new["auc"] - baseline["auc"]
-    return {"new": new, "baseline": baseline, "auc_delta": round(delta, 6), "tolerance": tolerance,
-            "promote": bool(delta >= -tolerance)}
+    doc = {"new": new, "baseline": baseline, "auc_delta": round(delta, 6), "tolerance": tolerance,
+           "promote": bool(delta >= -tolerance), "auc_rule_passed": bool(delta >= -tolerance)}
+    reasons = [] if doc["promote"] else [f"AUC {new['auc']:.4f} is below the baseline's {baseline['auc']:.4f} by "
+                                         f"more than {tolerance}"]
+    if slices is not None:
+        doc["slices"] = slices
+        doc["decided_by_slices"] = [f"{e['column']}={e['value']}" for e in slices["failed"]]
+        reasons += [f"slice {e['column']}={e['value']} ({e['rows']} rows): AUC {e['new_auc']:.4f} vs "
+                    f"{e['baseline_auc']:.4f}, a drop over {slices['max_auc_drop']}" for e in slices["failed"]]
+        doc["promote"] = doc["promote"] and not slices["failed"]
+    doc["reasons"] = reasons
+    return doc
 
 
 def gate(model, layout: FeatureLayout, schema: Schema, data_dir: str, eval_ds, baseline_dir: str,
-         tolerance: float, output: str, predict) -> dict:
-    """Scores both models on the eval split, writes promotion.json, returns it."""
+         tolerance: float, output: str, predict, slice_by: list[str] = (), max_slice_auc_drop: float | None = None,
+         min_slice_rows: int | None = None) -> dict:
+    """Scores both models on the eval split, writes promotion.json, returns it.
+
+    With ``max_slice_auc_drop`` each ``slice_by`` column's slices are compared too (``model.slice_gate``).
+    """
     from ctrflow.model.ensemble import SeedEnsemble
     from ctrflow.model.export import load_metadata
     from ctrflow.model.models import build_model
@@ -111,7 +131,7 @@ def gate(model, layout: FeatureLayout, schema: Schema, data_dir: str, eval_ds, b
 
     def vocab_of(which: str, name: str) -> list[bytes]:
         if which == "new":
-            return read_vocabulary(os.path.join(data_dir, "transform_fn", "assets", name))
+            return read_vocabulary(os.path.join(data_dir, af.TRANSFORM_ASSETS, name))
         tokens = model_vocabulary(meta.path, old_data, name)
         if tokens is None:
             raise UserError(f"--baseline {baseline_dir}: vocabulary {name} not found")
@@ -119,9 +139,24 @@ def gate(model, layout: FeatureLayout, schema: Schema, data_dir: str, eval_ds, b
 
     maps = id_maps(schema, meta.layout, layout, vocab_of)
     labels, new_probs = predict(model, eval_ds)
-    _, old_probs = predict(old_model, eval_ds.map(lambda x, y: (remap(x, maps), y)))
-    doc = {**decide(summarize(labels, new_probs), summarize(labels, old_probs), tolerance),
+    _, old_probs = predict(old_model, eval_ds.map(lambda x, y, *w: (remap(x, maps), y, *w)))  # *w: sample weights
+    slices = None
+    if max_slice_auc_drop is not None:
+        from ctrflow.model.slice_features import check_columns, decode
+        from ctrflow.model.slice_gate import DEFAULT_MIN_ROWS, compare_slices
+
+        check_columns(schema, layout, list(slice_by))
+        ids = {c: [] for c in slice_by}
+        for x, *_ in eval_ds:  # the same rows in the same order as predict's
+            for c in slice_by:
+                ids[c].append(x[c].numpy().reshape(-1))
+        frame = pd.DataFrame({c: decode(schema, layout, data_dir, c, np.concatenate(v)) for c, v in ids.items()})
+        if len(frame) != len(labels):
+            raise RuntimeError(f"slice columns have {len(frame)} rows, the predictions {len(labels)}")
+        slices = compare_slices(frame, list(slice_by), labels, new_probs, old_probs, max_slice_auc_drop,
+                                min_slice_rows or DEFAULT_MIN_ROWS)
+    doc = {**decide(summarize(labels, new_probs), summarize(labels, old_probs), tolerance, slices),
            "baseline_dir": baseline_dir, "baseline_version": meta.version, "data": data_dir}
-    with tf.io.gfile.GFile(os.path.join(output, PROMOTION_FILE), "w") as f:
+    with tf.io.gfile.GFile(os.path.join(output, af.PROMOTION), "w") as f:
         f.write(json.dumps(doc, indent=2))
     return doc

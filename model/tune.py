@@ -24,6 +24,7 @@ from ctrflow.common.flags import FlagParser, add_flags, from_namespace, option
 from ctrflow.common.logs import setup_logging
 from ctrflow.model.config import ModelConfig
 from ctrflow.model.options import TrainerOptions
+from ctrflow.pipeline import artifacts as af
 
 GRID: dict[str, tuple] = {
     "learning_rate": (3e-3, 1e-2, 3e-2),
@@ -89,7 +90,7 @@ def run(argv: list[str] | None = None) -> list[dict]:
     out = opts.output.rstrip("/")
     rows = []
     for i, setting in enumerate(draw_settings(base, tune.trials, tune.tune_seed), start=1):
-        trial_dir = os.path.join(out, "trials", str(i))
+        trial_dir = os.path.join(out, af.TRIALS, str(i))
         logging.info("trial %d/%d: %s", i, tune.trials, flags_of(setting))
         _clear_keras()
         m = run_job(dataclasses.replace(opts, output=trial_dir), dataclasses.replace(base, **setting))
@@ -99,7 +100,7 @@ def run(argv: list[str] | None = None) -> list[dict]:
     _write(out, rows)
     best = max(rows, key=lambda r: r["valid_auc"])
     logging.info("best trial %d (validation AUC %.4f, eval AUC %.4f): %s; table in %s", best["trial"],
-                 best["valid_auc"], best["eval_auc"], best["flags"], os.path.join(out, "trials.csv"))
+                 best["valid_auc"], best["eval_auc"], best["flags"], os.path.join(out, af.TRIALS_CSV))
     return rows
 
 
@@ -119,8 +120,8 @@ def _write(out: str, rows: list[dict]) -> None:
     writer.writeheader()
     writer.writerows(rows)
     best = max(rows, key=lambda r: r["valid_auc"])
-    files = {"trials.csv": buf.getvalue(), "trials.json": json.dumps(rows, indent=2),
-             "best.json": json.dumps({"selected_on": "valid", **best}, indent=2)}
+    files = {af.TRIALS_CSV: buf.getvalue(), af.TRIALS_JSON: json.dumps(rows, indent=2),
+             af.BEST_TRIAL: json.dumps({"selected_on": "valid", **best}, indent=2)}
     for name, text in files.items():
         with tf.io.gfile.GFile(os.path.join(out, name), "w") as f:
             f.write(text)

@@ -26,13 +26,14 @@ import tensorflow as tf
 from ctrflow.common.errors import UserError
 from ctrflow.model.config import ModelConfig
 from ctrflow.model.export import load_metadata
+from ctrflow.pipeline import artifacts as af
 from ctrflow.pipeline.global_index import GLOBAL_VOCAB
 from ctrflow.pipeline.layout import FeatureLayout
 from ctrflow.pipeline.transform import vocab_name
 from ctrflow.pipeline.vocab_extend import read_vocabulary
 from ctrflow.schemas.types import Schema
 
-WEIGHT_FILES = ("final.weights.h5", "best.weights.h5")
+WEIGHT_FILES = (af.FINAL_WEIGHTS, af.BEST_WEIGHTS)
 
 
 class IncompatibleModelError(UserError, ValueError):
@@ -41,7 +42,8 @@ class IncompatibleModelError(UserError, ValueError):
 
 def model_vocabulary(export_dir: str, data_dirs: list[str], name: str) -> list[bytes] | None:
     """A vocabulary of a model: its export's assets, else the preprocess output it was trained on."""
-    for d in [os.path.join(export_dir, "assets")] + [os.path.join(x, "transform_fn", "assets") for x in data_dirs]:
+    for d in [os.path.join(export_dir, af.SAVED_MODEL_ASSETS)] + [os.path.join(x, af.TRANSFORM_ASSETS)
+                                                                  for x in data_dirs]:
         path = os.path.join(d, name)
         if tf.io.gfile.exists(path):
             return read_vocabulary(path)
@@ -50,11 +52,11 @@ def model_vocabulary(export_dir: str, data_dirs: list[str], name: str) -> list[b
 
 def weights_file(model_dir: str) -> str:
     for name in WEIGHT_FILES:
-        path = os.path.join(model_dir, "checkpoints", name)
+        path = af.ModelDirArtifacts(model_dir).checkpoint(name)
         if tf.io.gfile.exists(path):
             return path
-    raise UserError(f"--warm-start {model_dir}: no checkpoints/{WEIGHT_FILES[0]}; is it a `ctrflow train` "
-                            "MODEL_DIR?")
+    raise UserError(f"--warm-start {model_dir}: no {af.CHECKPOINTS}/{WEIGHT_FILES[0]}; is it a `ctrflow train` "
+                    "MODEL_DIR?")
 
 
 def member_weight_files(model_dir: str) -> list[str]:
@@ -63,11 +65,12 @@ def member_weight_files(model_dir: str) -> list[str]:
     Member 0 is ``checkpoints/final.weights.h5`` (what ``--warm-start`` copies); member k > 0 is
     ``members/k/checkpoints/final.weights.h5``. Each file holds its member's Platt parameters.
     """
-    with tf.io.gfile.GFile(os.path.join(model_dir, "config.json")) as f:
+    artifacts = af.ModelDirArtifacts(model_dir)
+    with tf.io.gfile.GFile(artifacts.path(af.CONFIG)) as f:
         size = int(json.loads(f.read()).get("trainer", {}).get("ensemble", 1))
     files = [weights_file(model_dir)]
     for k in range(1, size):
-        path = os.path.join(model_dir, "members", str(k), "checkpoints", "final.weights.h5")
+        path = artifacts.checkpoint(af.FINAL_WEIGHTS, member=k)
         if not tf.io.gfile.exists(path):
             raise UserError(f"--baseline {model_dir}: ensemble member {k} has no {path}")
         files.append(path)
@@ -75,9 +78,9 @@ def member_weight_files(model_dir: str) -> list[str]:
 
 
 def previous_config(model_dir: str) -> ModelConfig:
-    path = os.path.join(model_dir, "config.json")
+    path = os.path.join(model_dir, af.CONFIG)
     if not tf.io.gfile.exists(path):
-        raise UserError(f"--warm-start {model_dir}: config.json is missing; is it a `ctrflow train` MODEL_DIR?")
+        raise UserError(f"--warm-start {model_dir}: {af.CONFIG} is missing; is it a `ctrflow train` MODEL_DIR?")
     with tf.io.gfile.GFile(path) as f:
         return ModelConfig.from_dict(json.loads(f.read())["model"])
 
@@ -92,6 +95,9 @@ def check_compatible(old: FeatureLayout, new: FeatureLayout, old_cfg: ModelConfi
     problems = []
     if old_cfg.model != new_cfg.model:
         problems.append(f"model {old_cfg.model} != {new_cfg.model}")
+    if new_cfg.model == old_cfg.model == "dcnv2" and old_cfg.cross_structure != new_cfg.cross_structure:
+        # the DNN's weights have the same shapes in both, but read cross(x0) (stacked) or x0 (parallel)
+        problems.append(f"cross_structure {old_cfg.cross_structure} != {new_cfg.cross_structure}")
     if old_cfg.model != "lr" and old_cfg.embedding_dim != new_cfg.embedding_dim:
         problems.append(f"embedding_dim {old_cfg.embedding_dim} != {new_cfg.embedding_dim}")
     old_enc, new_enc = _numeric_encoding(old, old_cfg), _numeric_encoding(new, new_cfg)
@@ -197,8 +203,23 @@ def paired_weights(old_model, model, where: str) -> list[tuple]:
     return [(w, by_path.get(_structural_path(w.path))) for w in new_w]
 
 
-def _is_table(weight) -> bool:
-    return weight.path.endswith("/embeddings")
+def table_rows(layout: FeatureLayout, wide: bool) -> int:
+    """Rows of ctrflow's id table over ``layout``: the embedding table, or with ``wide`` the linear one."""
+    rows = sum(f.num_ids for f in layout.sparse if wide or not f.wide_only)
+    return rows + (layout.global_index.num_ids if layout.global_index is not None else 0)
+
+
+def _table_kind(weight, layout: FeatureLayout) -> bool | None:
+    """``wide`` for ctrflow's linear table, False for its embedding table, None for any other weight.
+
+    The path alone is not enough: a custom model's own ``keras.layers.Embedding``
+    is also ``.../embeddings``, and copying its rows by token would index rows
+    that mean something else. A table has exactly the rows the layout implies.
+    """
+    if not weight.path.endswith("/embeddings"):
+        return None
+    wide = "/linear/" in "/" + weight.path
+    return wide if int(weight.shape[0]) == table_rows(layout, wide) else None
 
 
 def warm_start(model, layout: FeatureLayout, config: ModelConfig, schema: Schema, data_dir: str,
@@ -216,7 +237,7 @@ def warm_start(model, layout: FeatureLayout, config: ModelConfig, schema: Schema
 
     def vocab_of(which: str, name: str) -> list[bytes]:
         tokens = (model_vocabulary(meta.path, old_data, name) if which == "old"
-                  else read_vocabulary(os.path.join(data_dir, "transform_fn", "assets", name)))
+                  else read_vocabulary(os.path.join(data_dir, af.TRANSFORM_ASSETS, name)))
         if tokens is None:
             raise IncompatibleModelError(f"--warm-start {previous}: vocabulary {name} not found in its export or "
                                          "its training data")
@@ -227,8 +248,8 @@ def warm_start(model, layout: FeatureLayout, config: ModelConfig, schema: Schema
     for w, old in paired_weights(old_model, model, previous):
         if old is None:
             fresh.append(w.path)
-        elif _is_table(w):
-            new_rows, old_rows = maps["/linear/" in "/" + w.path].arrays()
+        elif (wide := _table_kind(w, layout)) is not None and _table_kind(old, meta.layout) == wide:
+            new_rows, old_rows = maps[wide].arrays()
             value = w.numpy()
             value[new_rows] = old.numpy()[old_rows]
             w.assign(value)

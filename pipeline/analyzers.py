@@ -33,10 +33,9 @@ import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 from apache_beam.io.filesystems import FileSystems
 
+from ctrflow.common.compat.tft import EMPTY_VOCABULARY_TOKEN  # what TFT writes for a vocabulary that ends up empty
 from ctrflow.pipeline import vocab_extend
 
-# what TFT writes for a vocabulary that ends up empty (one line, so lookups still build)
-EMPTY_VOCABULARY_TOKEN = b"49d0cd50-04bb-48c0-bc6f-5b575dce351a"
 _COMPACT_ROWS = 1 << 18  # pending (token, count) rows per column that trigger an Arrow group-by
 
 

@@ -1,22 +1,29 @@
-"""Every artifact file ctrflow writes or reads, named and loaded in one place.
+"""Every artifact file and folder name ctrflow writes or reads, and the one file API.
 
-Two folders cross job boundaries:
+Each name is defined here once; writers and readers use the constants, so a
+file cannot be renamed on one side only (``tests/test_artifact_names.py``
+fails on a quoted name anywhere else in the package). The folders:
 
 - a preprocess output (``PreprocessArtifacts``)::
 
       _LATEST                     the live version folder's name (see "Nothing is lost" in README)
       v=<run id>/_SUCCESS         the files of that version, written last
       v=<run id>/train/part-*.tfrecord.gz, eval/part-*.tfrecord.gz
-      v=<run id>/transform_fn/, transformed_metadata/
-      v=<run id>/layout.json, stats.json, schema.yaml, manifest.json, rejected/
+      v=<run id>/transform_fn/ (vocabularies in its assets/), transformed_metadata/
+      v=<run id>/layout.json, stats.json, schema.yaml, manifest.json, analysis.json, rejected/
 
   A folder written by an older ctrflow (no ``_LATEST``) is read as it is.
-- an export (``ExportArtifacts``): ``saved_model.pb`` and ``assets.extra/``
-  with ``schema.yaml``, ``layout.json``, ``stats.json``, ``model_info.json``.
+- a trainer output (MODEL_DIR): ``export/``, ``checkpoints/`` (``final.weights.h5``,
+  ``best.weights.h5``, ``backup/``), ``logs/``, ``members/<k>/`` (ensemble members),
+  ``metrics.json``, ``config.json``, ``promotion.json``, ``evaluation/<split>/``.
+- an export (``ExportArtifacts``): ``saved_model.pb``, ``assets/`` (vocabularies) and
+  ``assets.extra/`` with ``schema.yaml``, ``layout.json``, ``stats.json``, ``model_info.json``.
+- a score output: ``date=D/v=<run id>/`` with ``part-*`` score files, ``manifest.json``,
+  ``profile.json``, ``score_profile.json``, ``drift.json``, ``drift.html``, ``rejected/``;
+  failed runs under ``_failed/``.
+- evaluation, tune, monitor, the per-day analysis cache and the demo: see their sections below.
 
-Writers (preprocess, train/export, score) and readers (train, evaluate,
-score) use these names, so a file cannot be renamed on one side only. Paths
-may be local, ``gs://`` (Beam ``FileSystems``, which also honours a GCS
+Paths may be local, ``gs://`` (Beam ``FileSystems``, which also honours a GCS
 emulator) or any other TensorFlow filesystem such as ``ram://`` (``tf.io.gfile``).
 """
 from __future__ import annotations
@@ -26,21 +33,77 @@ import json
 import os
 from typing import Any
 
-MANIFEST = "manifest.json"
+# ---------------------------------------------------------------- versioned outputs (publish)
+SUCCESS = "_SUCCESS"  # a version folder is complete; lists its files (Hive/Spark convention)
+LATEST = "_LATEST"  # names the live version folder of an output
+LEASE = "_LEASE"  # in a version folder: the run writing it is alive until the expiry it holds
+VERSION_PREFIX = "v="  # v=<run id>: one run's version folder
+DATE_PREFIX = "date="  # date=YYYY-MM-DD: a day's partition (score output, monitor, analysis cache)
+FAILED = "_failed"  # score output: runs refused for too many rejected rows, kept for inspection
+PART_PREFIX = "part"  # Beam's shard files: part-00000-of-00004...
+TFRECORD_SUFFIX = ".tfrecord.gz"
+
+# ---------------------------------------------------------------- preprocess output
+MANIFEST = "manifest.json"  # also a score run's
 LAYOUT = "layout.json"
 STATS = "stats.json"
 SCHEMA = "schema.yaml"
+ANALYSIS = "analysis.json"  # bucket boundaries / scaling fixed up front (--base, --analysis-cache)
 TRANSFORM_FN = "transform_fn"
 TRANSFORMED_METADATA = "transformed_metadata"
-REJECTED = "rejected"
-EXPORT = "export"
+REJECTED = "rejected"  # also a score run's
+SPLIT_FILES = f"{PART_PREFIX}-*{TFRECORD_SUFFIX}"  # a split's files, under <split>/
+
+# ---------------------------------------------------------------- SavedModel (export, transform_fn)
+SAVED_MODEL = "saved_model.pb"
+SAVED_MODEL_ASSETS = "assets"  # the vocabularies (tf.Transform's and the export's)
+TRANSFORM_ASSETS = f"{TRANSFORM_FN}/{SAVED_MODEL_ASSETS}"  # a preprocess output's vocabularies
 ASSETS_EXTRA = "assets.extra"
 MODEL_INFO = "model_info.json"
+
+# ---------------------------------------------------------------- trainer output (MODEL_DIR)
+EXPORT = "export"
+CHECKPOINTS = "checkpoints"
+FINAL_WEIGHTS = "final.weights.h5"  # what --warm-start, --baseline and evaluate load
+BEST_WEIGHTS = "best.weights.h5"  # the best epoch so far (ModelCheckpoint)
+RESUME_BACKUP = "backup"  # under checkpoints/: --resume's BackupAndRestore
+LOGS = "logs"  # TensorBoard
+MEMBERS = "members"  # members/<k>/: ensemble member k > 0 (checkpoints/ of its own)
 CONFIG = "config.json"
-METRICS = "metrics.json"
-SUCCESS = "_SUCCESS"  # a version folder is complete; lists its files (Hive/Spark convention)
-LATEST = "_LATEST"  # names the live version folder of an output
-VERSION_PREFIX = "v="
+METRICS = "metrics.json"  # also evaluate's and monitor's per date
+PROMOTION = "promotion.json"
+EVALUATION = "evaluation"  # evaluate's default output: MODEL_DIR/evaluation/<split>/
+
+# ---------------------------------------------------------------- evaluate output
+ROC_PLOT = "roc.png"
+CALIBRATION_PLOT = "calibration.png"
+IMPORTANCE = "importance.json"
+IMPORTANCE_PLOT = "importance.png"
+EVALUATION_HTML = "index.html"  # the figures, plots and slices table on one page
+
+# ---------------------------------------------------------------- tune output
+TRIALS = "trials"  # trials/<i>/: one MODEL_DIR per trial
+TRIALS_CSV = "trials.csv"
+TRIALS_JSON = "trials.json"
+BEST_TRIAL = "best.json"
+
+# ---------------------------------------------------------------- score output (date=D/v=<run id>/)
+SCORE_FILES = f"{PART_PREFIX}-*"  # whatever --output-format
+SCORE_PARQUET_FILES = f"{PART_PREFIX}-*.parquet"
+PROFILE = "profile.json"  # the day's feature profile
+ROW_COUNTS = "row_counts.json"  # a run's rows read, written and rejected per split, counted as data (not metrics)
+SCORE_PROFILE = "score_profile.json"  # the day's score histogram
+DRIFT = "drift.json"
+DRIFT_HTML = "drift.html"
+
+# ---------------------------------------------------------------- analysis cache (DIR/<key>/date=D/)
+NUMERIC_SUMMARY = "numeric.json"
+VOCAB_COUNTS_SUFFIX = ".arrow"  # <vocabulary name>.arrow: (token, count) of the day
+
+# ---------------------------------------------------------------- monitor and demo outputs
+MONITOR = "monitor.json"
+MONITOR_HTML = "index.html"
+DEMO_SUMMARY = "demo_summary.json"
 
 
 # ---------------------------------------------------------------- one file API
@@ -117,6 +180,11 @@ def join(*parts: str) -> str:
 
 # ---------------------------------------------------------------- versioned outputs
 
+def date_partition(root: str, date: str) -> str:
+    """``root/date=<date>``: a day's partition."""
+    return join(root, f"{DATE_PREFIX}{date}")
+
+
 def live_version(root: str) -> str | None:
     """The live version folder's name under ``root`` (from ``_LATEST``), or None for an unversioned folder."""
     pointer = join(root, LATEST)
@@ -155,10 +223,10 @@ class PreprocessArtifacts:
         return join(self.dir, name)
 
     def split_pattern(self, split: str) -> str:
-        return join(self.dir, split, "part-*.tfrecord.gz")
+        return join(self.dir, split, SPLIT_FILES)
 
     def split_prefix(self, split: str) -> str:
-        return join(self.dir, split, "part")
+        return join(self.dir, split, PART_PREFIX)
 
     def rejected_prefix(self, split: str) -> str:
         return join(self.dir, REJECTED, split)
@@ -196,21 +264,33 @@ class ExportArtifacts:
 
     dir: str
 
-    @classmethod
-    def find(cls, model_path: str) -> ExportArtifacts:
-        """Accepts a trainer output dir (MODEL_DIR) or the export dir itself."""
-        for candidate in (model_path, join(model_path, EXPORT)):
-            if exists(join(candidate, "saved_model.pb")):
-                return cls(candidate)
-        raise FileNotFoundError(f"--model {model_path}: no saved_model.pb there or in its {EXPORT}/ folder")
-
     def extra_path(self, name: str) -> str:
         return join(self.dir, ASSETS_EXTRA, name)
-
-    def read_extra(self, name: str) -> str | None:
-        path = self.extra_path(name)
-        return read_text(path) if exists(path) else None
 
     def write_extra(self, files: dict[str, str]) -> None:
         for name, text in files.items():
             write_text(self.extra_path(name), text)
+
+
+# ---------------------------------------------------------------- trainer output
+
+@dataclasses.dataclass(frozen=True)
+class ModelDirArtifacts:
+    """The files of a trainer output (MODEL_DIR): train writes them; warm start, the gate and evaluate read them."""
+
+    dir: str
+
+    def path(self, name: str) -> str:
+        return join(self.dir, name)
+
+    @property
+    def export_dir(self) -> str:
+        return join(self.dir, EXPORT)
+
+    def member_dir(self, k: int) -> str:
+        """Ensemble member 0 writes where a single model does; member k > 0 under ``members/k``."""
+        return self.dir if k == 0 else join(self.dir, MEMBERS, str(k))
+
+    def checkpoint(self, name: str = FINAL_WEIGHTS, member: int = 0) -> str:
+        """``checkpoints/<name>`` of ensemble member ``member`` (final weights hold its Platt parameters)."""
+        return join(self.member_dir(member), CHECKPOINTS, name)

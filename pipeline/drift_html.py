@@ -18,6 +18,7 @@ from typing import Any, Mapping
 
 from apache_beam.io.filesystems import FileSystems
 
+from ctrflow.pipeline import artifacts as af
 from ctrflow.pipeline.layout import FeatureLayout
 from ctrflow.schemas.types import Schema
 
@@ -31,7 +32,7 @@ def load_vocabularies(export_dir: str, names: list[str]) -> dict[str, list[str]]
 
     out: dict[str, list[str]] = {}
     for name in names:
-        path = os.path.join(export_dir, "assets", vocab_name(name))
+        path = os.path.join(export_dir, af.SAVED_MODEL_ASSETS, vocab_name(name))
         if not FileSystems.exists(path):
             continue
         with FileSystems.open(path) as f:

@@ -17,6 +17,9 @@ Tensor conventions (what the model's ``call`` receives, keyed by name):
   ``feat_value`` float32 ``[batch, num_fields]`` (1.0 for categorical fields,
   the scaled value for numeric fields).
 - The label is float32 ``[batch]`` with values 0/1.
+- The weight (``FeatureLayout.weight``, a schema's ``role: weight`` column) is
+  float32 ``[batch]``, >= 0: each row's weight in the loss, the metrics and
+  calibration. Not a model input.
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ def vocab_name(column: str) -> str:
     """Name of a column's vocabulary asset in the transform graph.
 
     Here rather than in ``pipeline.transform`` so that readers of an export
-    (the drift page) need not import tf.Transform (about 1.5 s) for it.
+    (the drift page) need not import tf.Transform, a slow import, for it.
     """
     return f"vocab_{column}"
 
@@ -74,18 +77,13 @@ class FeatureLayout:
     label: str
     global_index: GlobalIndex | None = None
     group_key: str | None = None  # column used to form pairs for pairwise loss
-
-    @property
-    def feature_names(self) -> list[str]:
-        """Names of every model input tensor (label excluded)."""
-        names = [f.name for f in self.sparse] + [f.name for f in self.dense]
-        names += [f.position for f in self.sparse if f.position is not None]
-        if self.global_index is not None:
-            names += [self.global_index.index_key, self.global_index.value_key]
-        return names
+    weight: str | None = None  # the sample-weight column (``role: weight``); None: every row weighs 1
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+        d = dataclasses.asdict(self)
+        if d["weight"] is None:  # an unweighted layout.json stays as it was
+            del d["weight"]
+        return json.dumps(d, indent=2, sort_keys=True)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "FeatureLayout":
@@ -96,6 +94,7 @@ class FeatureLayout:
             label=d["label"],
             global_index=GlobalIndex(**{**gi, "fields": tuple(gi.get("fields", ()))}) if gi else None,
             group_key=d.get("group_key"),
+            weight=d.get("weight"),
         )
 
     @classmethod

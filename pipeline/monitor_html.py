@@ -11,6 +11,8 @@ import os
 
 from apache_beam.io.filesystems import FileSystems
 
+from ctrflow.pipeline import artifacts as af
+
 CHARTS = (
     ("auc", "AUC", None),
     ("logloss", "log loss", None),
@@ -50,8 +52,11 @@ def _cell(v) -> str:
     return html.escape("" if v is None else str(v))
 
 
-def write_trend_page(output: str, trend: dict[str, dict], rules: list[str]) -> str:
-    """Writes OUTPUT/index.html and its charts (local or gs://); returns the page path."""
+def write_trend_page(output: str, trend: dict[str, dict], rules: list[str], extra_html: str = "") -> str:
+    """Writes OUTPUT/index.html and its charts (local or gs://); returns the page path.
+
+    ``extra_html``: a fragment after the per-date table (the last date's slices, ``pipeline.slice_report``).
+    """
     dates = list(trend)
     parts = ["<html><head><meta charset='utf-8'><title>ctrflow monitor</title></head><body>",
              f"<h1>ctrflow monitor: {len(dates)} date(s)</h1>",
@@ -67,8 +72,11 @@ def write_trend_page(output: str, trend: dict[str, dict], rules: list[str]) -> s
                  + "".join(f"<th>{c}</th>" for c in COLUMNS) + "</tr>")
     for d in dates:
         parts.append(f"<tr><td>{d}</td>" + "".join(f"<td>{_cell(trend[d].get(c))}</td>" for c in COLUMNS) + "</tr>")
-    parts.append("</table></body></html>")
-    page = os.path.join(output, "index.html")
+    parts.append("</table>")
+    if extra_html:
+        parts.append(extra_html)
+    parts.append("</body></html>")
+    page = os.path.join(output, af.MONITOR_HTML)
     with FileSystems.create(page) as f:
         f.write("\n".join(parts).encode())
     return page

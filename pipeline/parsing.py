@@ -7,12 +7,16 @@ the same thing at training and serving time. Conventions of a clean batch:
 - categorical features: string, missing = "" (the transform maps it to
   ``schemas.MISSING_TOKEN``)
 - label: float32 0/1 (only when ``with_label``)
+- weight (``role: weight``, only when ``with_label``): float32, a finite number >= 0 on every kept row; a
+  missing, unparsable, non-finite or negative weight rejects the row with its reason. A weight of 0 is
+  kept: the row is written and counted, and weighs nothing in the loss, the metrics and calibration.
 - id / passthrough columns: the schema's dtype (string, int64, float64)
 - with ``locator``: ``source_file`` and ``source_offset`` (see ``LOCATOR_FIELDS``)
 
-A numeric value that parses to inf, -inf or nan (``inf``, ``1e400``, ``nan``
-unless ``nan`` is a null marker) is rejected as "not a finite number": an
-infinity would reach the model through its scaled copy.
+The rules (strip, null markers, what a number is, finiteness) are those of
+``pipeline.raw_rules``: a value that is not a number is rejected as "cannot
+parse", one that parses to inf, -inf or nan (``inf``, ``1e400``, ``nan``
+unless ``nan`` is a null marker) as "not a finite number".
 
 All work is vectorised with pyarrow.compute; Python touches only rejected rows.
 """
@@ -26,10 +30,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ctrflow.schemas import raw_rules
 from ctrflow.schemas.types import Column, Schema
-
-_NUMBER_RE = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$|^[+-]?(nan|NaN|inf|Inf|infinity|Infinity)$"
-_INT_RE = r"^[+-]?\d+$"
 
 OFFSET_COLUMN = "__offset__"
 """Readers put each row's position in its file here: byte offset of its line (text), row number (others)."""
@@ -83,7 +85,7 @@ class BatchParser:
         self.with_label = with_label and schema.label is not None
         self.columns: list[Column] = [
             c for c in schema.columns
-            if c.is_feature or (c.role == "label" and self.with_label) or (c.is_key and keys)
+            if c.is_feature or (c.role in ("label", "weight") and self.with_label) or (c.is_key and keys)
         ]
         self.extra = tuple(extra)
         chosen = {c.name for c in self.columns}
@@ -94,7 +96,7 @@ class BatchParser:
                 chosen.add(name)
         fmt = schema.format
         self._null_markers = fmt.null_markers
-        self._strip = fmt.strip and fmt.type == "csv"
+        self._strip = raw_rules.strips(fmt)
 
     @property
     def required_columns(self) -> list[str]:
@@ -109,7 +111,7 @@ class BatchParser:
 
     @staticmethod
     def _arrow_type(c: Column) -> pa.DataType:
-        if c.role in ("numeric", "label"):
+        if c.role in ("numeric", "label", "weight"):
             return pa.float32()
         if c.role == "categorical":
             return pa.string()
@@ -153,7 +155,7 @@ class BatchParser:
     def _convert(self, col: Column, raw: pa.Array):
         """Returns (clean array, invalid mask or None, reason(i) callback)."""
         if self._strip and pa.types.is_string(raw.type):
-            raw = pc.ascii_trim_whitespace(raw)  # UTF-8 safe: only ASCII bytes are removed
+            raw = pc.ascii_trim_whitespace(raw)  # raw_rules.ASCII_WHITESPACE: UTF-8 safe, only ASCII bytes go
         if col.role == "categorical":
             s = raw if pa.types.is_string(raw.type) else pc.cast(raw, pa.string())
             if set(self._null_markers) <= {""}:  # missing is already "" (or null): no mask needed
@@ -164,6 +166,8 @@ class BatchParser:
             return self._to_float(col, raw, missing)
         if col.role == "label":
             return self._to_label(col, raw, missing)
+        if col.role == "weight":
+            return self._to_weight(col, raw, missing)
         return self._to_key(col, raw, missing)
 
     def _to_float(self, col: Column, raw: pa.Array, missing: pa.Array):
@@ -175,15 +179,37 @@ class BatchParser:
             return (vals, *_non_finite(col, vals, absent, raw, None))
         s = raw if pa.types.is_string(raw.type) else pc.cast(raw, pa.string())
         present = pc.if_else(missing, pa.scalar(None, pa.string()), s)
-        try:  # the common case: every present value parses; no per-value regex needed
+        # the common case: every present value parses (Arrow's cast accepts a subset of NUMBER_PATTERN, the
+        # golden table checks it); no per-value regex needed
+        try:
             vals = pc.fill_null(pc.cast(present, pa.float32()), float("nan"))
             return (vals, *_non_finite(col, vals, missing, s, None))
         except pa.ArrowInvalid:
             pass
-        ok = pc.fill_null(pc.match_substring_regex(s, _NUMBER_RE), False)
+        ok = pc.fill_null(pc.match_substring_regex(s, raw_rules.NUMBER_PATTERN), False)
         invalid = np.asarray(pc.and_(pc.invert(ok), pc.invert(missing)))
         vals = pc.cast(pc.if_else(ok, s, pa.scalar("nan")), pa.float32())
         return (vals, *_non_finite(col, vals, missing, s, invalid))
+
+    def _to_weight(self, col: Column, raw: pa.Array, missing: pa.Array):
+        """A sample weight: a number by the feature rules (``_to_float``) that is present and >= 0."""
+        vals, invalid, why = self._to_float(col, raw, missing)
+        v = vals.to_numpy(zero_copy_only=False)
+        earlier = invalid if invalid is not None else np.zeros(len(v), dtype=bool)
+        absent = np.isnan(v) & ~earlier
+        negative = (v < 0) & ~earlier
+        bad = earlier | absent | negative
+        if not bad.any():
+            return vals, None, None
+
+        def reason(i: int) -> str:
+            if earlier[i]:
+                return why(i)
+            if absent[i]:
+                return f"column {col.name!r}: weight is missing"
+            return f"column {col.name!r}: weight {raw[i].as_py()!r} is negative"
+
+        return vals, bad, reason
 
     def _to_label(self, col: Column, raw: pa.Array, missing: pa.Array):
         if pa.types.is_boolean(raw.type):  # Parquet/BigQuery BOOL: true is positive, whatever the schema lists
@@ -216,7 +242,7 @@ class BatchParser:
         target = pa.int64() if col.dtype == "int64" else pa.float64()
         if not pa.types.is_string(raw.type):
             return pc.cast(raw, target), None, None
-        pattern = _INT_RE if col.dtype == "int64" else _NUMBER_RE
+        pattern = raw_rules.INT_PATTERN if col.dtype == "int64" else raw_rules.NUMBER_PATTERN
         ok = pc.fill_null(pc.match_substring_regex(raw, pattern), False)
         invalid = np.asarray(pc.and_(pc.invert(ok), pc.invert(missing)))
         vals = pc.cast(pc.if_else(ok, raw, pa.scalar(None, pa.string())), target)

@@ -29,9 +29,8 @@ import os
 from apache_beam.io.filesystems import FileSystems
 
 from ctrflow.common.errors import UserError
+from ctrflow.pipeline import artifacts as af
 from ctrflow.schemas.types import Schema
-
-ANALYSIS_FILE = "analysis.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +68,7 @@ def bucket_groups(schema: Schema) -> dict[tuple[int, float], list[str]]:
 
 def read_kept_boundaries(base: str, schema: Schema) -> dict[str, tuple[float, ...]]:
     """Every bucketized column's boundaries in the base run (see the module docstring)."""
-    path = os.path.join(base, ANALYSIS_FILE)
+    path = os.path.join(base, af.ANALYSIS)
     if FileSystems.exists(path):
         with FileSystems.open(path) as f:
             doc = json.loads(f.read())
@@ -86,9 +85,9 @@ def _boundaries_from_graph(base: str, schema: Schema) -> dict[str, tuple[float, 
     import tensorflow as tf
     from tensorflow.core.protobuf import saved_model_pb2
 
-    path = os.path.join(base, "transform_fn", "saved_model.pb")
+    path = os.path.join(base, af.TRANSFORM_FN, af.SAVED_MODEL)
     if not FileSystems.exists(path):
-        raise UserError(f"--base {base}: no transform_fn/saved_model.pb; is it a `ctrflow preprocess` output?")
+        raise UserError(f"--base {base}: no {af.TRANSFORM_FN}/{af.SAVED_MODEL}; is it a `ctrflow preprocess` output?")
     saved = saved_model_pb2.SavedModel()
     with FileSystems.open(path) as f:
         saved.ParseFromString(f.read())
@@ -116,5 +115,5 @@ def write_analysis(output: str, prior: AnalysisPrior | None) -> None:
     doc = {"boundaries": {k: list(v) for k, v in prior.boundaries},
            "scaling": {k: list(v) for k, v in prior.scaling},
            "ranges": {k: list(v) for k, v in prior.ranges}}
-    with FileSystems.create(os.path.join(output, ANALYSIS_FILE)) as f:
+    with FileSystems.create(os.path.join(output, af.ANALYSIS)) as f:
         f.write(json.dumps(doc, indent=2, sort_keys=True).encode())

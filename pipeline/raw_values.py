@@ -1,20 +1,16 @@
 """Raw field text -> the transform's inputs, in TensorFlow, for the exported serving signatures.
 
 The batch jobs normalize raw values in ``pipeline.parsing.BatchParser``
-(Arrow): strip whitespace, null markers -> missing, numbers parsed. A TF
-Serving client sends the file's text (``" Private"``, ``"?"``, ``""``), so the
-exported signatures do the same normalization here, inside the graph:
+(Arrow). A TF Serving client sends the file's text (``" Private"``, ``"?"``,
+``""``), so the exported signatures apply the same rules (``schemas.raw_rules``:
+strip, null markers, what a number is, finiteness) here, inside the graph. A
+feature absent from a tf.Example is missing. Where the batch job rejects a
+row (text that is not a number, or a number that is not finite), a serving
+call cannot drop it silently: the request fails with InvalidArgument naming
+the column(s).
 
-- ``strip`` (CSV schemas with ``strip: true``): ASCII whitespace around the value;
-- a null marker (after strip), or a feature absent from a tf.Example, is missing:
-  NaN for numeric columns, ``""`` for categorical ones (the transform maps it
-  to ``MISSING_TOKEN``);
-- numeric text is parsed as float32; text that is not a number, or a number
-  that is not finite (``inf``, ``1e400``, ``nan`` unless a null marker), fails
-  the request with InvalidArgument naming the column: the batch job rejects
-  such a row, a serving call cannot drop it silently.
-
-Tests feed both paths the same raw rows and compare scores to 1e-6.
+``tests/test_raw_value_rules.py`` runs both over the golden table of raw
+values; other tests feed both paths the same raw rows and compare scores to 1e-6.
 """
 from __future__ import annotations
 
@@ -22,11 +18,8 @@ from typing import Callable
 
 import tensorflow as tf
 
+from ctrflow.schemas import raw_rules
 from ctrflow.schemas.types import Schema
-
-
-def _strip(schema: Schema) -> bool:
-    return schema.format.strip and schema.format.type == "csv"
 
 
 def normalize(schema: Schema, text: dict[str, tf.Tensor], absent: dict[str, tf.Tensor] | None = None):
@@ -60,7 +53,7 @@ def _normalize_kinds(schema: Schema, stacked: Stacked) -> dict[str, tf.Tensor]:
         if not names:
             continue
         x, absent = stacked(names)
-        if _strip(schema):
+        if raw_rules.strips(schema.format):
             x = tf.strings.strip(x)
         missing = tf.zeros_like(x, dtype=tf.bool)
         for marker in schema.format.null_markers:
@@ -73,9 +66,16 @@ def _normalize_kinds(schema: Schema, stacked: Stacked) -> dict[str, tf.Tensor]:
 
 
 def _numbers(names: list[str], x: tf.Tensor, missing: tf.Tensor) -> tf.Tensor:
-    """float32 values of ``x`` [batch, columns], NaN where missing; fails naming the columns of a non-finite one."""
-    value = tf.strings.to_number(tf.where(missing, tf.constant("0"), x), tf.float32)
-    ok = tf.logical_or(missing, tf.math.is_finite(value))
+    """float32 values of ``x`` [batch, columns], NaN where missing; fails naming the columns of a value that is
+    not a finite number.
+
+    The pattern comes first: ``tf.strings.to_number`` alone would also take
+    hexadecimal and surrounding whitespace (``0x10``, ``" 5"`` unstripped),
+    which the batch job rejects, and fails on other text without naming the column.
+    """
+    number = tf.logical_and(tf.logical_not(missing), tf.strings.regex_full_match(x, raw_rules.NUMBER_PATTERN))
+    value = tf.strings.to_number(tf.where(number, x, tf.constant("0")), tf.float32)
+    ok = tf.logical_or(missing, tf.logical_and(number, tf.math.is_finite(value)))
     bad_columns = tf.boolean_mask(tf.constant(names), tf.logical_not(tf.reduce_all(ok, axis=0)))
     check = tf.debugging.Assert(tf.reduce_all(ok), ["not a finite number in column(s)", bad_columns, "values:",
                                                     tf.boolean_mask(x, tf.logical_not(ok))], summarize=5)
@@ -93,7 +93,7 @@ def parse_examples(schema: Schema, examples: tf.Tensor) -> dict[str, tf.Tensor]:
 
     A feature's text is its first value; a feature with no value is absent
     (missing). (Stacking the ragged features before padding them made the
-    signature larger, not smaller: 1,847 nodes against 1,259.)
+    signature's graph larger, not smaller.)
     """
     parsed = tf.io.parse_example(examples, example_spec(schema))
 

@@ -39,6 +39,8 @@ layout: global_index            ``feat_index`` [batch, fields] ids in one  int64
                                 (see ``pipeline.global_index``); replaces
                                 the per-column features above
 label                           ``<name>``: 1.0 for a positive value       float32
+weight                          ``<name>``: the row's weight, as parsed    float32
+                                (a finite number >= 0), not a feature
 pairwise: {group: col}          ``__group__``: 63-bit hash of col's value  int64
 ==============================  =========================================  =======
 
@@ -92,6 +94,8 @@ def raw_feature_spec(schema: Schema, with_label: bool = True) -> dict[str, tf.io
             spec[c.name] = tf.io.FixedLenFeature([], tf.string, default_value="")
     if with_label and schema.label is not None:
         spec[schema.label.name] = tf.io.FixedLenFeature([], tf.float32)
+    if with_label and schema.weight is not None:  # read beside the label: training data only, never scoring
+        spec[schema.weight.name] = tf.io.FixedLenFeature([], tf.float32)
     return spec
 
 
@@ -116,8 +120,12 @@ def to_tft_batch(batch: pa.RecordBatch, adapter: tensor_adapter.TensorAdapterCon
     return pa.RecordBatch.from_arrays(arrays, schema=adapter.arrow_schema)
 
 
-def _numeric_value(x: tf.Tensor, col: Column) -> tf.Tensor:
-    """log1p/clip in the order the schema documents; NaN stays NaN."""
+def numeric_value(x: tf.Tensor, col: Column) -> tf.Tensor:
+    """log1p/clip in the order the schema documents; NaN stays NaN.
+
+    The per-day analysis runs this same function on its batches
+    (``analysis_cache.numeric_value``), so its boundaries are of these exact values.
+    """
     t = col.numeric
     if t.log1p:  # signed, so negative counts (Criteo I2) keep their order
         x = tf.sign(x) * tf.math.log1p(tf.abs(x))
@@ -139,8 +147,9 @@ def separate_point_masses(boundaries: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     ``x == v`` has a bucket of its own. Never more boundaries than before, so
     row ``i``'s edges are its first ``counts[i]`` entries, sorted, and the rest
     is ``+inf`` padding: all columns of a group stay in one tensor, because
-    tracing these ops once per column cost 7.8 s of a 200k-row preprocess run
-    (about 70 graph ops per column, each paying for TensorFlow's stack capture).
+    tracing these ops once per column (about 70 graph ops per column, each
+    paying for TensorFlow's stack capture) was a large share of a small
+    preprocess run.
     """
     b = tf.convert_to_tensor(boundaries, tf.float32)
     no = tf.zeros_like(b[:, :1], tf.bool)
@@ -304,8 +313,11 @@ def _filled(x: tf.Tensor, col: Column) -> tf.Tensor:
     return tf.where(tf.math.is_nan(x), tf.constant(col.numeric.default, tf.float32), x)
 
 
-def _tokens(x: tf.Tensor, col: Column) -> tf.Tensor | tf.RaggedTensor:
+def categorical_tokens(x: tf.Tensor, col: Column) -> tf.Tensor | tf.RaggedTensor:
     """Missing -> ``MISSING_TOKEN``; multivalent: ragged [batch, None] of stripped non-empty parts.
+
+    Rule 5 of ``schemas.raw_rules`` (``tf.strings.strip``: ASCII whitespace);
+    ``analysis_cache.tokens`` is its Arrow twin, held to the same golden table.
 
     What the analyzers, crosses and the global index see. A single-valued
     column's ids are looked up from the raw strings instead (``_id_input``).
@@ -382,13 +394,13 @@ def make_preprocessing_fn(schema: Schema, prior: AnalysisPrior | None = None,
 
     def preprocessing_fn(inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         outputs: dict[str, tf.Tensor] = {}
-        values = {c.name: _numeric_value(inputs[c.name], c) for c in schema.numeric}
+        values = {c.name: numeric_value(inputs[c.name], c) for c in schema.numeric}
         bucketized = [c for c in schema.numeric if c.numeric.bucketize is not None]
         to_scale = [c for c in schema.numeric if c.numeric.scale != "none"]
         clipped = _clip_to_training_range(values, clipped_columns(schema), prior)
         buckets, positions = _bucketize_fused(values, clipped, bucketized, prior)
         scaled = _scale_fused(clipped, to_scale, prior)
-        tokens = {c.name: _tokens(inputs[c.name], c) for c in schema.categorical}
+        tokens = {c.name: categorical_tokens(inputs[c.name], c) for c in schema.categorical}
         global_name = GLOBAL_VOCAB if schema.global_index is not None else None
         ids, global_file = _categorical_ids(tokens, inputs, schema, global_name, prior)
         if schema.global_index is None:
@@ -408,6 +420,9 @@ def make_preprocessing_fn(schema: Schema, prior: AnalysisPrior | None = None,
         label = schema.label
         if label is not None and label.name in inputs:
             outputs[label.name] = inputs[label.name]
+        weight = schema.weight
+        if weight is not None and weight.name in inputs:  # passed through as the label is
+            outputs[weight.name] = inputs[weight.name]
         if schema.pairwise_group is not None:  # pairs for the pairwise loss are formed within a group
             outputs[GROUP_KEY] = tf.strings.to_hash_bucket_fast(inputs[schema.pairwise_group], 2**63 - 1)
         return outputs
@@ -431,8 +446,9 @@ def build_layout(schema: Schema, vocabulary_size: Callable[[str], int]) -> Featu
     crosses = tuple(SparseFeature(x.name, x.hash_buckets, wide_only=True) for x in schema.crosses)
     label = schema.label.name if schema.label is not None else ""
     group_key = GROUP_KEY if schema.pairwise_group is not None else None
+    weight = schema.weight.name if schema.weight is not None else None
     if schema.global_index is not None:
-        return FeatureLayout(sparse=crosses, dense=(), label=label, group_key=group_key,
+        return FeatureLayout(sparse=crosses, dense=(), label=label, group_key=group_key, weight=weight,
                              global_index=global_index_layout(schema, vocabulary_size))
     sparse: list[SparseFeature] = []
     dense: list[DenseFeature] = []
@@ -451,4 +467,5 @@ def build_layout(schema: Schema, vocabulary_size: Callable[[str], int]) -> Featu
         else:
             n = vocabulary_size(vocab_name(c.name)) + t.vocabulary.num_oov_buckets
         sparse.append(SparseFeature(c.name, n, multivalent=t.multivalent_delimiter is not None, group=c.group))
-    return FeatureLayout(sparse=tuple(sparse) + crosses, dense=tuple(dense), label=label, group_key=group_key)
+    return FeatureLayout(sparse=tuple(sparse) + crosses, dense=tuple(dense), label=label, group_key=group_key,
+                         weight=weight)

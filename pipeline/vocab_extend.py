@@ -22,8 +22,7 @@ import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
 
 from ctrflow.common.errors import UserError
-
-TRANSFORM_ASSETS = os.path.join("transform_fn", "assets")
+from ctrflow.pipeline import artifacts as af
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,11 +46,12 @@ def read_vocabulary(path: str) -> list[bytes]:
 
 def base_vocabulary_path(base: str, name: str) -> str:
     """Where a preprocess output (or a model export) keeps vocabulary ``name``."""
-    for candidate in (os.path.join(base, TRANSFORM_ASSETS, name), os.path.join(base, "export", "assets", name),
-                      os.path.join(base, "assets", name)):
+    for candidate in (os.path.join(base, af.TRANSFORM_ASSETS, name),
+                      os.path.join(base, af.EXPORT, af.SAVED_MODEL_ASSETS, name),
+                      os.path.join(base, af.SAVED_MODEL_ASSETS, name)):
         if FileSystems.exists(candidate):
             return candidate
-    raise UserError(f"--base {base}: no vocabulary {name} in {os.path.join(base, TRANSFORM_ASSETS)}; "
+    raise UserError(f"--base {base}: no vocabulary {name} in {os.path.join(base, af.TRANSFORM_ASSETS)}; "
                             "is it a `ctrflow preprocess` output of the same schema?")
 
 

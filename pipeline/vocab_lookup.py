@@ -4,16 +4,15 @@ TFT's default lookup with OOV buckets is a ``StaticVocabularyTable``, which
 wraps a ``StaticHashTable``: two resources per vocabulary, each saved with its
 own creator, initializer and destroyer functions, and saved again as restored
 functions once the transform graph is re-exported inside the serving model.
-On the Criteo benchmark model (26 vocabularies) that was 52 tables and 416 of
-the export's 536 functions; with one table each it is 276 functions, and
-``tf.saved_model.load`` on the scoring path took 4.4 s instead of 6.7 s
-(medians of 6 loads each, 2 cores). The ids are the same by construction:
+On the Criteo benchmark model (26 vocabularies) those functions were most of
+the export's, and every one of them is rebuilt by ``tf.saved_model.load`` on
+the scoring path: one table per vocabulary halves them.
+The ids are the same by construction:
 a token in the file gets its line number, any other
 ``vocab_size + to_hash_bucket_fast(token, num_oov_buckets)``, which is what
 ``StaticVocabularyTable.lookup`` computes. With one OOV bucket that bucket is
-always 0, so the tokens are not fingerprinted at all: 26 lookups of 8192
-eight-hex tokens cost 0.55 CPU-us per row without the hash against 0.75 with
-it (two runs each; the schemas' default is one OOV bucket).
+always 0, so the tokens are not fingerprinted at all, which saves a hash of
+every token (the schemas' default is one OOV bucket).
 """
 from __future__ import annotations
 
@@ -21,15 +20,21 @@ import contextlib
 from typing import Callable
 
 import tensorflow as tf
-from tensorflow.python.framework.ops import EagerTensor
 
 Lookup = Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
+
+
+def _is_constant(vocabulary_file) -> bool:
+    """A str or an eager tensor (a value, not a graph tensor): TFT's ``isinstance(f, (str, ops.EagerTensor))``."""
+    if isinstance(vocabulary_file, str):
+        return True
+    return isinstance(vocabulary_file, tf.Tensor) and not tf.is_symbolic_tensor(vocabulary_file)
 
 
 def vocabulary_table(vocabulary_file) -> tf.lookup.StaticHashTable:
     """token -> line number, -1 when absent; built once (lifted out of the traced function) as TFT does."""
     with contextlib.ExitStack() as stack:
-        if tf.inside_function() and isinstance(vocabulary_file, (str, EagerTensor)):
+        if tf.inside_function() and _is_constant(vocabulary_file):
             stack.enter_context(tf.init_scope())
         return tf.lookup.StaticHashTable(
             tf.lookup.TextFileInitializer(vocabulary_file, key_dtype=tf.string,
@@ -89,8 +94,7 @@ def missing_as(values: tf.Tensor, found: tf.Tensor, ids_of: Callable[[tf.Tensor]
     select runs over int64 ids instead of strings: a string select copies
     every token, and with 26 categorical columns it was the transform graph's
     costliest op in a ``tf.profiler`` trace of ``score_and_ids`` on the
-    benchmark model. Without it: 4.84 against 5.00 CPU-us per row (medians of
-    3 interleaved runs), the same ids and scores bit for bit on 20,000 rows.
+    benchmark model. The ids and scores are the same bit for bit.
     """
     return tf.where(tf.equal(values, ""), ids_of(tf.constant(missing_token)), found)
 

@@ -25,12 +25,33 @@ from ctrflow.schemas.types import (
     Vocabulary,
 )
 
-_ROLES = ("numeric", "categorical", "label", "id", "passthrough", "ignored")
+_ROLES = ("numeric", "categorical", "label", "weight", "id", "passthrough", "ignored")
 _FORMAT_KEYS = {"type", "header", "delimiter", "skip_lines", "comment", "null_markers", "strip", "quoting",
                 "encoding", "max_field_bytes"}
-_NUMERIC_KEYS = {"bucketize", "log1p", "clip", "scale", "default", "missing"}
+_NUMERIC_KEYS = {"bucketize", "log1p", "clip", "scale", "missing"}
 _CATEGORICAL_KEYS = {"vocabulary", "hash", "multivalent"}
 _COMMON_KEYS = {"name", "role", "group"}
+_ROLE_KEYS = {"numeric": _NUMERIC_KEYS, "categorical": _CATEGORICAL_KEYS, "label": {"positive", "negative"},
+              "weight": set(), "id": {"dtype"}, "passthrough": {"dtype"}, "ignored": set()}
+
+ACCEPTED_KEYS: dict[str, frozenset[str]] = {
+    "schema": frozenset({"name", "format", "columns", "crosses", "description", "pairwise", "layout"}),
+    "format": frozenset(_FORMAT_KEYS),
+    "column": frozenset(_COMMON_KEYS),
+    **{role: frozenset(keys) for role, keys in _ROLE_KEYS.items()},
+    "bucketize": frozenset({"num_buckets", "epsilon"}),
+    "vocabulary": frozenset({"top_k", "frequency_threshold", "num_oov_buckets"}),
+    "hash": frozenset({"buckets"}),
+    "multivalent": frozenset({"delimiter"}),
+    "cross": frozenset({"columns", "hash_buckets"}),
+    "layout": frozenset({"type", "numeric"}),
+    "pairwise": frozenset({"group"}),
+}
+"""Every key the loader accepts, by section (a column role names its own keys, beside ``column``'s).
+
+Each one changes the parsed ``Schema`` (tests/test_schema.py walks them), so a
+key can never be accepted and then silently ignored.
+"""
 
 
 class SchemaError(UserError, ValueError):
@@ -88,7 +109,7 @@ class _Ctx:
 
 def _parse_format(d: Any, ctx: _Ctx) -> InputFormat:
     ctx = ctx.at("format")
-    d = ctx.keys(d or {}, _FORMAT_KEYS, "format")
+    d = ctx.keys(d or {}, ACCEPTED_KEYS["format"], "format")
     kind = ctx.choice(d.get("type", "csv"), "type", ("csv", "tsv", "parquet", "tfrecord", "bigquery"))
     delimiter = d.get("delimiter", "\t" if kind == "tsv" else ",")
     if not isinstance(delimiter, str) or len(delimiter) != 1:
@@ -121,7 +142,7 @@ def _parse_numeric(d: dict[str, Any], ctx: _Ctx) -> NumericTransform:
         b = d["bucketize"]
         if isinstance(b, int) and not isinstance(b, bool):
             b = {"num_buckets": b}
-        b = ctx.keys(b, {"num_buckets", "epsilon"}, "bucketize")
+        b = ctx.keys(b, ACCEPTED_KEYS["bucketize"], "bucketize")
         if "num_buckets" not in b:
             raise ctx.fail("bucketize needs num_buckets")
         eps = ctx.number(b.get("epsilon", 0.001), "bucketize.epsilon")
@@ -161,7 +182,7 @@ def _parse_categorical(d: dict[str, Any], ctx: _Ctx) -> CategoricalTransform:
         raise ctx.fail("a categorical column needs exactly one of vocabulary or hash")
     vocabulary = hashing = None
     if "vocabulary" in d:
-        v = ctx.keys(d["vocabulary"] or {}, {"top_k", "frequency_threshold", "num_oov_buckets"}, "vocabulary")
+        v = ctx.keys(d["vocabulary"] or {}, ACCEPTED_KEYS["vocabulary"], "vocabulary")
         top_k = v.get("top_k")
         vocabulary = Vocabulary(
             top_k=None if top_k is None else ctx.int(top_k, "vocabulary.top_k", 1),
@@ -172,11 +193,11 @@ def _parse_categorical(d: dict[str, Any], ctx: _Ctx) -> CategoricalTransform:
         h = d["hash"]
         if isinstance(h, int) and not isinstance(h, bool):
             h = {"buckets": h}
-        h = ctx.keys(h, {"buckets"}, "hash")
+        h = ctx.keys(h, ACCEPTED_KEYS["hash"], "hash")
         hashing = Hash(buckets=ctx.int(h.get("buckets"), "hash.buckets", 1))
     delim = None
     if "multivalent" in d:
-        m = ctx.keys(d["multivalent"], {"delimiter"}, "multivalent")
+        m = ctx.keys(d["multivalent"], ACCEPTED_KEYS["multivalent"], "multivalent")
         delim = m.get("delimiter")
         if not isinstance(delim, str) or len(delim) == 0:
             raise ctx.fail(f"multivalent.delimiter must be a non-empty string, got {delim!r}")
@@ -188,18 +209,18 @@ def _parse_column(d: Any, i: int, ctx: _Ctx) -> Column:
         raise ctx.at(f"columns[{i}]").fail(f"every column needs a name, got {d!r}")
     ctx = ctx.at(f"column {d['name']!r}")
     role = ctx.choice(d.get("role"), "role", _ROLES)
-    extra: set[str] = {
-        "numeric": _NUMERIC_KEYS,
-        "categorical": _CATEGORICAL_KEYS,
-        "label": {"positive", "negative"},
-        "id": {"dtype"},
-        "passthrough": {"dtype"},
-        "ignored": set(),
-    }[role]
-    d = ctx.keys(d, _COMMON_KEYS | extra, f"a {role} column")
+    if role == "weight" and "dtype" in d:
+        raise ctx.fail("a weight column is always numeric (a number >= 0 per row, read as float32): dtype is not "
+                       "a key")
+    if role == "numeric" and "default" in d:
+        raise ctx.fail("default is not a key: the value a missing number takes is `missing: <number>` "
+                       "(on the log1p/clip scale) or `missing: bucket`")
+    d = ctx.keys(d, ACCEPTED_KEYS["column"] | ACCEPTED_KEYS[role], f"a {role} column")
     group = d.get("group")
     if group is not None and not isinstance(group, str):
         raise ctx.fail(f"group must be a string, got {group!r}")
+    if role == "weight" and group is not None:
+        raise ctx.fail("a weight column is not a feature: it has no interaction group")
     kw: dict[str, Any] = {"name": d["name"], "role": role, "group": group}
     if role == "numeric":
         kw["numeric"] = _parse_numeric(d, ctx)
@@ -215,12 +236,14 @@ def _parse_column(d: Any, i: int, ctx: _Ctx) -> Column:
             raise ctx.fail(f"values {sorted(both)} are both positive and negative")
     elif role in ("id", "passthrough"):
         kw["dtype"] = ctx.choice(d.get("dtype", "string"), "dtype", ("string", "int64", "float64"))
+    elif role == "weight":  # numeric-typed by construction; BatchParser applies the number rules to it
+        kw["dtype"] = "float64"
     return Column(**kw)
 
 
 def _parse_cross(d: Any, i: int, columns: dict[str, Column], ctx: _Ctx) -> Cross:
     ctx = ctx.at(f"crosses[{i}]")
-    d = ctx.keys(d, {"columns", "hash_buckets"}, "a cross")
+    d = ctx.keys(d, ACCEPTED_KEYS["cross"], "a cross")
     names = ctx.strings(d.get("columns"), "columns")
     if len(names) < 2:
         raise ctx.fail("a cross needs at least two columns")
@@ -240,8 +263,7 @@ def _parse_cross(d: Any, i: int, columns: dict[str, Column], ctx: _Ctx) -> Cross
 def parse_schema(doc: Any, source: str = "<memory>") -> Schema:
     """Builds a validated ``Schema`` from a parsed YAML document."""
     ctx = _Ctx(source)
-    doc = ctx.keys(doc, {"name", "format", "columns", "crosses", "description", "pairwise", "layout"},
-                   "the schema")
+    doc = ctx.keys(doc, ACCEPTED_KEYS["schema"], "the schema")
     cols_doc = doc.get("columns")
     if not isinstance(cols_doc, list) or not cols_doc:
         raise ctx.fail("columns must be a non-empty list")
@@ -254,6 +276,9 @@ def parse_schema(doc: Any, source: str = "<memory>") -> Schema:
     labels = [c.name for c in columns if c.role == "label"]
     if len(labels) > 1:
         raise ctx.fail(f"at most one label column, got {labels}")
+    weights = [c.name for c in columns if c.role == "weight"]
+    if len(weights) > 1:
+        raise ctx.fail(f"at most one weight column, got {weights}")
     if not any(c.is_feature for c in columns):
         raise ctx.fail("no numeric or categorical feature column")
     by_name = {c.name: c for c in columns}
@@ -262,9 +287,12 @@ def parse_schema(doc: Any, source: str = "<memory>") -> Schema:
     if clash:
         raise ctx.fail(f"cross name(s) {sorted(clash)} clash with column names")
     name = doc.get("name") or os.path.splitext(os.path.basename(source))[0]
+    description = doc.get("description") or ""
+    if not isinstance(description, str):
+        raise ctx.fail(f"description must be a string, got {description!r}")
     return Schema(name=str(name), format=_parse_format(doc.get("format"), ctx), columns=columns,
                   crosses=crosses, source=source, pairwise_group=_parse_pairwise(doc.get("pairwise"), by_name, ctx),
-                  global_index=_parse_layout(doc.get("layout"), columns, ctx))
+                  global_index=_parse_layout(doc.get("layout"), columns, ctx), description=description)
 
 
 def _parse_layout(d: Any, columns: tuple[Column, ...], ctx: _Ctx) -> GlobalIndexLayout | None:
@@ -272,7 +300,7 @@ def _parse_layout(d: Any, columns: tuple[Column, ...], ctx: _Ctx) -> GlobalIndex
     ctx = ctx.at("layout")
     if d is None or isinstance(d, str):
         d = {"type": d or "per_field"}
-    d = ctx.keys(d, {"type", "numeric"}, "layout")
+    d = ctx.keys(d, ACCEPTED_KEYS["layout"], "layout")
     if ctx.choice(d.get("type"), "type", ("per_field", "global_index")) == "per_field":
         if "numeric" in d:
             raise ctx.fail("numeric is an option of type: global_index")
@@ -292,7 +320,7 @@ def _parse_pairwise(d: Any, columns: dict[str, Column], ctx: _Ctx) -> str | None
     if d is None:
         return None
     ctx = ctx.at("pairwise")
-    d = ctx.keys(d, {"group"}, "pairwise")
+    d = ctx.keys(d, ACCEPTED_KEYS["pairwise"], "pairwise")
     group = d.get("group")
     col = columns.get(group) if isinstance(group, str) else None
     if col is None or col.role != "categorical":

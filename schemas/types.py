@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-Role = Literal["numeric", "categorical", "label", "id", "passthrough", "ignored"]
+Role = Literal["numeric", "categorical", "label", "weight", "id", "passthrough", "ignored"]
 FormatType = Literal["csv", "parquet", "tfrecord", "bigquery"]
 KeyDtype = Literal["string", "int64", "float64"]
 
@@ -95,7 +95,7 @@ class Column:
     categorical: CategoricalTransform | None = None
     positive_values: tuple[str, ...] = ()  # label only
     negative_values: tuple[str, ...] = ()  # label only; empty = "anything else"
-    dtype: KeyDtype = "string"  # id/passthrough only: type in the score output
+    dtype: KeyDtype = "string"  # id/passthrough: type in the score output; weight: always float64 (a number)
     group: str | None = None  # interaction group ("user", "item") for Hadamard
 
     @property
@@ -143,6 +143,7 @@ class Schema:
     source: str = "<memory>"  # file it was loaded from, for messages
     global_index: GlobalIndexLayout | None = None  # `layout: global_index`: feat_index/feat_value inputs
     pairwise_group: str | None = None  # categorical column whose rows form pairs (pairwise loss)
+    description: str = ""  # free text for people; no job reads it
 
     def column(self, name: str) -> Column:
         for c in self.columns:
@@ -153,6 +154,11 @@ class Schema:
     @property
     def label(self) -> Column | None:
         return next((c for c in self.columns if c.role == "label"), None)
+
+    @property
+    def weight(self) -> Column | None:
+        """The ``role: weight`` column: each row's weight in the loss, the metrics and calibration (not a feature)."""
+        return next((c for c in self.columns if c.role == "weight"), None)
 
     @property
     def features(self) -> tuple[Column, ...]:
@@ -169,8 +175,3 @@ class Schema:
     @property
     def keys(self) -> tuple[Column, ...]:
         return tuple(c for c in self.columns if c.is_key)
-
-    @property
-    def used(self) -> tuple[Column, ...]:
-        """Columns that must be present in the input (everything but ignored)."""
-        return tuple(c for c in self.columns if c.role != "ignored")

@@ -12,8 +12,8 @@ import pytest
 from ctrflow.beam_jobs.input import plan as sources
 from ctrflow.beam_jobs.input.plan import InputError, plan_reads
 from ctrflow.beam_jobs.input.transforms import REJECTED, ReadRows
-from ctrflow.beam_jobs.outputs.manifest import RejectedFractionError
 from ctrflow.cli.commands import _root_message
+from ctrflow.common.errors import ExitCode
 from ctrflow.pipeline.parsing import BatchParser
 from ctrflow.schemas import loads_schema
 from tests.conftest import CLICKS_SCHEMA, make_clicks, write_csv
@@ -110,7 +110,7 @@ def test_cli_prints_one_line_naming_file_and_column(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "ctrflow.cli", "preprocess", "--schema", str(tmp_path / "s.yaml"),
                            "--train", str(path), "--output", str(tmp_path / "out")],
                           capture_output=True, text=True, env=env, cwd=ROOT)
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # ExitCode.USER_ERROR
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith(f"ctrflow preprocess: error: input {path}: 30 of the first 30 rows are rejected: "
                            "rows have 5 fields but 4 columns are expected, the last being column 'y'")
@@ -118,7 +118,8 @@ def test_cli_prints_one_line_naming_file_and_column(tmp_path):
 
 
 @pytest.mark.slow
-def test_too_many_rejected_rows_fail_after_writing_them(tmp_path):
+def test_too_many_rejected_rows_fail_after_writing_them(tmp_path, capsys):
+    from ctrflow import cli
     from ctrflow.beam_jobs.preprocess import job as preprocess
 
     (tmp_path / "s.yaml").write_text(CLICKS_SCHEMA)
@@ -127,9 +128,11 @@ def test_too_many_rejected_rows_fail_after_writing_them(tmp_path):
     df.loc[df.index[::50], "age"] = "old"  # 20 rows, 2%
     csv = write_csv(df, tmp_path / "t.csv")
     out = tmp_path / "out"
-    with pytest.raises(RejectedFractionError, match=r"\[train\] 20 of 1000 rows \(2.00%\) were rejected, above "
-                                                    r"--max-rejected-fraction 0.001"):
-        preprocess.run(["--schema", str(tmp_path / "s.yaml"), "--train", csv, "--output", str(out)])
+    code = cli.main(["preprocess", "--schema", str(tmp_path / "s.yaml"), "--train", csv, "--output", str(out)])
+    assert code == ExitCode.TOO_MANY_REJECTED == 6
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
+        "ctrflow preprocess: error: [train] 20 of 1000 rows (2.00%) were rejected, above --max-rejected-fraction "
+        "0.001; see ")
     [kept] = os.listdir(out)  # the failed run's version folder: kept for inspection, never published
     assert kept.startswith("v=") and not (out / "_LATEST").exists() and not (out / kept / "_SUCCESS").exists()
     rejected = [json.loads(line) for f in os.listdir(out / kept / "rejected")

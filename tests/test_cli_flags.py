@@ -85,8 +85,9 @@ def test_every_beam_flag_the_readme_mentions_passes_through(cls, job, argv):
 
 
 def test_option_errors_are_one_line_with_exit_2(capsys):
-    assert cli.main(PRE + ["--eval-fraction", "0.2"]) == 2
+    assert cli.main(PRE + ["--eval-fraction", "2"]) == 2
     assert capsys.readouterr().err.strip() == ("ctrflow preprocess: error: --eval-fraction F (0 < F < 1) splits the "
-                                               "--train input by --split-key COLUMN; give --split-key, and no --eval")
+                                               "--train input (by --split-key COLUMN or by row); give it without "
+                                               "--eval")
     assert cli.main(SCORE[:6] + ["2026-11-31", "--output", "o"]) == 2
     assert capsys.readouterr().err.strip().startswith("ctrflow score: error: --date '2026-11-31': expected YYYY-MM-DD")

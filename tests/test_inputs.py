@@ -12,7 +12,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from ctrflow.beam_jobs.input import bigquery
 from ctrflow.beam_jobs.input.plan import InputError, plan_reads, read_task
-from ctrflow.beam_jobs.input.transforms import REJECTED, ReadRows, _ParseFn, _Rows
+from ctrflow.beam_jobs.input.transforms import COUNTS, REJECTED, ReadRows, _ParseFn, _Rows
 from ctrflow.pipeline.parsing import BatchParser
 from ctrflow.schemas import loads_schema
 
@@ -212,7 +212,9 @@ def test_bigquery_rows_go_through_the_same_parser():
     out = list(fn.process(_Rows("bigquery://p.d.t", rows)))
     [batch] = [o for o in out if isinstance(o, pa.RecordBatch)]
     assert batch.column("id").to_pylist() == [1, 2] and batch.column("city").to_pylist() == ["a", ""]
-    [bad] = [o.value for o in out if not isinstance(o, pa.RecordBatch)]
+    [bad] = [o.value for o in out if not isinstance(o, pa.RecordBatch) and o.tag == REJECTED]
     assert bad.source == "bigquery://p.d.t" and bad.reason == "column 'age': cannot parse 'old' as a number"
+    assert [o.value for o in out if not isinstance(o, pa.RecordBatch) and o.tag == COUNTS] == [
+        {"score/input_rows": 3, "score/rejected_rows": 1}]  # the counts as data (beam_jobs.outputs.row_counts)
     with pytest.raises(InputError, match="input bigquery://p.d.t: column 'city' required by schema s.yaml"):
         list(fn.process(_Rows("bigquery://p.d.t", [{"id": 1, "age": 2.0, "tags": "", "y": 1}])))

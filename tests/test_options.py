@@ -42,7 +42,7 @@ def test_flags_become_a_typed_frozen_object():
 
 @pytest.mark.parametrize("make,message", [
     (lambda: PreprocessOptions(schema="s", train=("t",), output="o", batch_rows=0), "--batch-rows must be > 0"),
-    (lambda: PreprocessOptions(schema="s", train=("t",), output="o", eval_fraction=0.2), "give --split-key"),
+    (lambda: PreprocessOptions(schema="s", train=("t",), output="o", split_key="k"), "only applies with"),
     (lambda: PreprocessOptions(schema="s", train=("t",), output="o", max_rejected_fraction=2), "in \\[0, 1\\]"),
     (lambda: ScoreOptions(model="m", input=("i",), date="2026-03-02:2026-03-01", output="o"), "FIRST <= LAST"),
     (lambda: ScoreOptions(model="m", input=("i",), date="2026-03-01", output="o", output_table="p:d.t$20260101"),

@@ -111,7 +111,7 @@ def test_non_finite_numbers_are_rejected_unless_a_null_marker():
 
 
 def test_output_location_compares_with_what_the_patterns_can_match(tmp_path):
-    from ctrflow.beam_jobs.scoring.job import check_output_location
+    from ctrflow.beam_jobs.input.globs import check_output_location
     day = tmp_path / "in"
     model = str(tmp_path / "model")
     check_output_location(str(day / "scores"), [str(day / "day.csv")], model)  # beside one input file

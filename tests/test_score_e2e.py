@@ -137,7 +137,7 @@ def test_missing_required_column_stops_with_one_clear_message(clicks_run, tmp_pa
     proc = subprocess.run([sys.executable, "-m", "ctrflow.cli", "score", "--model", clicks_run["model"], "--input",
                            path, "--date", "2026-11-21", "--output", str(tmp_path / "out")],
                           capture_output=True, text=True, env=env, cwd=ROOT)
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # ExitCode.USER_ERROR
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith(f"ctrflow score: error: input {path}: column 'device' required by schema")
     assert not (tmp_path / "out").exists()

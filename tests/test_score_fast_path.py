@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from ctrflow.common import compat
 from tests.conftest import make_clicks, write_csv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,17 +36,18 @@ def test_metadata_is_read_through_the_given_file_functions(tmp_path):
 
     from ctrflow.beam_jobs.scoring.job import _read_text
     from ctrflow.model import artifact
+    from ctrflow.pipeline import artifacts as af
     from ctrflow.pipeline.layout import FeatureLayout
 
     export = tmp_path / "model" / "export"
-    (export / artifact.EXTRA).mkdir(parents=True)
+    (export / af.ASSETS_EXTRA).mkdir(parents=True)
     (export / "saved_model.pb").write_bytes(b"\x08\x01")
-    (export / artifact.EXTRA / artifact.SCHEMA_FILE).write_text(
+    (export / af.ASSETS_EXTRA / af.SCHEMA).write_text(
         "name: tiny\nformat: {type: csv}\ncolumns:\n  - {name: x, role: numeric, scale: zscore}\n"
         "  - {name: y, role: label, positive: ['1'], negative: ['0']}\n")
     layout = FeatureLayout(sparse=(), dense=(), label="y")
-    (export / artifact.EXTRA / artifact.LAYOUT_FILE).write_text(layout.to_json())
-    (export / artifact.EXTRA / artifact.INFO_FILE).write_text(json.dumps({"version": "v7"}))
+    (export / af.ASSETS_EXTRA / af.LAYOUT).write_text(layout.to_json())
+    (export / af.ASSETS_EXTRA / af.MODEL_INFO).write_text(json.dumps({"version": "v7"}))
     seen = []
 
     def read(path):
@@ -56,8 +58,7 @@ def test_metadata_is_read_through_the_given_file_functions(tmp_path):
     assert (meta.path, meta.version, meta.schema.name, meta.train_stats) == (str(export), "v7", "tiny", None)
     assert [c.name for c in meta.schema.columns] == ["x", "y"]
     assert meta.layout.label == "y"
-    assert sorted(seen) == sorted([artifact.SCHEMA_FILE, artifact.STATS_FILE, artifact.LAYOUT_FILE,
-                                   artifact.INFO_FILE])
+    assert sorted(seen) == sorted(["schema.yaml", "stats.json", "layout.json", "model_info.json"])
     with pytest.raises(FileNotFoundError, match="no saved_model.pb"):
         artifact.load_metadata(str(tmp_path), read, FileSystems.exists)
 
@@ -116,17 +117,20 @@ def test_score_job_never_imports_tf_transform_and_reports_its_fixed_costs(clicks
     (tmp_path / "in").mkdir()
     csv = write_csv(day, tmp_path / "in" / "day.csv")
     out = tmp_path / "scores"
-    code = ("import sys, json; from ctrflow.beam_jobs import score; "
+    code = ("import sys, json; from ctrflow.beam_jobs.scoring import job as score; "
             f"score.run(['--model', {clicks_run['model']!r}, '--input', {csv!r}, '--date', '2026-11-21', "
             f"'--output', {str(out)!r}]); "
-            "from ctrflow.model.serving_tf import is_deferred; "
+            "from ctrflow.common.compat.tensorflow import is_deferred; "
             "print(json.dumps({**{m: m in sys.modules for m in ('tensorflow_transform', 'tf_keras', 'keras')}, "
             "'tensorflow_init_ran': not is_deferred()}))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"tensorflow_transform": False, "tf_keras": False,
-                                                                  "keras": False, "tensorflow_init_ran": False}
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    if compat.public_api_only():  # a plain import tensorflow, whose __init__ imports a Keras
+        assert (got["tensorflow_transform"], got["tensorflow_init_ran"]) == (False, True)
+    else:
+        assert got == {"tensorflow_transform": False, "tf_keras": False, "keras": False, "tensorflow_init_ran": False}
     assert "rows/s" in proc.stderr
     day = out / "date=2026-11-21"
     latest = (day / "_LATEST").read_text().strip() if (day / "_LATEST").exists() else ""
@@ -145,7 +149,7 @@ def test_import_tensorflow_from_a_second_thread_waits_for_the_first():
     """While the preload thread imports TensorFlow, another caller gets the finished module, not a partial one."""
     code = (
         "import sys, threading, time\n"
-        "from ctrflow.model.artifact import import_tensorflow\n"
+        "from ctrflow.common.compat.tensorflow import import_tensorflow\n"
         "threading.Thread(target=import_tensorflow, daemon=True).start()\n"
         "while 'tensorflow' not in sys.modules: time.sleep(0.001)\n"
         "tf = import_tensorflow()\n"
@@ -156,6 +160,7 @@ def test_import_tensorflow_from_a_second_thread_waits_for_the_first():
     assert proc.stdout.strip().splitlines()[-1] == "True"
 
 
+@pytest.mark.skipif(compat.public_api_only(), reason="tf_keras' layer traces are a trick (tests/test_compat.py)")
 def test_the_export_holds_the_transform_graph_once_for_all_signatures(clicks_run):
     """serving_default, score_and_ids and serve_tf_examples call one traced transform (model.export).
 

@@ -16,6 +16,7 @@ import pyarrow.csv as pacsv
 import pyarrow.dataset as ds
 import pytest
 
+from ctrflow.common.errors import ExitCode
 from ctrflow.pipeline.artifacts import live_dir
 from tests.conftest import make_clicks, write_csv
 
@@ -425,7 +426,7 @@ def test_fail_on_drift_exits_non_zero_after_writing_output_and_a_readable_page(c
     out = tmp_path / "out"
     proc = _cli_score(clicks_run["model"], path, out, DATE, "--fail-on-drift", "--max-rejected-fraction", "0.5")
     stdout, stderr = proc.communicate(timeout=600)
-    assert proc.returncode != 0
+    assert proc.returncode == ExitCode.DRIFT == 5, stderr[-2000:]
     assert "drift over PSI 0.2" in stderr.strip().splitlines()[-1]
     part = Path(live_dir(str(out / f"date={DATE}")))
     assert len(_parquet(part)) == 1000  # the scores were published before failing

@@ -28,7 +28,7 @@ def test_tune_runs_trials_and_ranks_them_on_validation(clicks_run, tmp_path: Pat
 
     out = tmp_path / "tune"
     rows = tune.run(["--data", clicks_run["data_root"], "--output", str(out), "--epochs", "1", "--batch-size", "256",
-                     "--verbose", "0", "--trials", "2", "--cache"])
+                     "--verbose", "0", "--trials", "2", "--cache", "--ensemble", "1"])  # one model a trial
     assert [r["trial"] for r in rows] == [1, 2] and rows[0]["flags"] == flags_of(draw_settings(ModelConfig(), 2, 0)[0])
     with open(out / "trials.csv") as f:
         table = list(csv.DictReader(f))

@@ -238,7 +238,7 @@ def test_the_scoring_load_falls_back_to_the_whole_export(plain_run, monkeypatch,
 
     from ctrflow.beam_jobs.scoring import model_handler
     from ctrflow.beam_jobs.scoring.distinct_values import UniqueValueScorer
-    from ctrflow.model import serving_tf
+    from ctrflow.common.compat import tensorflow as tf_compat
     from ctrflow.model.artifact import load_metadata
 
     # _configure_tensorflow turns grappler off process-wide (as a scoring process wants); other tests here
@@ -252,11 +252,11 @@ def test_the_scoring_load_falls_back_to_the_whole_export(plain_run, monkeypatch,
     def broken(export_dir, paths):
         raise RuntimeError("internals moved")
 
-    real = serving_tf.load_saved_model_parts
-    monkeypatch.setattr(serving_tf, "load_saved_model_parts", broken)
+    real = tf_compat.load_saved_model_parts
+    monkeypatch.setattr(tf_compat, "load_saved_model_parts", broken)
     model = model_handler._load_and_warm(meta, 0, None, 128)
     assert not model.partial and model_handler.scoring_path(model, None, 128).signature == "score_features"
-    monkeypatch.setattr(serving_tf, "load_saved_model_parts", real)
+    monkeypatch.setattr(tf_compat, "load_saved_model_parts", real)
     monkeypatch.setattr(UniqueValueScorer, "create", classmethod(lambda cls, model, rows: None))
     model = model_handler._load_and_warm(meta, 0, None, 128)
     assert not model.partial and model_handler.scoring_path(model, None, 128).signature == "batch_score_and_ids"

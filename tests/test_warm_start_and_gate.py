@@ -121,9 +121,11 @@ def test_gate_scores_the_baseline_like_its_own_export_and_sets_the_exit_code(loo
     from ctrflow import cli
     from ctrflow.model import export
 
+    serving = ["--serving-base", str(loop / "serving")]
     args = ["train", "--data", str(loop / "d1"), "--output", str(loop / "m1"), *TRAIN,
             "--warm-start", str(loop / "m0"), "--baseline", str(loop / "m0")]
-    assert cli.main(args + ["--require-better", "1.0"]) == 0
+    assert cli.main(args + ["--require-better", "1.0", *serving]) == 0
+    assert os.listdir(loop / "serving") == ["1"]  # promoted: TF Serving's first version
     doc = json.loads(((loop / "m1") / "promotion.json").read_text())
     assert doc["promote"] is True and doc["tolerance"] == 1.0
     metrics = json.loads(((loop / "m1") / "metrics.json").read_text())
@@ -142,6 +144,7 @@ def test_gate_scores_the_baseline_like_its_own_export_and_sets_the_exit_code(loo
     one_pair = 1.0 / ((labels == 1).sum() * (labels == 0).sum())
     assert doc["baseline"]["auc"] == pytest.approx(rank_auc(labels, scores), abs=2 * one_pair)
     # demanding a 1.0 AUC gain can never pass: exit status 3, promotion.json still written
-    assert cli.main(args + ["--output", str(loop / "m2"), "--require-better", "-1.0"]) == 3
+    assert cli.main(args + ["--output", str(loop / "m2"), "--require-better", "-1.0", *serving]) == 3
     assert json.loads(((loop / "m2") / "promotion.json").read_text())["promote"] is False
     assert os.path.exists((loop / "m2") / "export" / "saved_model.pb")
+    assert os.listdir(loop / "serving") == ["1"]  # a refused model is never served

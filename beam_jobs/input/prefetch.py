@@ -5,7 +5,7 @@ downstream transforms process it, and only then does the DoFn produce the
 next one. Reading and parsing a CSV batch is mostly Arrow work that releases
 the GIL, so doing it in a thread one or two batches ahead lets it run on the
 second core while the pipeline's thread transforms the batch before (see
-``beam_jobs.input.transforms.ReadRows(prefetch=True)`` for the measured gain).
+``beam_jobs.input.transforms.ReadRows(prefetch=True)``, which preprocess uses).
 """
 from __future__ import annotations
 

@@ -57,7 +57,7 @@ def _line_starts(data: bytes) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _valid_utf8(data: bytes) -> bool:
-    # NumPy's max releases the GIL and took 1.2 ms per 30 MB against bytes.isascii's 2.0 ms with the GIL held
+    # NumPy's max releases the GIL and was faster than bytes.isascii, which holds it
     if np.frombuffer(data, np.uint8).max(initial=0) < 0x80:
         return True
     try:

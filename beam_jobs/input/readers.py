@@ -60,8 +60,7 @@ def _read_range(task: ReadTask) -> tuple[int, bytes]:
     """(offset, the bytes of the lines that *start* inside [start, end)).
 
     Both ends are found first and the range read in one call: reading to
-    ``end`` and appending the last line's tail copied every range once more
-    (30 MB per read task of the scoring benchmark).
+    ``end`` and appending the last line's tail copied every range once more.
     """
     if task.end < 0:
         with FileSystems.open(task.path, compression_type=CompressionTypes.AUTO) as f:
@@ -90,7 +89,7 @@ def read_csv_bytes(schema: Schema, task: ReadTask, data: bytes, batch_rows: int,
                                 comment=fmt.comment, encoding=fmt.encoding, delimiter=fmt.delimiter,
                                 max_field_bytes=fmt.max_field_bytes, quoting=fmt.quoting)
     bad: list[RejectedRow] = list(screened.rejected)
-    if not screened.data or screened.data.isspace():  # not .strip(): that copied every 30 MB chunk, GIL held
+    if not screened.data or screened.data.isspace():  # not .strip(): that copied every range, GIL held
         if bad:
             yield _empty_table(task), bad
         return

@@ -3,8 +3,9 @@
 ``ReadRows`` turns planned reads (``beam_jobs.input.plan.plan_reads``: file
 ``ReadTask``s and ``bigquery://`` queries) into clean Arrow ``RecordBatch``es
 (main output) and ``RejectedRow``s (output ``REJECTED``). Rows are counted as
-read and rejected in Beam counters under ``<split>``, which the job's manifest
-reports; nothing is dropped without a counted reason. Every finished file
+read and rejected as data (output ``COUNTS``, summed into the run's
+``row_counts.json`` that the job's manifest reports: ``outputs.row_counts``),
+and in Beam counters for progress only; nothing is dropped without a counted reason. Every finished file
 task logs its rows, the running totals of this process (every worker thread of
 an in-process runner), rows/s and an ETA.
 """
@@ -30,6 +31,7 @@ from ctrflow.pipeline.parsing import BatchParser, RejectedRow
 from ctrflow.schemas.types import Schema
 
 REJECTED = "rejected"
+COUNTS = "counts"  # {"<split>/input_rows": n, "<split>/rejected_rows": n} per chunk (outputs.row_counts)
 TASK_START_MS, TASK_END_MS = "task_start_ms", "task_end_ms"
 COUNTER_NAMESPACE = "ctrflow"
 
@@ -116,6 +118,9 @@ class _ParseFn(beam.DoFn):
             check_first_rows(self.schema, check, n_in, all_bad)
         self.input_rows.inc(n_in)
         self.rejected_rows.inc(len(all_bad))
+        # the counts as data: metrics are runner-dependent (none on Dask, attempted-only on portable runners)
+        yield beam.pvalue.TaggedOutput(COUNTS, {counter_name(self.split, "input_rows"): n_in,
+                                                counter_name(self.split, "rejected_rows"): len(all_bad)})
         if parsed is not None and parsed.batch.num_rows:
             yield parsed.batch
         for r in all_bad:
@@ -155,7 +160,7 @@ class _ParseFn(beam.DoFn):
 
 
 class ReadRows(beam.PTransform):
-    """Planned reads -> clean RecordBatches, with rejected rows tagged ``REJECTED``."""
+    """Planned reads -> clean RecordBatches, with rejected rows tagged ``REJECTED`` and row counts ``COUNTS``."""
 
     def __init__(self, schema: Schema, tasks: list[Read], split: str, *, with_label: bool,
                  keys: bool, extra: tuple[str, ...] = (), batch_rows: int = DEFAULT_BATCH_ROWS,
@@ -163,8 +168,8 @@ class ReadRows(beam.PTransform):
         super().__init__()
         self.locator = locator  # add source_file/source_offset to the clean rows (pipeline.parsing)
         # read and parse a file's next batches in a background thread (beam_jobs.input.prefetch), for a job whose
-        # runner has one worker thread (preprocess): 1M Criteo rows on 2 cores took 54.5 s with it and 62.6 s
-        # without (one run each, both with the two encode threads of beam_jobs.outputs.tfrecord_writer)
+        # runner has one worker thread (preprocess), where it uses the second core (next to the two encode threads
+        # of beam_jobs.outputs.tfrecord_writer)
         self.prefetch = prefetch
         self.schema, self.tasks, self.split = schema, tasks, split
         self.with_label, self.keys, self.extra, self.batch_rows = with_label, keys, tuple(extra), batch_rows
@@ -190,9 +195,9 @@ class ReadRows(beam.PTransform):
         reads = parts[0] if len(parts) == 1 else tuple(parts) | "AllReads" >> beam.Flatten()
         fn = _ParseFn(self.schema, self.split, self.with_label, self.keys, self.extra, self.batch_rows,
                       len(files), total_bytes, self.locator, self.prefetch)
-        result = reads | "Parse" >> beam.ParDo(fn).with_outputs(REJECTED, main="rows")
+        result = reads | "Parse" >> beam.ParDo(fn).with_outputs(REJECTED, COUNTS, main="rows")
         # typed, so Beam's element-size sampling uses the Arrow coder's nbytes instead of pickling every
-        # batch (beam_jobs.coders); untyped, 1M Criteo rows were pickled once more just to be measured
+        # batch (beam_jobs.coders); untyped, every batch was pickled once more just to be measured
         result.rows.element_type = pa.RecordBatch
         return result
 

@@ -5,7 +5,9 @@ after the pipeline and every check succeeded does ``publish`` write its
 ``_SUCCESS`` and then ``OUTPUT/date=D/_LATEST``. A failed run deletes its
 version folder and leaves the live one untouched; one that failed because too
 many rows were rejected is moved to ``OUTPUT/_failed/date=D.<run id>`` for
-inspection. Runs for different dates touch disjoint folders.
+inspection. Runs for different dates touch disjoint folders. A run killed
+outright leaves its leased version folder behind: the next run of the same
+date removes it once its lease has run out (``publish.remove_abandoned``).
 """
 from __future__ import annotations
 
@@ -14,12 +16,11 @@ import os
 from apache_beam.io.filesystems import FileSystems
 
 from ctrflow.beam_jobs.outputs import publish as pub
-
-FAILED = "_failed"
+from ctrflow.pipeline import artifacts as af
 
 
 def partition_dir(output: str, date: str) -> str:
-    return os.path.join(output, f"date={date}")
+    return af.date_partition(output, date)
 
 
 def staging_dir(output: str, date: str) -> str:
@@ -39,12 +40,13 @@ def _output_of(staging: str) -> str:
 def failed_dir(staging: str) -> str:
     """Where a failed run's folder is kept: ``OUTPUT/_failed/date=D.<run id>``."""
     partition, version = os.path.split(staging.rstrip("/"))
-    run_id = version[len("v="):]
-    return os.path.join(_output_of(staging), FAILED, f"{os.path.basename(partition)}.{run_id}")
+    run_id = version[len(af.VERSION_PREFIX):]
+    return os.path.join(_output_of(staging), af.FAILED, f"{os.path.basename(partition)}.{run_id}")
 
 
 def keep_failed(staging: str) -> str:
     """Moves a failed run's folder (rejected rows, manifest) aside for inspection."""
+    pub.release(staging)  # its lease ends here, not in _failed/
     target = failed_dir(staging)
     files = [m.path for m in FileSystems.match([staging.rstrip("/") + "/**"])[0].metadata_list]
     if "://" not in target:  # object stores have no folders to create

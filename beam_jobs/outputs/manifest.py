@@ -1,8 +1,8 @@
 """Run manifests: what a job read, wrote and rejected, and with which versions.
 
-The counts come from the Beam counters the transforms keep (see
-``beam_jobs.input.transforms``), so they are the runner's own committed numbers, and
-``check_counts`` refuses a run in which input != output + rejected.
+The counts are data the pipeline wrote (``beam_jobs.outputs.row_counts``), not Beam
+metrics, which depend on the runner; ``check_counts`` refuses a run in which
+input != output + rejected. Metrics only time the run's parts, where the runner has them.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 
 from ctrflow.beam_jobs.input.transforms import COUNTER_NAMESPACE, TASK_END_MS, TASK_START_MS
-from ctrflow.common.errors import UserError
+from ctrflow.common.errors import ExitCode, UserError
 
 _PACKAGES = ("ctrflow", "apache-beam", "tensorflow", "tensorflow-transform", "tfx-bsl", "keras", "pyarrow",
              "numpy", "pandas")
@@ -25,6 +25,8 @@ _PACKAGES = ("ctrflow", "apache-beam", "tensorflow", "tensorflow-transform", "tf
 
 class RejectedFractionError(UserError, RuntimeError):
     """More rows were rejected than the job allows (--max-rejected-fraction)."""
+
+    exit_code = ExitCode.TOO_MANY_REJECTED
 
 
 def library_versions() -> dict[str, str]:
@@ -37,10 +39,18 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+def runner_metrics(result) -> dict | None:
+    """The ctrflow metrics of a finished pipeline; None when its runner has none (the DaskRunner)."""
+    try:
+        return result.metrics().query(MetricsFilter().with_namespace(COUNTER_NAMESPACE))
+    except NotImplementedError:
+        return None
+
+
 def counters(result) -> dict[str, int]:
-    """All ctrflow counters of a finished pipeline, by name."""
+    """All ctrflow counters of a finished pipeline, by name (progress only: the counts are ``row_counts``)."""
     found: dict[str, int] = {}
-    query = result.metrics().query(MetricsFilter().with_namespace(COUNTER_NAMESPACE))
+    query = runner_metrics(result) or {"counters": []}
     for c in query["counters"]:
         value = c.committed if c.committed is not None else c.attempted
         found[c.key.metric.name] = found.get(c.key.metric.name, 0) + int(value or 0)
@@ -51,7 +61,7 @@ def task_window(result, splits: str | Sequence[str]) -> tuple[float, float] | No
     """(first read task start, last read task end) over the splits, epoch seconds; None without file tasks."""
     wanted = {splits} if isinstance(splits, str) else set(splits)
     ends = {}
-    query = result.metrics().query(MetricsFilter().with_namespace(COUNTER_NAMESPACE))
+    query = runner_metrics(result) or {"distributions": []}
     for d in query["distributions"]:
         split, _, what = d.key.metric.name.rpartition("/")
         value = d.committed if d.committed is not None else d.attempted
@@ -64,12 +74,14 @@ def task_window(result, splits: str | Sequence[str]) -> tuple[float, float] | No
     return (ends["start"] / 1000, ends["end"] / 1000) if len(ends) == 2 else None
 
 
-def pipeline_parts(result, splits: str | Sequence[str], began: float, ended: float) -> dict[str, float]:
+def pipeline_parts(result, splits: str | Sequence[str], began: float, ended: float) -> dict[str, float | str]:
     """A pipeline's wall time as start-up / reading (and scoring) / finalize, from its read tasks' times.
 
     start: building the pipeline (TFT traces the preprocessing_fn here) and the runner's start, until the
     first read task; read: first task start to last task end; finalize: the rest (combines, file renames).
     """
+    if runner_metrics(result) is None:
+        return {"unavailable": f"{type(result).__name__} reports no metrics"}
     window = task_window(result, splits)
     if window is None:
         return {}

@@ -14,6 +14,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from ctrflow.pipeline import artifacts as af
+
 
 def _table_to_csv(table: pa.Table) -> str:
     """Rows as CSV lines (no header, no trailing newline) for WriteToText."""
@@ -46,18 +48,18 @@ def _table_to_examples(table: pa.Table):
 
 
 class WriteScores(beam.PTransform):
-    """Output tables -> files of one format under ``staging``.
+    """Output tables -> files of one format in a score run's version folder.
 
     A BigQuery ``--output-table`` is not written here: the job writes Parquet
     and loads it after its checks passed (``beam_jobs.outputs.bigquery_scores``).
     """
 
-    def __init__(self, schema: pa.Schema, staging: str, fmt: str = "parquet"):
+    def __init__(self, schema: pa.Schema, version_dir: str, fmt: str = "parquet"):
         super().__init__()
-        self.schema, self.staging, self.fmt = schema, staging, fmt
+        self.schema, self.version_dir, self.fmt = schema, version_dir, fmt
 
     def expand(self, tables):
-        prefix = os.path.join(self.staging, "part")
+        prefix = os.path.join(self.version_dir, af.PART_PREFIX)
         if self.fmt == "csv":
             return (tables
                     | "ToCsv" >> beam.Map(_table_to_csv)
@@ -66,6 +68,6 @@ class WriteScores(beam.PTransform):
         if self.fmt == "tfrecord":
             return (tables
                     | "ToExamples" >> beam.FlatMap(_table_to_examples)
-                    | "WriteTFRecord" >> beam.io.WriteToTFRecord(prefix, file_name_suffix=".tfrecord.gz"))
+                    | "WriteTFRecord" >> beam.io.WriteToTFRecord(prefix, file_name_suffix=af.TFRECORD_SUFFIX))
         return tables | "WriteParquet" >> beam.io.WriteToParquetBatched(prefix, schema=self.schema,
                                                                          file_name_suffix=".parquet")

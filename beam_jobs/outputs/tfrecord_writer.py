@@ -7,12 +7,10 @@ into ONE element: its tf.Examples (written with numpy by ``tfrecord_encoding``,
 or encoded by tfx_bsl when a feature is ragged or a string), framed, and
 compressed with one call into a complete gzip member (level 1: readers do not
 care, and it is several times faster than the default 6). The deflate is
-ISA-L's (``isal``) where installed: on these records it compressed at 431 MB/s
-against zlib's 120 MB/s at level 1, into 11% more bytes (16.4 against 14.7 MB
-from 80 MB); a million Criteo rows are 913 MB of records, and the preprocess
-job took 44.8 s instead of 48.1-49.8 s at 1M rows (2 cores).
-Compressing before Beam's write step also means the runner moves 5x fewer
-bytes. A gzip file may hold many members, which TF's reader reads in turn;
+ISA-L's (``isal``) where installed: on these records it compresses several
+times faster than zlib at level 1, into slightly more bytes, which shortens
+the preprocess job. Compressing before Beam's write step also means the
+runner moves far fewer bytes. A gzip file may hold many members, which TF's reader reads in turn;
 Beam's file sink still does sharding, temp files and the atomic rename.
 """
 from __future__ import annotations
@@ -30,6 +28,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from tfx_bsl.coders import example_coder
 
 from ctrflow.beam_jobs.outputs.tfrecord_encoding import encode_tfrecords, frame_records
+from ctrflow.pipeline import artifacts as af
 
 try:  # ISA-L's deflate: the same gzip format, several times zlib's speed (see the module docstring)
     from isal import isal_zlib as _deflate
@@ -58,7 +57,7 @@ class WriteTFRecordBatches(beam.PTransform):
     the key TFT's transformed feature spec reads them from.
     """
 
-    def __init__(self, file_path_prefix: str, file_name_suffix: str = ".tfrecord.gz", num_shards: int = 0,
+    def __init__(self, file_path_prefix: str, file_name_suffix: str = af.TFRECORD_SUFFIX, num_shards: int = 0,
                  level: int = 1, ragged: tuple[str, ...] = ()):
         super().__init__()
         self.sink = _RawSink(file_path_prefix, file_name_suffix, num_shards)
@@ -75,10 +74,9 @@ class _EncodeBatches(beam.DoFn):
 
     zlib and most of numpy's work release the GIL, so while the pipeline's own
     thread reads, parses and transforms the next batches, earlier ones are
-    encoded and compressed beside it. A 1M-row Criteo preprocess on 2 cores
-    (one run each): 66.6 s with both in the pipeline's thread (gzip alone was
-    about 10 s of it), 58.0 s with one encode thread, 54.5 s with two and the
-    reads prefetched (``ReadRows(prefetch=True)``). At most ``_AHEAD`` batches
+    encoded and compressed beside it: on a 2-core Criteo preprocess, one
+    encode thread was faster than none, and two with the reads prefetched
+    (``ReadRows(prefetch=True)``) faster still. At most ``_AHEAD`` batches
     wait, so memory stays bounded; the output keeps the input's order, and
     ``finish_bundle`` emits what is left.
     """

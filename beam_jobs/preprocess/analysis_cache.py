@@ -18,8 +18,10 @@ merged weighted quantile summaries (``Summary``; exact for small days), z-score/
 from the summed moments, each column's training range (the clip before bucketizing and scaling) from the
 days' ranges. The transform pass still covers the whole window.
 
-Token and value semantics here mirror ``pipeline.transform`` exactly
-(missing -> ``MISSING_TOKEN``, multivalent parts stripped, signed log1p, clip).
+Values and tokens are the transform's: a numeric value is computed by
+``pipeline.transform.numeric_value`` itself (signed log1p, clip), and
+``tokens`` is the Arrow twin of ``transform.categorical_tokens`` (rule 5 of
+``schemas.raw_rules``), held to the same golden table.
 """
 from __future__ import annotations
 
@@ -36,11 +38,11 @@ import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
 
 from ctrflow.beam_jobs.input.transforms import ReadRows
+from ctrflow.pipeline import artifacts as af
+from ctrflow.pipeline import transform
 from ctrflow.pipeline.prior import AnalysisPrior
-from ctrflow.pipeline.transform import clipped_columns, vocab_name
 from ctrflow.schemas.types import MISSING_TOKEN, Column, Schema
 
-SUCCESS = "_SUCCESS"
 SUMMARY_POINTS = 4096  # a column's day summary: exact below this many values, else this many weighted points
 
 
@@ -90,41 +92,49 @@ def cache_root(cache_dir: str, schema_text: str, patterns: list[str]) -> str:
 
 
 def day_dir(root: str, date: str) -> str:
-    return os.path.join(root, f"date={date}")
+    return af.date_partition(root, date)
 
 
 def is_cached(root: str, date: str) -> bool:
-    return FileSystems.exists(os.path.join(day_dir(root, date), SUCCESS))
+    return FileSystems.exists(os.path.join(day_dir(root, date), af.SUCCESS))
 
 
 def numeric_value(x: np.ndarray, col: Column) -> np.ndarray:
-    """``transform._numeric_value`` in numpy (float32, NaN stays NaN)."""
-    t = col.numeric
-    x = x.astype(np.float32)
-    if t.log1p:
-        x = (np.sign(x) * np.log1p(np.abs(x))).astype(np.float32)
-    if t.clip is not None:
-        lo, hi = t.clip
-        with np.errstate(invalid="ignore"):
-            if lo is not None:
-                x = np.where(np.isnan(x), x, np.maximum(x, np.float32(lo)))
-            if hi is not None:
-                x = np.where(np.isnan(x), x, np.minimum(x, np.float32(hi)))
-    return x.astype(np.float32)
+    """The transform's value of a clean numeric column (float32, NaN stays NaN), by ``transform.numeric_value``.
+
+    Not a numpy copy: numpy's float32 log1p differs from TensorFlow's in the
+    last bit for about a third of values, and a boundary computed from one
+    would miss the point mass the transform finds in the other.
+    """
+    x = np.asarray(x, np.float32)
+    if not col.numeric.log1p and col.numeric.clip is None:
+        return x
+    import tensorflow as tf
+
+    return transform.numeric_value(tf.constant(x), col).numpy()
 
 
 def tokens(arr: pa.Array, col: Column) -> pa.Array:
-    """``transform._tokens`` in Arrow: the column's tokens, flattened for multivalent columns."""
+    """``transform.categorical_tokens`` in Arrow: the column's tokens, flattened for multivalent columns.
+
+    A multivalent row's parts are split on the delimiter, stripped of ASCII
+    whitespace only (``pc.ascii_trim_whitespace``, as ``tf.strings.strip``; not
+    Python's ``str.strip``, which also removes a no-break space) and kept when
+    not empty; a row with none is ``MISSING_TOKEN``. Rows stay in order.
+    """
     arr = pc.fill_null(arr.cast(pa.string()), "")
     delimiter = col.categorical.multivalent_delimiter
     if delimiter is None:
         return pc.if_else(pc.equal(arr, ""), MISSING_TOKEN, arr).cast(pa.binary())
     parts = pc.split_pattern(arr, delimiter)
-    out = []
-    for row in parts.to_pylist():
-        kept = [p.strip() for p in row if p.strip()]
-        out += kept or [MISSING_TOKEN]
-    return pa.array(out, pa.binary())
+    flat = pc.ascii_trim_whitespace(pc.list_flatten(parts))
+    keep = pc.not_equal(flat, "")
+    rows = pc.list_parent_indices(parts).to_numpy()
+    counts = np.bincount(rows[keep.to_numpy(zero_copy_only=False)], minlength=len(arr))
+    offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]), pa.int32())
+    kept = pa.ListArray.from_arrays(offsets, flat.filter(keep))
+    filled = pc.if_else(pc.equal(pc.list_value_length(kept), 0), pa.scalar([MISSING_TOKEN], kept.type), kept)
+    return pc.list_flatten(filled).cast(pa.binary())
 
 
 @dataclasses.dataclass
@@ -145,7 +155,7 @@ class DayAnalysis(beam.CombineFn):
         self.vocab_cols = [c for c in schema.categorical if c.categorical.vocabulary is not None]
         self.bucket_cols = [c for c in schema.numeric if c.numeric.bucketize is not None]
         self.scale_cols = [c for c in schema.numeric if c.numeric.scale != "none"]
-        self.range_cols = clipped_columns(schema)
+        self.range_cols = transform.clipped_columns(schema)
 
     def create_accumulator(self) -> DayState:
         return DayState({}, {c.name: Summary.empty() for c in self.bucket_cols},
@@ -216,14 +226,14 @@ def write_day(state: DayState, directory: str, schema: Schema) -> None:
         sink = pa.BufferOutputStream()
         with pa.ipc.new_file(sink, table.schema) as writer:
             writer.write_table(table)
-        with FileSystems.create(os.path.join(directory, vocab_name(c.name) + ".arrow")) as f:
+        with FileSystems.create(os.path.join(directory, transform.vocab_name(c.name) + af.VOCAB_COUNTS_SUFFIX)) as f:
             f.write(sink.getvalue().to_pybytes())
     doc = {"sketches": {n: [s.values.tolist(), s.weights.tolist()] for n, s in state.sketches.items()},
            "moments": state.moments,
            "ranges": {n: r for n, r in state.ranges.items() if r[0] <= r[1]}}  # JSON has no inf
-    with FileSystems.create(os.path.join(directory, "numeric.json")) as f:
+    with FileSystems.create(os.path.join(directory, af.NUMERIC_SUMMARY)) as f:
         f.write(json.dumps(doc).encode())
-    with FileSystems.create(os.path.join(directory, SUCCESS)) as f:
+    with FileSystems.create(os.path.join(directory, af.SUCCESS)) as f:
         f.write(b"")
 
 
@@ -248,11 +258,11 @@ def prior_from_cache(root: str, dates: list[str], schema: Schema, refit_numeric:
     counts = []
     for c in schema.categorical:
         if c.categorical.vocabulary is not None:
-            name = vocab_name(c.name)
-            counts.append((name, tuple(os.path.join(day_dir(root, d), name + ".arrow") for d in dates)))
+            name = transform.vocab_name(c.name)
+            counts.append((name, tuple(os.path.join(day_dir(root, d), name + af.VOCAB_COUNTS_SUFFIX) for d in dates)))
     docs = []
     for d in dates:
-        with FileSystems.open(os.path.join(day_dir(root, d), "numeric.json")) as f:
+        with FileSystems.open(os.path.join(day_dir(root, d), af.NUMERIC_SUMMARY)) as f:
             docs.append(json.loads(f.read()))
     ranges = _merged_ranges(docs)
     if not refit_numeric:

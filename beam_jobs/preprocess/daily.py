@@ -13,6 +13,7 @@ import os
 
 from ctrflow.beam_jobs.preprocess import analysis_cache
 from ctrflow.beam_jobs.runners import new_pipeline
+from ctrflow.pipeline import artifacts as af
 from ctrflow.pipeline import prior as pr
 from ctrflow.pipeline import vocab_extend
 from ctrflow.pipeline.global_index import GLOBAL_VOCAB
@@ -70,6 +71,6 @@ def vocabulary_growth(output: str, prior: pr.AnalysisPrior) -> dict[str, dict]:
     out = {}
     for name, base_file in prior.base_vocabularies:
         before = len(vocab_extend.read_vocabulary(base_file))
-        after = len(vocab_extend.read_vocabulary(os.path.join(output, vocab_extend.TRANSFORM_ASSETS, name)))
+        after = len(vocab_extend.read_vocabulary(os.path.join(output, af.TRANSFORM_ASSETS, name)))
         out[name] = {"base": before, "gained": after - before, "size": after}
     return out

@@ -6,11 +6,13 @@ failed rerun leaves the previous output as it was. A version folder holds::
 
     train/part-*.tfrecord.gz     transformed training examples (gzip TFRecord)
     eval/part-*.tfrecord.gz      transformed eval examples (same transform graph)
+    valid/part-*.tfrecord.gz     with --valid: transformed validation examples (same graph, not analyzed)
     transform_fn/, transformed_metadata/   the TFT transform graph
     layout.json                  the model-facing feature layout (pipeline.layout)
     stats.json                   per-feature training profile (the drift baseline)
     schema.yaml                  a copy of the schema used
-    rejected/{train,eval}-*.jsonl rows that could not be used, with reasons
+    rejected/{train,valid,eval}-*.jsonl rows that could not be used, with reasons
+    row_counts.json              rows read, written, rejected per split, counted as data (outputs.row_counts)
     manifest.json                counts per split, inputs, versions, durations (+ base, vocabulary_growth,
                                  analysis_cache with the daily-loop flags, see beam_jobs.preprocess.daily)
     analysis.json                bucket boundaries / scaling fixed up front (--base, --analysis-cache)
@@ -38,15 +40,24 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from ctrflow.beam_jobs.input.plan import ReadTask, plan_reads
-from ctrflow.beam_jobs.input.transforms import COUNTER_NAMESPACE, REJECTED, ReadRows, WriteRejected, counter_name
+from ctrflow.beam_jobs.input.transforms import (
+    COUNTER_NAMESPACE,
+    COUNTS,
+    REJECTED,
+    ReadRows,
+    WriteRejected,
+    counter_name,
+)
 from ctrflow.beam_jobs.options import PreprocessOptions, job_parser, parse_dates, parse_job_options
 from ctrflow.beam_jobs.outputs import manifest as mf
 from ctrflow.beam_jobs.outputs import publish
 from ctrflow.beam_jobs.outputs.profiles import ProfileBatches
+from ctrflow.beam_jobs.outputs.row_counts import WriteRowCounts, count_of, read_row_counts
 from ctrflow.beam_jobs.outputs.tfrecord_writer import WriteTFRecordBatches
 from ctrflow.beam_jobs.preprocess import daily
-from ctrflow.beam_jobs.preprocess.splits import HashSplit
+from ctrflow.beam_jobs.preprocess.splits import HashSplit, split_columns
 from ctrflow.beam_jobs.runners import new_pipeline
+from ctrflow.common import compat
 from ctrflow.common.flags import FlagParser
 from ctrflow.common.logs import quiet_tf1_notices, setup_logging
 from ctrflow.pipeline import artifacts as af
@@ -58,7 +69,7 @@ from ctrflow.pipeline.transform import build_layout, make_preprocessing_fn, tens
 from ctrflow.schemas import load_schema
 from ctrflow.schemas.types import Schema
 
-SPLITS = ("train", "eval")
+SPLITS = ("train", "valid", "eval")
 
 
 def build_arg_parser() -> FlagParser:
@@ -79,9 +90,13 @@ class _CountRows(beam.DoFn):
         yield batch
 
 
+def _num_rows(batch: pa.RecordBatch) -> int:
+    return batch.num_rows
+
+
 def _train_profile(raw_batches, transformed, schema: Schema, id_names: list[str]):
     # one combine per branch, so each is lifted into its producing stage: combining a Flatten of the two
-    # made the runner hold every raw batch (1M Criteo rows: 74 s / 4.3 GB instead of 47 s / 1.7 GB)
+    # made the runner hold every raw batch (slower, and memory grew with the input)
     raw = raw_batches | "ProfileRaw" >> ProfileBatches(schema, lambda b: (b, None))
     ids = transformed | "ProfileIds" >> ProfileBatches(
         schema, lambda t: (None, stats.transformed_ids(t[0], id_names)))
@@ -98,32 +113,36 @@ def _id_feature_names(schema: Schema) -> list[str]:
 
 def build_pipeline(p: beam.Pipeline, schema: Schema, tasks: dict[str, list], output: str,
                    options: PreprocessOptions, prior: AnalysisPrior | None = None, analyze_rows: bool = True) -> None:
-    """Wires read -> analyze/transform -> write for both splits into ``p``.
+    """Wires read -> analyze/transform -> write for every split given (train, valid, eval) into ``p``.
 
     ``analyze_rows=False``: the analysis is all in ``prior`` (per-day cache), so no row is analyzed.
     """
     artifacts = PreprocessArtifacts(output)
     adapter = tensor_adapter_config(schema)
     preprocessing_fn = make_preprocessing_fn(schema, prior)
-    clean = {}
+    clean, counts = {}, []
     for split in SPLITS:
-        if not tasks[split]:
+        if not tasks.get(split):  # a split the run has no input for
             continue
         read = p | f"Read{split.title()}" >> ReadRows(schema, tasks[split], split, with_label=True, keys=False,
                                                        extra=options.split_columns, batch_rows=options.batch_rows,
                                                        prefetch=True)
         clean[split] = read.rows
+        counts.append(read[COUNTS])
         _ = read[REJECTED] | f"Rejected{split.title()}" >> WriteRejected(artifacts.rejected_prefix(split))
     if options.eval_fraction:  # analyzers below see the kept training rows only
-        clean["train"], clean["eval"] = clean["train"] | "HashSplit" >> HashSplit(options.split_key,
-                                                                                   options.eval_fraction)
+        by_hash = HashSplit(split_columns(schema, options.split_key), options.eval_fraction)
+        clean["train"], clean["eval"] = clean["train"] | "HashSplit" >> by_hash
+        counts.append(clean["eval"] | "CountMoved" >> beam.Map(
+            lambda b: {counter_name("eval", "input_rows"): b.num_rows,
+                       counter_name("train", "split_out_rows"): b.num_rows}))
     analyzed = clean["train"] if analyze_rows else p | "NothingToAnalyze" >> beam.Create([])
     transform_fn = (
         (analyzed | "ToTftAnalyze" >> beam.Map(to_tft_batch, adapter).with_output_types(pa.RecordBatch), adapter)
         | "Analyze" >> tft_beam.AnalyzeDataset(preprocessing_fn))
     # The transform pass reads the training input again instead of letting the runner hold every clean
-    # batch until the analysis ends: parsing again is cheaper than buffering, and memory stays flat (1M
-    # Criteo rows: 48 s / 1.7 GB instead of 62 s / 4.3 GB). Its counters go to "train_again", unreported.
+    # batch until the analysis ends: parsing again is cheaper than buffering, and memory stays flat (on
+    # Criteo-size inputs it was faster too). Its counters go to "train_again", unreported.
     # With --eval-fraction the split's counters must see each row once, and a bigquery:// query would run
     # (and be billed) twice and could change in between, so in those cases the batches are reused.
     to_transform = dict(clean)
@@ -141,10 +160,12 @@ def build_pipeline(p: beam.Pipeline, schema: Schema, tasks: dict[str, list], out
     _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(output)
     ragged = tuple(c.name for c in schema.categorical if c.categorical.multivalent_delimiter)
     for split, out in outputs.items():
-        _ = (out
-             | f"Count{split.title()}" >> beam.ParDo(_CountRows(split)).with_output_types(pa.RecordBatch)
-             | f"Write{split.title()}" >> WriteTFRecordBatches(artifacts.split_prefix(split),
-                                                               num_shards=options.num_shards, ragged=ragged))
+        written = out | f"Count{split.title()}" >> beam.ParDo(_CountRows(split)).with_output_types(pa.RecordBatch)
+        _ = written | f"Write{split.title()}" >> WriteTFRecordBatches(artifacts.split_prefix(split),
+                                                                      num_shards=options.num_shards, ragged=ragged)
+        counts.append(written | f"Counted{split.title()}" >> count_of(counter_name(split, "output_rows"),
+                                                                      _num_rows))
+    _ = tuple(counts) | "RowCounts" >> WriteRowCounts(output)
     profile = _train_profile(clean["train"], train_out, schema, _id_feature_names(schema))
     _ = (profile
          | "ProfileJson" >> beam.Map(lambda prof: stats_json(prof))
@@ -180,7 +201,7 @@ def run_job(options: PreprocessOptions) -> dict:
     root = options.output.rstrip("/")
     parser = BatchParser(schema, with_label=True, keys=False, extra=options.split_columns)
     tasks, files = {}, {}
-    for split, patterns in (("train", train_patterns), ("eval", options.eval)):
+    for split, patterns in (("train", train_patterns), ("valid", options.valid), ("eval", options.eval)):
         tasks[split], files[split] = (plan_reads(schema, patterns, parser.required_columns, parser=parser)
                                       if patterns else ([], []))
         logging.info("[%s] %d files, %d read tasks", split, len(files[split]), len(tasks[split]))
@@ -201,6 +222,7 @@ def run_job(options: PreprocessOptions) -> dict:
     try:
         manifest = _run_version(options, schema, tasks, files, root, output, watch, prior, cache_info, dates)
     except mf.RejectedFractionError:
+        publish.release(output)  # kept for inspection: removed as abandoned a day later (publish.py)
         logging.error("preprocess failed; its rows and rejected rows are kept, unpublished, in %s (the live "
                       "version of %s is unchanged)", output, root)
         raise
@@ -222,9 +244,8 @@ def transform_context(temp_dir: str, tf1: bool = True) -> tft_beam.Context:
     vocabularies, transformed schema and layout; a z-score may differ in its
     last bit (``tests/test_transform_graph_format.py``). The serving export
     wraps whichever graph the data was written with, so training and serving
-    agree. Measured on 1M Criteo rows (2 cores): the pipeline took 45.3 s
-    against 53.4 s (start 6.4 against 11.8 s, both passes 35.7 against 38.2 s);
-    200k rows: 16.3 against 27.7 s. The preprocessing_fn is ctrflow's own
+    agree. The TF1 mode is faster, most of all at the pipeline's start (no
+    tf.function to trace, save and reload). The preprocessing_fn is ctrflow's own
     (built from the schema), so no user code depends on TF2 behaviour inside
     it. What differs for a user is the ``transform_fn/`` artifact: a TF1
     SavedModel, which ``TFTransformOutput.transform_features_layer()`` applies
@@ -245,13 +266,12 @@ def _run_version(options: PreprocessOptions, schema: Schema, tasks: dict, files:
     began = time.time()
     with new_pipeline(options.beam_args) as p, transform_context(temp, tf1=not options.tf2_transform_graph):
         build_pipeline(p, schema, tasks, output, options, prior, analyze_rows=cache_info is None)
-    result = p.result
     watch.lap("pipeline")
     parts = mf.pipeline_parts(p.result, [*SPLITS, "train_again"], began, time.time())
     if "://" in output:
         publish.delete_folder(temp)
 
-    found = mf.counters(result)
+    found = read_row_counts(output)
     splits = {}
     for split in SPLITS:
         if tasks[split]:
@@ -259,7 +279,8 @@ def _run_version(options: PreprocessOptions, schema: Schema, tasks: dict, files:
             splits[split] = {**counts, "input_files": files[split]}
     if options.eval_fraction:
         splits["eval"] = {**mf.split_counts(found, "eval", "output_rows"), "input_files": files["train"],
-                          "hash_split": {"of": "train", "key": options.split_key,
+                          "hash_split": {"of": "train", "key": options.split_key or "row",
+                                         "columns": list(split_columns(schema, options.split_key)),
                                          "eval_fraction": options.eval_fraction}}
     tft_output = tft.TFTransformOutput(output)
     artifacts = PreprocessArtifacts(output)
@@ -281,6 +302,7 @@ def _run_version(options: PreprocessOptions, schema: Schema, tasks: dict, files:
         "durations_s": {"process_start": watch.process_start, **watch.stages, "pipeline_parts": parts,
                         "total": watch.total()},
         "versions": mf.library_versions(),
+        "compat": compat.manifest(),  # which private-API paths ran (ctrflow.common.compat)
         "beam_options": list(options.beam_args),
         "options": options.to_dict(),
         **{k: v for k, v in daily_info.items() if v is not None},

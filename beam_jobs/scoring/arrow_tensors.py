@@ -1,21 +1,21 @@
 """Arrow RecordBatches -> the serving signature's input tensors, without Python objects per value.
 
-Scoring is bound by Python holding the GIL (py-spy ``--gil`` on 1M Criteo
-rows: the GIL was held for 22.7 of the job's 25 s), so what matters here is
+Scoring is bound by Python holding the GIL (py-spy ``--gil`` found it held
+for most of a scoring job on Criteo rows), so what matters here is
 the Python work per model call, not the bytes copied. ``PackedBatch`` does
 the per-column work once per batch: every string column's bytes go into one
 blob and their row boundaries into ``[columns, rows]`` start/length matrices,
 every numeric column into one ``[columns, rows]`` matrix per dtype. A model
 call on rows ``a:b`` then needs a handful of eager ops whatever the number of
 columns (one ``substr`` + ``unstack`` for all strings, one constant +
-``unstack`` per numeric dtype). Measured on the scoring benchmark's 39
-columns, per 65,536 rows in 8,192-row calls: 0.065 s of conversion instead
-of 0.17 s (which cut each slice out of every column and copied the column's
-whole buffer for each slice).
+``unstack`` per numeric dtype). On the scoring benchmark's 39 columns that
+took a fraction of the conversion time of the per-column version (which cut
+each slice out of every column and copied the column's whole buffer for each
+slice).
 
 The blob becomes a tensor through a 0-d object array: ``tf.constant`` of a
-``bytes`` object of 13.6 MB took 50 ms (TensorFlow scans it as a NumPy
-``S`` scalar), of the object array 1.9 ms.
+large ``bytes`` object is slow (TensorFlow scans it as a NumPy ``S``
+scalar), of the object array it is not.
 """
 from __future__ import annotations
 
@@ -26,12 +26,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ctrflow.model.serving_tf import runtime
+from ctrflow.common.compat.tensorflow import serving_runtime
 
-# Rows per model call when scoring. Calls on a whole 65536-row batch spent 1.0 CPU s per batch in the Criteo
-# benchmark model, 8192-row slices 0.57-0.69 s (4096: 0.72-0.79, 16384: 0.64-0.76, 32768: 0.83-0.95): the
-# intermediate tensors of a smaller call stay in cache. Measured with benchmarks/score.py's model, 2 cores;
-# rechecked after packing (CPU-us per row, 3 runs): 2048 12.0-12.3, 4096 8.9-10.2, 8192 8.4-10.2, 16384 8.8-9.9.
+# Rows per model call when scoring: the intermediate tensors of a smaller call stay in cache. With
+# benchmarks/score.py's model, 8192-row calls used the least CPU per row of the sizes tried (2048 to 65536).
 INFERENCE_BATCH_ROWS = 8192
 
 
@@ -57,7 +55,7 @@ def _bytes_tensor(blob: bytes):
     """A scalar ``tf.string`` holding ``blob``; see the module docstring for why through an object array."""
     holder = np.empty((), dtype=object)
     holder[()] = blob
-    return runtime().constant(holder)
+    return serving_runtime().constant(holder)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +67,7 @@ class SignatureColumns:
 
     @classmethod
     def from_specs(cls, specs: Mapping[str, Any]) -> "SignatureColumns":
-        string = runtime().string
+        string = serving_runtime().string
         groups: dict[Any, list[str]] = {}
         for name, spec in specs.items():
             if spec.dtype != string:
@@ -80,7 +78,7 @@ class SignatureColumns:
 
 def numpy_dtypes(specs: Mapping[str, Any]) -> dict[str, Any]:
     """Each signature input's NumPy dtype, None for a string input (how a batch for it is built or encoded)."""
-    string = runtime().string
+    string = serving_runtime().string
     return {name: None if spec.dtype == string else spec.dtype.as_numpy_dtype for name, spec in specs.items()}
 
 
@@ -129,7 +127,7 @@ class PackedBatch:
         Padding keeps every call of an XLA-compiled signature at one shape
         (one compile per process); the caller drops the padded rows' outputs.
         """
-        tf = runtime()
+        tf = serving_runtime()
         rows = padded_rows(start, self.num_rows if stop is None else stop, pad_to)
         out: dict[str, Any] = {}
         if self.columns.strings:

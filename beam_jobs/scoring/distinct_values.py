@@ -11,9 +11,9 @@ runs as the export's XLA-compiled ``score_features`` on fixed-size slices
 (the last one padded), so it compiles once per process.
 
 Why: in the scoring benchmark's model, looking up 26 string columns in their
-vocabularies and converting the strings to tensors was about 3.3 of the
-model call's 4.7 CPU-us per row; a 65,536-row batch of the benchmark day
-holds at most 21% distinct values in any column (8% on average). Scores
+vocabularies and converting the strings to tensors was most of the model
+call's CPU, while a 65,536-row batch of the benchmark day holds a small
+share of distinct values in every column. Scores
 equal ``score_and_ids``' within float32 rounding of the compiled model
 (ids identical); tests check both against it.
 """
@@ -35,7 +35,7 @@ from ctrflow.beam_jobs.scoring.arrow_tensors import (
     numpy_dtypes,
     padded_rows,
 )
-from ctrflow.model.serving_tf import flat_caller
+from ctrflow.common.compat.tensorflow import flat_caller
 from ctrflow.pipeline.column_sources import column_sources
 
 FEATURES_SIGNATURE = "score_features"
@@ -66,7 +66,7 @@ class UniqueValueScorer:
     """Scores RecordBatches through ``transform`` on distinct values + the compiled ``score_features``."""
 
     transform: Any  # the SavedModel's ``transform`` function: typed raw features -> transformed features
-    score_features: Callable[[Sequence[np.ndarray]], dict]  # the signature's flat call (``serving_tf.flat_caller``)
+    score_features: Callable[[Sequence[np.ndarray]], dict]  # its flat call (``compat.tensorflow.flat_caller``)
     feature_order: tuple[str, ...]  # the model inputs in the order ``score_features`` takes them
     feature_dtypes: tuple[Any, ...]  # their NumPy dtypes, in that order
     raw: SignatureColumns  # the transform's inputs, grouped for packing
@@ -114,8 +114,8 @@ class UniqueValueScorer:
                 for name, column in self.feature_columns.items()}
 
     def warm(self) -> None:
-        """Both functions' first calls at once: the transform's (0.7 s on the benchmark model) and the XLA compile
-        of ``score_features`` (0.6 s) each release the GIL, so the compile runs on zeros in a second thread
+        """Both functions' first calls at once: the transform's and the XLA compile of ``score_features``
+        (each a large part of the warm-up) release the GIL, so the compile runs on zeros in a second thread
         while a one-row batch of missing values goes through the transform; the model is then ready that
         much sooner."""
         zeros = [np.zeros(self.rows_per_call, dtype) for dtype in self.feature_dtypes]

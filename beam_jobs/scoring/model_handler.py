@@ -12,7 +12,7 @@ Arrow -> tensor conversion (``arrow_tensors.PackedBatch``) never makes a
 Python object per value and packs a batch once for all its model calls.
 Each process chooses its scoring path once per model (``scoring_path``):
 each column's distinct values + the XLA-compiled model where the schema
-allows it (``unique_scoring``), else the compiled ``batch_score_and_ids``,
+allows it (``distinct_values``), else the compiled ``batch_score_and_ids``,
 else ``score_and_ids``; a compiled path whose first call fails is logged and
 skipped. For the distinct-values path only its two functions are loaded
 (``artifact.load_parts``), the whole export where that fails.
@@ -40,8 +40,8 @@ from ctrflow.beam_jobs.scoring.arrow_tensors import (
     slices,
 )
 from ctrflow.beam_jobs.scoring.distinct_values import UniqueValueScorer
+from ctrflow.common.compat.tensorflow import disable_graph_optimizer, serving_runtime
 from ctrflow.model import artifact
-from ctrflow.model.serving_tf import runtime
 
 
 def _concat(arrays: list[np.ndarray]) -> np.ndarray:
@@ -61,14 +61,13 @@ _PRELOAD_LOCK = threading.Lock()
 def _configure_tensorflow(threads: int) -> None:
     """Thread counts (0: TensorFlow's choice) and no graph optimizer pass for the serving functions.
 
-    Grappler rewrites a function's graph on its first call: 1.2-1.9 s of the
-    model's warm-up on the benchmark model, against 0.8-1.0 s without it, and
-    it bought no throughput (score_and_ids on 8192-row calls: 0.60-0.70 CPU s
-    per 65536 rows either way). A scoring process runs nothing else in
+    Grappler rewrites a function's graph on its first call, which lengthened
+    the model's warm-up on the benchmark model and bought no throughput
+    (score_and_ids on 8192-row calls took the same CPU either way). A scoring process runs nothing else in
     TensorFlow, so the setting is safe to make process-wide here.
     """
-    tf = runtime()
-    tf.set_optimizer_options({"disable_meta_optimizer": True})
+    tf = serving_runtime()
+    disable_graph_optimizer(tf)  # compat.tensorflow: Grappler off, process-wide
     if not threads:
         return
     try:
@@ -79,7 +78,7 @@ def _configure_tensorflow(threads: int) -> None:
 
 
 # The signatures the job can score with, best first: ``batch_score_and_ids`` runs the model part compiled by
-# XLA (1.0 against 1.37 CPU s per 295k rows of the benchmark model, scores within 3e-7, ids identical) and is
+# XLA (less CPU than score_and_ids on the benchmark model, scores equal to float32 rounding, ids identical) and is
 # called with fixed-size slices, so it compiles once; exports before it have only ``score_and_ids``.
 COMPILED_SIGNATURE = "batch_score_and_ids"
 SCORING_SIGNATURES = (COMPILED_SIGNATURE, "score_and_ids")
@@ -176,8 +175,8 @@ def _load_and_warm(meta: artifact.ModelMetadata, threads: int, signature: str | 
     """Imports TensorFlow, loads the SavedModel and chooses its scoring path (one warm-up call, the XLA compile).
 
     The distinct-values path is tried on a load of only the two functions it
-    calls (``artifact.load_parts``: 0.33 against 0.75 s on the benchmark
-    model, GIL held throughout); where that path or the partial load fails,
+    calls (``artifact.load_parts``: faster than the whole export, and the
+    load holds the GIL throughout); where that path or the partial load fails,
     the whole export is loaded and the choice made as before.
     """
     _configure_tensorflow(threads)

@@ -16,9 +16,9 @@ from apache_beam.io.filesystems import FileSystems
 
 from ctrflow.beam_jobs.outputs import manifest as mf
 from ctrflow.model.artifact import ModelMetadata
+from ctrflow.pipeline import artifacts as af
 from ctrflow.pipeline import score_profile
 
-SCORE_PROFILE = "score_profile.json"
 _FALLBACK_EDGES = [round(i / score_profile.BINS, 6) for i in range(1, score_profile.BINS)]
 
 
@@ -61,7 +61,7 @@ class ScoreHistogram(beam.CombineFn):
         return {"counts": c.astype(int).tolist(), "mean": s / n if n else None, "edges": self.edges}
 
 
-def profile_scores(results, meta: ModelMetadata, staging: str) -> None:
+def profile_scores(results, meta: ModelMetadata, version_dir: str) -> None:
     """Adds the score histogram branch to the scoring pipeline (binned per batch, like ``ProfileBatches``).
 
     Without Beam's default value for no input (two stages less): a day without
@@ -71,19 +71,19 @@ def profile_scores(results, meta: ModelMetadata, staging: str) -> None:
     _ = (results
          | "Scores" >> beam.Map(lambda r: bin_scores(r.inference["score"], bin_edges))
          | "ScoreHistogram" >> beam.CombineGlobally(ScoreHistogram(bin_edges)).without_defaults()
-         | "WriteScoreProfile" >> beam.Map(lambda doc: mf.write_json(os.path.join(staging, SCORE_PROFILE), doc)))
+         | "WriteScoreProfile" >> beam.Map(lambda doc: mf.write_json(os.path.join(version_dir, af.SCORE_PROFILE), doc)))
 
 
-def write_empty_if_missing(meta: ModelMetadata, staging: str) -> None:
+def write_empty_if_missing(meta: ModelMetadata, version_dir: str) -> None:
     """The histogram of no scores, where the pipeline wrote none (a day without rows)."""
-    path = os.path.join(staging, SCORE_PROFILE)
+    path = os.path.join(version_dir, af.SCORE_PROFILE)
     if not FileSystems.exists(path):
         histogram = ScoreHistogram(edges(meta))
         mf.write_json(path, histogram.extract_output(histogram.create_accumulator()))
 
 
-def prediction_section(meta: ModelMetadata, staging: str) -> dict | None:
-    path = os.path.join(staging, SCORE_PROFILE)
+def prediction_section(meta: ModelMetadata, version_dir: str) -> dict | None:
+    path = os.path.join(version_dir, af.SCORE_PROFILE)
     if not FileSystems.exists(path):
         return None
     doc = mf.read_json(path)
