@@ -6,7 +6,9 @@ one run each, one after the other. The all-reduce volume is what one replica con
 gradient (the weights that are not embedding rows), plus the embedding rows its batch touched (values + int64
 row ids: ``tf.IndexedSlices``), measured on the first training batches of one replica's size.
 
-    python benchmarks/distribute.py [--data PREPROCESSED] [--epochs 3] [--batch-size 512]
+    python benchmarks/distribute.py [--data PREPROCESSED] [--epochs 3] [--batch-size 512] [--no-write]
+
+Writes the "distribute" section of BENCHMARKS.md.
 """
 from __future__ import annotations
 
@@ -22,6 +24,17 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTHON = sys.executable
 CENSUS = os.path.join(ROOT, "data", "census")
+SECTION = "distribute"
+sys.path.insert(0, ROOT)
+
+from benchmarks.report import machine_line, markdown_table, section_head, update_section  # noqa: E402
+
+LIMITS = """What limits scaling here: both replicas share the machine's 2 cores, so two replicas never have more
+arithmetic than one process; every worker parses the whole training split (sharding is by record, see README
+"Training on several machines"); and the all-reduce goes through gRPC on loopback. On machines of their own,
+the model's arithmetic scales with the replicas while the input pipeline does not. Not checked here: GPUs (none
+on this machine; MirroredStrategy over GPUs takes the same path as over logical CPUs), and the 1M-row
+generated Criteo table the issue asks for."""
 
 
 def _free_ports(n: int) -> list[int]:
@@ -111,11 +124,33 @@ def allreduce_volume(data: str, per_replica_batch: int, batches: int = 20) -> di
             "embedding_row_bytes": round(sum(row_bytes) / len(row_bytes))}
 
 
+def write_section(rows: list[dict], volume: dict, args: argparse.Namespace) -> None:
+    if args.no_write:
+        return
+    total = volume["dense_gradient_bytes"] + volume["embedding_row_bytes"]
+    table = markdown_table(["configuration", "replicas", "train examples/s", "eval AUC (adult.test)", "wall s"],
+                           [[r["configuration"], r["replicas"], f"{r['examples_per_second']:,.0f}",
+                             f"{r['eval_auc']:.4f}", r["wall_seconds"]] for r in rows])
+    body = "\n\n".join([
+        section_head("Training on tf.distribute (`benchmarks/distribute.py`)",
+                     "examples/s and eval AUC of `ctrflow train` (DeepFM, census) on 1 process, 2 workers "
+                     "(TF_CONFIG on 127.0.0.1) and MirroredStrategy over 2 logical CPUs; the all-reduce volume "
+                     "of one step", f"{machine_line()}, one run of each, one after the other"),
+        table,
+        f"All-reduce per step and replica (batch {volume['per_replica_batch']}): dense gradients "
+        f"{volume['dense_gradient_bytes'] / 1e3:,.1f} kB + {volume['embedding_rows_touched']:,} of "
+        f"{volume['embedding_table_rows']:,} embedding rows touched ({volume['embedding_row_bytes'] / 1e3:,.1f} kB)"
+        f" = {total / 1e3:,.1f} kB.",
+        LIMITS])
+    update_section(SECTION, body)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", help="a census preprocess output (default: preprocess data/census into a temp folder)")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=512)
+    ap.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="ctrflow-distribute-") as work:
         data = args.data or preprocess(work)
@@ -123,6 +158,7 @@ def main() -> None:
                  str(args.batch_size), "--model", "deepfm", "--seed", "7"]
         rows = [train(name, data, work, flags) for name in ("1 process", "2 workers", "2 mirrored devices")]
         volume = allreduce_volume(data, args.batch_size // 2)
+    write_section(rows, volume, args)
     print("| configuration | replicas | train examples/s | eval AUC | wall s |")
     print("|---|---:|---:|---:|---:|")
     for r in rows:
