@@ -22,13 +22,19 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
+_FORMAT, _DATEFMT = "%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"
 _NOISY = ("absl", "tensorflow", "apache_beam", "h5py", "tensorflow_transform")
 
 
 def setup_logging(verbose: bool = False) -> None:
     """Our INFO lines with timestamps; library chatter only from WARNING up, each line once."""
     level = logging.DEBUG if verbose else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(level=level, format=_FORMAT, datefmt=_DATEFMT)
+    for handler in logging.getLogger().handlers:
+        # Beam's PipelineOptions() calls logging.basicConfig() when the root has no handler yet (the flag
+        # check builds one before any job logs), which left its "INFO:root:" format on our lines
+        if type(handler) is logging.StreamHandler:  # a test's capture handler (a subclass) keeps its own
+            handler.setFormatter(logging.Formatter(_FORMAT, _DATEFMT))
     logging.getLogger().setLevel(level)
     for noisy in _NOISY:
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -204,7 +204,8 @@ def run_job(options: PreprocessOptions) -> dict:
     for split, patterns in (("train", train_patterns), ("valid", options.valid), ("eval", options.eval)):
         tasks[split], files[split] = (plan_reads(schema, patterns, parser.required_columns, parser=parser)
                                       if patterns else ([], []))
-        logging.info("[%s] %d files, %d read tasks", split, len(files[split]), len(tasks[split]))
+        if patterns:
+            logging.info("[%s] %d files, %d read tasks", split, len(files[split]), len(tasks[split]))
     watch.lap("plan")
     base = af.live_dir(options.base) if options.base else None  # the published version of --base
     prior = daily.base_prior(base, schema, options.refit_buckets) if base else None
