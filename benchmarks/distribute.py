@@ -37,7 +37,8 @@ on this machine; MirroredStrategy over GPUs takes the same path as over logical 
 generated Criteo table the issue asks for."""
 
 
-def _free_ports(n: int) -> list[int]:
+def free_ports(n: int) -> list[int]:
+    """``n`` free TCP ports on 127.0.0.1 (for TF_CONFIG's cluster)."""
     sockets = [socket.socket() for _ in range(n)]
     for s in sockets:
         s.bind(("127.0.0.1", 0))
@@ -47,7 +48,8 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
-def _env(**extra: str) -> dict[str, str]:
+def training_env(**extra: str) -> dict[str, str]:
+    """This process's environment without TF_CONFIG and the logical-CPU split, plus ``extra``."""
     env = {k: v for k, v in os.environ.items() if k not in ("TF_CONFIG", "CTRFLOW_LOGICAL_CPUS")}
     return {**env, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "", **extra}
 
@@ -56,7 +58,7 @@ def preprocess(work: str) -> str:
     data = os.path.join(work, "data")
     subprocess.run([PYTHON, "-m", "ctrflow.cli", "preprocess", "--schema", os.path.join(ROOT, "schemas", "census.yaml"),
                     "--train", os.path.join(CENSUS, "adult.data"), "--eval", os.path.join(CENSUS, "adult.test"),
-                    "--output", data, "--num-shards", "2"], check=True, env=_env())
+                    "--output", data, "--num-shards", "2"], check=True, env=training_env())
     return data
 
 
@@ -66,15 +68,15 @@ def train(name: str, data: str, work: str, flags: list[str]) -> dict:
     cmd = [PYTHON, "-m", "ctrflow.cli", "train", "--data", data, "--output", output, "--verbose", "0", *flags]
     start = time.time()
     if name == "2 workers":
-        cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
-        procs = [subprocess.Popen(cmd, env=_env(TF_CONFIG=json.dumps({"cluster": cluster,
+        cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(2)]}
+        procs = [subprocess.Popen(cmd, env=training_env(TF_CONFIG=json.dumps({"cluster": cluster,
                                                                        "task": {"type": "worker", "index": i}})))
                  for i in range(2)]
         codes = [p.wait() for p in procs]
         if codes != [0, 0]:
             raise SystemExit(f"{name}: exit codes {codes}")
     else:
-        env = _env(CTRFLOW_LOGICAL_CPUS="2") if name == "2 mirrored devices" else _env()
+        env = training_env(CTRFLOW_LOGICAL_CPUS="2") if name == "2 mirrored devices" else training_env()
         subprocess.run(cmd, check=True, env=env)
     with open(os.path.join(output, "metrics.json")) as f:
         metrics = json.load(f)

@@ -23,7 +23,8 @@ def make_callbacks(model_dir: str, *, patience: int, resume: bool,
 
     The backup (``save_weights``) holds the optimiser slots and iteration
     count too, so a resumed run continues the same optimisation from the last
-    finished epoch; Keras deletes it once training ends normally.
+    finished epoch (or the one before, when the process died while writing
+    it); Keras deletes it once training ends normally.
     Early-stopping patience and the best-so-far AUC start afresh on resume.
     """
     import tensorflow as tf
@@ -43,7 +44,10 @@ def make_callbacks(model_dir: str, *, patience: int, resume: bool,
         keras.callbacks.TensorBoard(os.path.join(model_dir, af.LOGS), profile_batch=0),
     ]
     if resume:
-        callbacks.append(keras.callbacks.BackupAndRestore(os.path.join(ckpt_dir, af.RESUME_BACKUP)))
+        # double_checkpoint: the previous backup is kept beside the new one, so a process killed while it writes
+        # latest.weights.h5 (a preempted worker) resumes from the one before instead of failing on a torn file
+        callbacks.append(keras.callbacks.BackupAndRestore(os.path.join(ckpt_dir, af.RESUME_BACKUP),
+                                                          double_checkpoint=True))
     return callbacks
 
 

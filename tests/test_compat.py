@@ -634,9 +634,9 @@ def test_a_scoring_run_scores_the_same_with_public_apis_only(distinct_values_mod
     assert set(only_manifest["compat"]["paths_used"].values()) == {"trick", "public"}
     assert trick_manifest["compat"] == {
         "public_api_only": False, "failed": {},
-        "paths_used": {"beam.fn_api_runner": "trick", "tensorflow.deferred_import": "trick",
-                       "tensorflow.flat_call": "trick", "tensorflow.grappler_off": "trick",
-                       "tensorflow.partial_load": "trick"}}
+        "paths_used": {"beam.fn_api_runner": "trick", "beam.quiet_worker_tracebacks": "trick",
+                       "tensorflow.deferred_import": "trick", "tensorflow.flat_call": "trick",
+                       "tensorflow.grappler_off": "trick", "tensorflow.partial_load": "trick"}}
     assert public_manifest["compat"]["public_api_only"] is True
     assert set(public_manifest["compat"]["paths_used"].values()) == {"public"}
     assert set(public_manifest["compat"]["paths_used"]) >= set(trick_manifest["compat"]["paths_used"])

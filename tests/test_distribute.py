@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from benchmarks.distribute import free_ports, training_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.extended]
 
@@ -28,27 +29,12 @@ TRAIN = ["--epochs", "1", "--ensemble", "1", "--batch-size", "256", "--seed", "7
 AUC_TOLERANCE = 0.003
 
 
-def _free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("TF_CONFIG", "CTRFLOW_LOGICAL_CPUS")}
-    return {**env, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "", **extra}
-
-
 def _train_cmd(data: str, output: Path, *flags: str) -> list[str]:
     return [sys.executable, "-m", "ctrflow.cli", "train", "--data", data, "--output", str(output), *TRAIN, *flags]
 
 
 def _tf_configs(workers: int) -> list[str]:
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(workers)]}
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(workers)]}
     return [json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}) for i in range(workers)]
 
 
@@ -56,7 +42,7 @@ def _start_workers(cmd: list[str], configs: list[str], logs: Path, tag: str) -> 
     procs = []
     for i, config in enumerate(configs):
         log = open(logs / f"{tag}-worker{i}.log", "w")
-        procs.append(subprocess.Popen(cmd, env=_env(TF_CONFIG=config), stdout=log, stderr=subprocess.STDOUT))
+        procs.append(subprocess.Popen(cmd, env=training_env(TF_CONFIG=config), stdout=log, stderr=subprocess.STDOUT))
     return procs
 
 
@@ -97,7 +83,7 @@ def census(tmp_path_factory):
                     "--output", str(root / "data"), "--num-shards", "2"])
     data = str(root / "data")
     single = root / "single"
-    done = subprocess.run(_train_cmd(data, single), env=_env(), capture_output=True, text=True, timeout=300)
+    done = subprocess.run(_train_cmd(data, single), env=training_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return {"root": root, "data": data, "live": live_dir(data), "single": single,
             "single_auc": _eval_auc(single, data)}
@@ -108,8 +94,8 @@ def test_one_step_on_two_mirrored_replicas_equals_one_device():
     2 mirrored logical CPUs end at the same weights, for lazy Adam, sparse FTRL, R-Drop and a wide FTRL."""
     script = Path(__file__).with_name("distribute_step_check.py")
     configs = [{}, {"optimizer": "ftrl"}, {"rdrop_alpha": 1.0}, {"model": "wide_deep", "wide_optimizer": "ftrl"}]
-    done = subprocess.run([sys.executable, str(script), json.dumps(configs)], env=_env(CTRFLOW_LOGICAL_CPUS="2"),
-                          capture_output=True, text=True, timeout=240)
+    done = subprocess.run([sys.executable, str(script), json.dumps(configs)],
+                          env=training_env(CTRFLOW_LOGICAL_CPUS="2"), capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads(done.stdout.strip().splitlines()[-1])
     for config, result in zip(configs, results):
@@ -139,7 +125,7 @@ def test_two_workers_with_tf_config_train_one_export_as_good_as_one_process(cens
 
 def test_mirrored_over_two_logical_cpus_matches_one_process(census, tmp_path):
     output = tmp_path / "model"
-    done = subprocess.run(_train_cmd(census["data"], output), env=_env(CTRFLOW_LOGICAL_CPUS="2"),
+    done = subprocess.run(_train_cmd(census["data"], output), env=training_env(CTRFLOW_LOGICAL_CPUS="2"),
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     metrics = json.loads((output / "metrics.json").read_text())

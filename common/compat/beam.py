@@ -28,9 +28,11 @@ def quiet_worker_tracebacks() -> None:
     failure's traceback is printed once per worker thread before the CLI's
     one line).
     """
-    if not compat.use_trick(QUIET_WORKER_TRACEBACKS) or isinstance(sys.stderr, _WithoutWorkerTracebacks):
+    if not compat.use_trick(QUIET_WORKER_TRACEBACKS):
+        compat.record(QUIET_WORKER_TRACEBACKS, "public")
         return
-    sys.stderr = _WithoutWorkerTracebacks(sys.stderr)
+    if not isinstance(sys.stderr, _WithoutWorkerTracebacks):
+        sys.stderr = _WithoutWorkerTracebacks(sys.stderr)
     compat.record(QUIET_WORKER_TRACEBACKS, "trick")
 
 
