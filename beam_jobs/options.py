@@ -69,7 +69,7 @@ class PreprocessOptions(BeamJobOptions):
                   "the same rows in every run and on every runner")
     split_key: str | None = option(
         None, help="column whose value decides a row's split with --eval-fraction, e.g. a user or request id "
-                   "(rows sharing a key stay together); default: the whole row")
+                   "(rows sharing a key stay together); default: the row's feature values")
     output: str = option(help="output directory (local or gs://)")
     num_shards: int = option(0, help="TFRecord shards per split; 0 lets the runner choose")
     dates: str | None = option(

@@ -47,16 +47,6 @@ def runner_metrics(result) -> dict | None:
         return None
 
 
-def counters(result) -> dict[str, int]:
-    """All ctrflow counters of a finished pipeline, by name (progress only: the counts are ``row_counts``)."""
-    found: dict[str, int] = {}
-    query = runner_metrics(result) or {"counters": []}
-    for c in query["counters"]:
-        value = c.committed if c.committed is not None else c.attempted
-        found[c.key.metric.name] = found.get(c.key.metric.name, 0) + int(value or 0)
-    return found
-
-
 def task_window(result, splits: str | Sequence[str]) -> tuple[float, float] | None:
     """(first read task start, last read task end) over the splits, epoch seconds; None without file tasks."""
     wanted = {splits} if isinstance(splits, str) else set(splits)
